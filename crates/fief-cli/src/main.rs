@@ -1,0 +1,408 @@
+//! `fief`: the gateway binary and its command-line client.
+
+mod client;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use client::{Client, ClientError};
+use fief_config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "fief",
+    version,
+    about = "A self-hosted multi-tenant AI gateway with provable tenant isolation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (data plane and admin plane).
+    Serve(ServeArgs),
+    /// Run the whole story end to end on an embedded server in a temporary directory.
+    Demo,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage tenants (admin plane).
+    Tenant {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage a tenant's API keys (admin plane).
+    Key {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Manage your models (as a tenant, with FIEF_API_KEY).
+    Model {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Invoke a model (as a tenant, with FIEF_API_KEY).
+    Invoke {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        /// The model: `name`, or a fief resource name.
+        model: String,
+        /// The inputs as JSON (`[[1, 2]]` or `{"name": [[1, 2]]}`), or `@file`.
+        #[arg(long)]
+        input: String,
+        /// The endpoint: `shared` (pool) or your tenant id (silo, bridge).
+        #[arg(long, default_value = "shared")]
+        endpoint: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The config file (TOML); every key can also be set by FIEF_<KEY>.
+    #[arg(long, env = "FIEF_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain offline; names the first bad entry.
+    Verify {
+        #[arg(long, env = "FIEF_DATA_DIR", default_value = "./fief-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[arg(long, env = "FIEF_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    admin_url: String,
+    /// Defaults to the token file in --data-dir.
+    #[arg(long, env = "FIEF_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    #[arg(long, env = "FIEF_DATA_DIR", default_value = "./fief-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct TenantArgs {
+    #[arg(long, env = "FIEF_DATA_URL", default_value = "http://127.0.0.1:8080")]
+    data_url: String,
+    #[arg(long, env = "FIEF_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its first API key once.
+    Create {
+        id: String,
+        #[arg(long, default_value = "pool")]
+        tier: String,
+        /// A tag, KEY=VALUE (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    Ls,
+    Get {
+        id: String,
+    },
+    /// Offboard: deletes every row and object of the tenant and destroys its key.
+    Rm {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    Create {
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    Ls {
+        tenant: String,
+    },
+    Revoke {
+        tenant: String,
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Upload (or replace) a model from an ONNX file.
+    Put {
+        name: String,
+        file: PathBuf,
+    },
+    Ls,
+    Get {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIEF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo => demo::run().await,
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => audit_verify(&data_dir),
+        Command::Tenant { admin, command } => tenant(admin, command).await,
+        Command::Key { admin, command } => key(admin, command).await,
+        Command::Model { tenant, command } => model(tenant, command).await,
+        Command::Invoke {
+            tenant,
+            model,
+            input,
+            endpoint,
+        } => invoke(tenant, &model, &input, &endpoint).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> CliResult {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    if args.check_config {
+        println!("# configuration is valid\n{}", config.to_toml());
+        return Ok(());
+    }
+    let running = fief_server::start(config, fief_server::Secrets::from_env()).await?;
+    tracing::info!(data = %running.data_addr, admin = %running.admin_addr, "fief is serving");
+    println!(
+        "fief data plane on http://{}  admin plane on http://{}",
+        running.data_addr, running.admin_addr
+    );
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await?;
+    Ok(())
+}
+
+fn audit_verify(data_dir: &Path) -> CliResult {
+    let path = data_dir.join(fief_server::AUDIT_LOG_FILE);
+    let verified =
+        fief_audit::verify(&path).map_err(|e| format!("{}: FAILED: {e}", path.display()))?;
+    println!(
+        "{}: OK, {} entries, chain head {}",
+        path.display(),
+        verified.entries,
+        verified.last_hash
+    );
+    Ok(())
+}
+
+fn admin_client(admin: &AdminArgs) -> Result<Client, ClientError> {
+    let token = match &admin.admin_token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(admin.data_dir.join(fief_server::ADMIN_TOKEN_FILE))
+            .map(|t| t.trim().to_owned())
+            .map_err(|_| ClientError::Usage("no admin token: set FIEF_ADMIN_TOKEN or --admin-token (or --data-dir holding admin.token)".into()))?,
+    };
+    Ok(Client::new(&admin.admin_url, &token))
+}
+
+fn tenant_client(tenant: &TenantArgs) -> Result<Client, ClientError> {
+    let key = tenant
+        .api_key
+        .as_deref()
+        .ok_or_else(|| ClientError::Usage("no tenant key: set FIEF_API_KEY or --api-key".into()))?;
+    Ok(Client::new(&tenant.data_url, key))
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
+    let c = admin_client(&admin)?;
+    match command {
+        TenantCommand::Create { id, tier, tags } => {
+            let mut map = serde_json::Map::new();
+            for t in tags {
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| format!("tag {t:?} is not KEY=VALUE"))?;
+                map.insert(k.to_owned(), Value::from(v));
+            }
+            let (_, body) = c
+                .send(
+                    c.request(Method::POST, "/admin/v1/tenants")
+                        .json(&json!({"id": id, "tier": tier, "tags": map})),
+                )
+                .await?;
+            print(&body["tenant"]);
+            println!(
+                "API key (shown once, store it now): {}",
+                body["api_key"].as_str().unwrap_or("")
+            );
+        }
+        TenantCommand::Ls => print(&c.send(c.request(Method::GET, "/admin/v1/tenants")).await?.1),
+        TenantCommand::Get { id } => print(
+            &c.send(c.request(Method::GET, &format!("/admin/v1/tenants/{id}")))
+                .await?
+                .1,
+        ),
+        TenantCommand::Rm { id } => {
+            c.send(c.request(Method::DELETE, &format!("/admin/v1/tenants/{id}")))
+                .await?;
+            println!("tenant {id} offboarded: its rows and objects are deleted and its data key destroyed");
+        }
+    }
+    Ok(())
+}
+
+async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
+    let c = admin_client(&admin)?;
+    match command {
+        KeyCommand::Create { tenant, name } => {
+            let (_, body) = c
+                .send(
+                    c.request(
+                        Method::POST,
+                        &format!("/admin/v1/tenants/{tenant}/api-keys"),
+                    )
+                    .json(&json!({"name": name})),
+                )
+                .await?;
+            println!(
+                "key {} created; API key (shown once): {}",
+                body["id"].as_str().unwrap_or(""),
+                body["api_key"].as_str().unwrap_or("")
+            );
+        }
+        KeyCommand::Ls { tenant } => print(
+            &c.send(c.request(Method::GET, &format!("/admin/v1/tenants/{tenant}/api-keys")))
+                .await?
+                .1,
+        ),
+        KeyCommand::Revoke { tenant, key_id } => {
+            c.send(c.request(
+                Method::DELETE,
+                &format!("/admin/v1/tenants/{tenant}/api-keys/{key_id}"),
+            ))
+            .await?;
+            println!("key {key_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn model(tenant: TenantArgs, command: ModelCommand) -> CliResult {
+    let c = tenant_client(&tenant)?;
+    match command {
+        ModelCommand::Put { name, file } => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let req = c
+                .request(Method::PUT, &format!("/api/v1/models/{name}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes);
+            let (status, body) = c.send(req).await?;
+            println!(
+                "{} model {name}",
+                if status == reqwest::StatusCode::CREATED {
+                    "created"
+                } else {
+                    "replaced"
+                }
+            );
+            print(&body);
+        }
+        ModelCommand::Ls => print(&c.send(c.request(Method::GET, "/api/v1/models")).await?.1),
+        ModelCommand::Get { name } => print(
+            &c.send(c.request(Method::GET, &format!("/api/v1/models/{name}")))
+                .await?
+                .1,
+        ),
+        ModelCommand::Rm { name } => {
+            c.send(c.request(Method::DELETE, &format!("/api/v1/models/{name}")))
+                .await?;
+            println!("model {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn invoke(tenant: TenantArgs, model: &str, input: &str, endpoint: &str) -> CliResult {
+    let c = tenant_client(&tenant)?;
+    let text = match input.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+        None => input.to_owned(),
+    };
+    let inputs: Value =
+        serde_json::from_str(&text).map_err(|e| format!("--input is not JSON: {e}"))?;
+    let req = c
+        .request(Method::POST, &format!("/endpoints/{endpoint}/invocations"))
+        .header(fief_server::TARGET_MODEL_HEADER, model)
+        .json(&json!({"inputs": inputs}));
+    print(&c.send(req).await?.1);
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Configuration: one TOML file, every key overridable by a `FIEF_*`
+//! environment variable (nested keys joined by `__`, e.g.
+//! `FIEF_MODELS__CACHE_BYTES`), then by command-line flags. Unknown keys, in
+//! the file or in the environment, are errors: a typo must not silently fall
+//! back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables that are not config keys: secrets and client settings.
+const NOT_CONFIG_KEYS: &[&str] = &[
+    "ADMIN_TOKEN",
+    "MASTER_KEY",
+    "API_KEY",
+    "CONFIG",
+    "DATA_URL",
+    "ADMIN_URL",
+    "LOG",
+    "EMBEDDER_DIR",
+];
+const NOT_CONFIG_PREFIXES: &[&str] = &["TEST_"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded store, the objects, the keys and the audit log live.
+    pub data_dir: PathBuf,
+    /// The data plane (tenants).
+    pub listen: SocketAddr,
+    /// The admin plane (operator), on its own listener.
+    pub admin_listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// A request that takes longer is answered 503.
+    pub request_timeout_secs: u64,
+    pub models: ModelsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Memory budget of loaded models (counted by ONNX size), LRU-evicted.
+    pub cache_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./fief-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            max_body_bytes: 32 * 1024 * 1024,
+            request_timeout_secs: 60,
+            models: ModelsConfig::default(),
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// Command-line values, which win over the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// File (if any), then `FIEF_*` variables from `env`, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, source) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_owned()),
+        };
+        // Check the file alone first so its errors name the file.
+        Self::from_table(table.clone(), &source)?;
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FIEF_"))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            let key = &var["FIEF_".len()..];
+            if NOT_CONFIG_KEYS.contains(&key)
+                || NOT_CONFIG_PREFIXES.iter().any(|p| key.starts_with(p))
+            {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            set_path(&mut table, &path, env_value(&value));
+            Self::from_table(table.clone(), &var).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: match e {
+                    ConfigError::Parse { message, .. } => message,
+                    other => other.to_string(),
+                },
+            })?;
+        }
+        let mut config = Self::from_table(table, &source)?;
+        if let Some(d) = &overrides.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = overrides.listen {
+            config.listen = a;
+        }
+        if let Some(a) = overrides.admin_listen {
+            config.admin_listen = a;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table, source: &str) -> Result<Self, ConfigError> {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: source.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes must be greater than 0");
+        }
+        if self.request_timeout_secs == 0 {
+            return invalid("request_timeout_secs must be greater than 0");
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return invalid(
+                "listen and admin_listen must differ: the admin plane has its own listener",
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `--check-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Integers and booleans by their look; everything else is a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fief.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nmax_body_bytes = 10\n[models]\ncache_bytes = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("FIEF_MAX_BODY_BYTES", "20"),
+                ("FIEF_MODELS__CACHE_BYTES", "7"),
+                ("FIEF_ADMIN_TOKEN", "x"),
+                ("FIEF_TEST_DATABASE_URL", "y"),
+                ("OTHER", "z"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:9000".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.max_body_bytes, 20);
+        assert_eq!(c.models.cache_bytes, 7);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fief.toml");
+        std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data_dri"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("FIEF_LISTN", "1.2.3.4:5")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("FIEF_LISTN"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("FIEF_LISTEN", "not an address")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("FIEF_LISTEN"), "{e}");
+        assert!(Config::load(
+            None,
+            env(&[("FIEF_MAX_BODY_BYTES", "0")]),
+            &Overrides::default()
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Invocation latency through the gateway against calling tract directly on
+//! the same model. Run with `cargo bench -p fief-server --bench invocation`;
+//! BENCH_REQUESTS and BENCH_CONCURRENCY change the load.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tract_onnx::prelude::*;
+
+use fief_config::{Config, Overrides};
+use fief_serving::onnx_builder::Mlp;
+
+const WIDTHS: [usize; 4] = [64, 256, 256, 10];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+    lat.sort();
+    let pick = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        rps: lat.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn row(name: &str, s: &Stats) {
+    println!(
+        "{name:<34} {:>10.1} {:>10.1} {:>10.0}",
+        s.p50.as_secs_f64() * 1e6,
+        s.p99.as_secs_f64() * 1e6,
+        s.rps
+    );
+}
+
+fn main() {
+    let requests = env_or("BENCH_REQUESTS", 4000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 8);
+    let mlp = Mlp::seeded(&WIDTHS, 42);
+    let onnx = mlp.to_onnx();
+    let input: Vec<f32> = (0..WIDTHS[0]).map(|i| (i as f32 * 0.37).sin()).collect();
+
+    // Direct: tract on the same bytes, no gateway.
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut onnx.as_slice())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let tensor = Tensor::from_shape(&[1, WIDTHS[0]], &input).unwrap();
+    let direct = |n: usize, threads: usize| {
+        let start = Instant::now();
+        let lat: Vec<Duration> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..n / threads)
+                            .map(|_| {
+                                let t0 = Instant::now();
+                                let out = plan.run(tvec!(tensor.clone().into())).unwrap();
+                                std::hint::black_box(out);
+                                t0.elapsed()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        stats(lat, start.elapsed())
+    };
+    direct(200, 1); // warm-up
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (gw1, gwc) = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            data_dir: Some(dir.path().to_owned()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        let config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+        let server = fief_server::start(config, fief_server::Secrets::default())
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("http://{}/admin/v1/tenants", server.admin_addr))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"id": "bench", "tier": "pool"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = created["api_key"].as_str().unwrap().to_owned();
+        let put = http
+            .put(format!("http://{}/api/v1/models/mlp", server.data_addr))
+            .bearer_auth(&key)
+            .header("content-type", "application/octet-stream")
+            .body(onnx.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+        let url = Arc::new(format!(
+            "http://{}/endpoints/shared/invocations",
+            server.data_addr
+        ));
+        let body = Arc::new(serde_json::to_vec(&json!({"inputs": [input.clone()]})).unwrap());
+        let expected = mlp.reference(std::slice::from_ref(&input));
+
+        let run = |n: usize, c: usize| {
+            let (http, key, url, body, expected) = (
+                http.clone(),
+                key.clone(),
+                url.clone(),
+                body.clone(),
+                expected.clone(),
+            );
+            async move {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..c)
+                    .map(|_| {
+                        let (http, key, url, body, expected) = (
+                            http.clone(),
+                            key.clone(),
+                            url.clone(),
+                            body.clone(),
+                            expected.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let mut lat = Vec::with_capacity(n / c);
+                            for i in 0..n / c {
+                                let t0 = Instant::now();
+                                let r = http
+                                    .post(url.as_str())
+                                    .bearer_auth(&key)
+                                    .header(fief_server::TARGET_MODEL_HEADER, "mlp")
+                                    .header("content-type", "application/json")
+                                    .body(body.as_ref().clone())
+                                    .send()
+                                    .await
+                                    .unwrap();
+                                assert_eq!(r.status(), 200);
+                                let v: serde_json::Value = r.json().await.unwrap();
+                                lat.push(t0.elapsed());
+                                if i == 0 {
+                                    let got: Vec<Vec<f32>> =
+                                        serde_json::from_value(v["outputs"]["output"].clone())
+                                            .unwrap();
+                                    let diff = got[0]
+                                        .iter()
+                                        .zip(&expected[0])
+                                        .map(|(a, b)| (a - b).abs())
+                                        .fold(0f32, f32::max);
+                                    assert!(
+                                        diff < 1e-3,
+                                        "wrong answer through the gateway: {diff}"
+                                    );
+                                }
+                            }
+                            lat
+                        })
+                    })
+                    .collect();
+                let mut lat = Vec::new();
+                for t in tasks {
+                    lat.extend(t.await.unwrap());
+                }
+                stats(lat, start.elapsed())
+            }
+        };
+        run(200, 1).await; // warm-up
+        let one = run(requests / 4, 1).await;
+        let many = run(requests, concurrency).await;
+        server.shutdown().await.unwrap();
+        (one, many)
+    });
+    let d1 = direct(requests / 4, 1);
+    let dc = direct(requests, concurrency);
+
+    println!(
+        "\nmodel: MLP {WIDTHS:?} ({} bytes ONNX), batch 1, {requests} requests",
+        onnx.len()
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "", "p50 (µs)", "p99 (µs)", "req/s"
+    );
+    row("tract direct, 1 thread", &d1);
+    row("gateway (HTTP+auth+audit), c=1", &gw1);
+    row(&format!("tract direct, {concurrency} threads"), &dc);
+    row(&format!("gateway, concurrency {concurrency}"), &gwc);
+    println!(
+        "gateway overhead at c=1: p50 +{:.0} µs",
+        (gw1.p50.as_secs_f64() - d1.p50.as_secs_f64()) * 1e6
+    );
+}

@@ -1,0 +1,116 @@
+//! The one place where errors become HTTP: the JSON error shape
+//! `{"error": {"code", "message", "request_id"}}` with its status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use fief_serving::ServingError;
+use fief_store::StoreError;
+
+use crate::request_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// Deliberately without detail: the same answer whether or not the
+    /// resource exists (invariant 7).
+    #[error("access denied")]
+    AccessDenied,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Details go to the server log, never to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AccessDenied => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "ValidationError",
+            ApiError::Unauthenticated(_) => "Unauthenticated",
+            ApiError::AccessDenied => "AccessDenied",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Unavailable(_) => "Unavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = request_id::current();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%request_id, "internal error: {detail}");
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string(), "request_id": request_id}});
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ServingError> for ApiError {
+    fn from(e: ServingError) -> Self {
+        match e {
+            ServingError::InvalidModel(_) | ServingError::InvalidInput(_) => {
+                ApiError::Validation(e.to_string())
+            }
+            ServingError::Execution(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<fief_core::CoreError> for ApiError {
+    fn from(e: fief_core::CoreError) -> Self {
+        ApiError::Validation(e.to_string())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,218 @@
+//! The fief gateway: the data plane and the admin plane, each on its own
+//! listener, over the store, the policy engine, the audit log and the model
+//! cache. [`start`] is used by `fief serve`, `fief demo`, the tests and the
+//! benchmark alike.
+
+mod auth;
+mod error;
+mod models;
+mod request_id;
+mod routes;
+mod state;
+mod tenants;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use fief_audit::AuditLog;
+use fief_config::Config;
+use fief_crypto::{write_secret_file, MasterKey};
+use fief_policy::PolicyEngine;
+use fief_serving::ModelCache;
+use fief_store::Store;
+
+pub use error::ApiError;
+pub use routes::TARGET_MODEL_HEADER;
+pub use state::AppState;
+
+/// File names inside the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const AUDIT_LOG_FILE: &str = "audit.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Startup(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] fief_store::StoreError),
+    #[error(transparent)]
+    Policy(#[from] fief_policy::PolicyError),
+    #[error(transparent)]
+    Audit(#[from] fief_audit::AuditError),
+    #[error(transparent)]
+    Crypto(#[from] fief_crypto::CryptoError),
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// Secrets that come from the environment, never from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `FIEF_ADMIN_TOKEN`; generated into the data directory when absent.
+    pub admin_token: Option<String>,
+    /// `FIEF_MASTER_KEY` (64 hex); a key file in the data directory when absent.
+    pub master_key: Option<String>,
+}
+
+impl Secrets {
+    pub fn from_env() -> Self {
+        Self {
+            admin_token: std::env::var("FIEF_ADMIN_TOKEN")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            master_key: std::env::var("FIEF_MASTER_KEY")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_token: String,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight requests finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until both listeners stop.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        for task in self.tasks {
+            task.await
+                .map_err(|e| ServerError::Task(e.to_string()))?
+                .map_err(|e| ServerError::Task(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A handle that triggers graceful shutdown (e.g. from a signal handler).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens everything under the data directory, binds both listeners and
+/// starts serving.
+pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ServerError::Startup(format!("data directory {}: {e}", dir.display())))?;
+    let master = match &secrets.master_key {
+        Some(hex) => MasterKey::from_hex(hex)
+            .map_err(|e| ServerError::Startup(format!("FIEF_MASTER_KEY: {e}")))?,
+        None => MasterKey::load_or_create(&dir.join(MASTER_KEY_FILE))?,
+    };
+    let admin_token = admin_token(&dir, secrets.admin_token)?;
+    let policy = PolicyEngine::new()?;
+    let audit = AuditLog::open(&dir.join(AUDIT_LOG_FILE))?;
+    let store = Store::open(&dir, master).await?;
+    let cache = ModelCache::new(config.models.cache_bytes);
+
+    let data_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
+    let data_addr = local_addr(&data_listener, config.listen)?;
+    let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
+
+    let state = Arc::new(AppState {
+        config,
+        store,
+        policy,
+        audit,
+        cache,
+        admin_token: admin_token.clone(),
+    });
+    let (shutdown, rx) = watch::channel(false);
+    let tasks = vec![
+        serve(
+            data_listener,
+            routes::data_router(state.clone()),
+            rx.clone(),
+        ),
+        serve(admin_listener, routes::admin_router(state.clone()), rx),
+    ];
+    Ok(Running {
+        data_addr,
+        admin_addr,
+        admin_token,
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    l.local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut rx: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
+}
+
+const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
+/// The admin token from the environment, else from (or newly into) the data
+/// directory, readable by its owner only.
+fn admin_token(dir: &Path, from_env: Option<String>) -> Result<String, ServerError> {
+    if let Some(token) = from_env {
+        if token.len() < MIN_ADMIN_TOKEN_LEN
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ServerError::Startup(format!(
+                "FIEF_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LEN} characters without spaces"
+            )));
+        }
+        return Ok(token);
+    }
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        Ok(_) => Err(ServerError::Startup(format!("{} is empty", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            let token = format!("fiefadm_{}", hex::encode(raw));
+            write_secret_file(&path, token.as_bytes())
+                .map_err(|e| ServerError::Startup(format!("{}: {e}", path.display())))?;
+            Ok(token)
+        }
+        Err(e) => Err(ServerError::Startup(format!("{}: {e}", path.display()))),
+    }
+}

@@ -1,0 +1,189 @@
+//! Tenant model operations and invocation. No HTTP here: handlers in
+//! `routes` extract, call these, and let `error` map the result.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use fief_core::{ModelRef, TenantId};
+use fief_policy::{Action, Principal, Resource, TenantScope};
+use fief_serving::{Inputs, LoadedModel, Outputs};
+use fief_store::{ModelRecord, PutOutcome};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    pub frn: String,
+    #[serde(flatten)]
+    pub record: ModelRecord,
+}
+
+fn view(tenant: &TenantId, record: ModelRecord) -> ModelView {
+    let frn = ModelRef {
+        owner: tenant.clone(),
+        name: record.name.clone(),
+    }
+    .frn();
+    ModelView { frn, record }
+}
+
+fn caller_tenant(principal: &Principal) -> ApiResult<&TenantId> {
+    principal.tenant().ok_or(ApiError::AccessDenied)
+}
+
+/// Resolves a client-written model reference and authorises `action` on it.
+/// Authorisation happens before any lookup, so the answer for another
+/// tenant's model does not depend on whether it exists (invariant 7).
+fn authorize_model(
+    state: &AppState,
+    principal: &Principal,
+    action: Action,
+    raw: &str,
+) -> ApiResult<(TenantScope, ModelRef)> {
+    let model = ModelRef::parse(raw, caller_tenant(principal)?)?;
+    let scope = state.authorize_scoped(principal, action, &Resource::Model(model.clone()))?;
+    Ok((scope, model))
+}
+
+pub async fn put(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    bytes: Vec<u8>,
+) -> ApiResult<(ModelView, PutOutcome)> {
+    let (scope, model) = authorize_model(state, principal, Action::PutModel, raw)?;
+    let (loaded, bytes) = blocking(move || (LoadedModel::load(&bytes), bytes)).await?;
+    let loaded = Arc::new(loaded?);
+    let (record, outcome) = state
+        .store
+        .put_model(&scope, &model.name, &bytes, loaded.signature())
+        .await?;
+    // Loaded once to validate it; keep it so the first invocation is warm.
+    state
+        .cache
+        .insert(&scope, &record.name, record.version, loaded);
+    Ok((view(scope.tenant(), record), outcome))
+}
+
+pub async fn get(state: &AppState, principal: &Principal, raw: &str) -> ApiResult<ModelView> {
+    let (scope, model) = authorize_model(state, principal, Action::GetModel, raw)?;
+    let record = state
+        .store
+        .get_model(&scope, &model.name)
+        .await?
+        .ok_or_else(|| not_found(&model))?;
+    Ok(view(scope.tenant(), record))
+}
+
+pub async fn delete(state: &AppState, principal: &Principal, raw: &str) -> ApiResult<()> {
+    let (scope, model) = authorize_model(state, principal, Action::DeleteModel, raw)?;
+    if !state.store.delete_model(&scope, &model.name).await? {
+        return Err(not_found(&model));
+    }
+    state.cache.remove_model(&scope, &model.name);
+    Ok(())
+}
+
+pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<ModelView>> {
+    let tenant = caller_tenant(principal)?.clone();
+    let scope = state.authorize_scoped(principal, Action::ListModels, &Resource::Tenant(tenant))?;
+    let records = state.store.list_models(&scope).await?;
+    Ok(records
+        .into_iter()
+        .map(|r| view(scope.tenant(), r))
+        .collect())
+}
+
+/// `POST /endpoints/{endpoint}/invocations`: the endpoint, then the model,
+/// are authorised; only then is anything looked up.
+pub async fn invoke(
+    state: &AppState,
+    principal: &Principal,
+    endpoint: &str,
+    target: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Outputs> {
+    let caller = caller_tenant(principal)?;
+    let endpoint_resource = if endpoint == "shared" {
+        (Action::InvokeSharedEndpoint, Resource::SharedEndpoint)
+    } else {
+        (
+            Action::InvokeEndpoint,
+            Resource::Endpoint(TenantId::parse(endpoint)?),
+        )
+    };
+    let target = target.ok_or_else(|| {
+        ApiError::Validation(
+            "missing header X-Amzn-SageMaker-Target-Model naming the model to run".into(),
+        )
+    })?;
+    let model = ModelRef::parse(target, caller)?;
+    state.authorize(principal, endpoint_resource.0, &endpoint_resource.1)?;
+    let scope = state.authorize_scoped(
+        principal,
+        Action::InvokeModel,
+        &Resource::Model(model.clone()),
+    )?;
+    let inputs = parse_invocation(body)?;
+
+    let record = state
+        .store
+        .get_model(&scope, &model.name)
+        .await?
+        .ok_or_else(|| not_found(&model))?;
+    let loaded = match state.cache.get(&scope, &record.name, record.version) {
+        Some(m) => m,
+        None => {
+            let bytes = state.store.read_model_bytes(&scope, &record).await?;
+            let loaded = Arc::new(blocking(move || LoadedModel::load(&bytes)).await?.map_err(
+                |e| {
+                    // It loaded when it was uploaded; failing now means the stored bytes changed.
+                    ApiError::Internal(format!("stored model no longer loads: {e}"))
+                },
+            )?);
+            state
+                .cache
+                .insert(&scope, &record.name, record.version, loaded.clone());
+            loaded
+        }
+    };
+    Ok(blocking(move || loaded.run(&inputs)).await??)
+}
+
+fn parse_invocation(body: &[u8]) -> ApiResult<Inputs> {
+    if body.is_empty() {
+        return Err(ApiError::Validation(
+            "empty body: expected JSON {\"inputs\": ...}".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Validation(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(ApiError::Validation(
+            "body must be a JSON object {\"inputs\": ...}".into(),
+        ));
+    };
+    let inputs = map
+        .remove("inputs")
+        .ok_or_else(|| ApiError::Validation("body has no `inputs` field".into()))?;
+    if let Some(extra) = map.keys().next() {
+        return Err(ApiError::Validation(format!(
+            "unknown field `{extra}` (only `inputs` is accepted)"
+        )));
+    }
+    Ok(Inputs::from_json(&inputs)?)
+}
+
+fn not_found(model: &ModelRef) -> ApiError {
+    ApiError::NotFound(format!("model {} not found", model.name))
+}
+
+/// Runs CPU-bound model work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))
+}

@@ -1,0 +1,33 @@
+//! Every request gets an id, echoed in `x-request-id`, in error bodies and in
+//! audit entries. It is held in a task-local so code far from the handler
+//! (errors, audit) can read it without threading it through every call.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+pub const HEADER: &str = "x-request-id";
+
+pub fn current() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "none".to_owned())
+}
+
+pub fn new_id() -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn middleware(req: Request, next: Next) -> Response {
+    let id = new_id();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, v);
+    }
+    response
+}

@@ -1,0 +1,397 @@
+//! HTTP surface: routers for both planes, thin handlers and extractors whose
+//! rejections use the JSON error shape.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use fief_store::PutOutcome;
+
+use crate::auth::{Operator, TenantCaller};
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+use crate::{models, request_id, tenants};
+
+pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
+
+/// The tenant-facing listener.
+pub fn data_router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/models", get(list_models))
+        .route(
+            "/api/v1/models/{name}",
+            get(get_model).put(put_model).delete(delete_model),
+        )
+        .route("/endpoints/{endpoint}/invocations", post(invoke));
+    finish(api, state)
+}
+
+/// The operator's listener.
+pub fn admin_router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/admin/v1/tenants/{id}",
+            get(get_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/api-keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/api-keys/{key_id}",
+            axum::routing::delete(revoke_key),
+        )
+        .route("/admin/v1/audit", get(audit));
+    finish(api, state)
+}
+
+/// Layers both planes share: health, fallbacks, body limit, timeout and the
+/// request id (outermost, so every response carries it).
+fn finish(api: Router<SharedState>, state: SharedState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    api.route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            reject_oversized(req, next, limit)
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            with_timeout(req, next, timeout)
+        }))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// Refuses a declared oversized body before reading any of it.
+async fn reject_oversized(req: Request, next: Next, limit: usize) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => ApiError::PayloadTooLarge(limit).into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+async fn with_timeout(req: Request, next: Next, timeout: Duration) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Unavailable(format!("request took longer than {}s", timeout.as_secs()))
+            .into_response(),
+    }
+}
+
+// ---- extractors -----------------------------------------------------------
+
+/// A raw body whose rejections are API errors (413 above the limit).
+pub struct Body(pub Bytes);
+
+impl FromRequest<SharedState> for Body {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        let limit = state.config.max_body_bytes;
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| body_error(e, limit))
+    }
+}
+
+fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit)
+    } else {
+        ApiError::Validation(format!(
+            "could not read the request body: {}",
+            e.body_text()
+        ))
+    }
+}
+
+/// A JSON body with API-shaped errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let Body(bytes) = Body::from_request(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
+}
+
+/// Path parameters with API-shaped errors.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::Validation(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Query parameters with API-shaped errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::Validation(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Validation(
+            "more than one Content-Type header".into(),
+        ));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .map_err(|_| ApiError::Validation("malformed Content-Type header".into()))
+        })
+        .transpose()
+}
+
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    match content_type(headers)?.as_deref() {
+        None | Some("application/json") => Ok(()),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "expected application/json, got {other}"
+        ))),
+    }
+}
+
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Validation(format!("more than one {name} header")));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::Validation(format!("header {name} is not valid text")))
+        })
+        .transpose()
+}
+
+// ---- shared ---------------------------------------------------------------
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<serde_json::Value>> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("store is not ready: {e}")))?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+// ---- data plane -----------------------------------------------------------
+
+async fn me(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<Json<serde_json::Value>> {
+    let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
+    state.authorize(
+        &p,
+        fief_policy::Action::GetIdentity,
+        &fief_policy::Resource::Tenant(tenant.clone()),
+    )?;
+    Ok(Json(json!({"tenant": tenant, "principal": p.audit_name()})))
+}
+
+async fn list_models(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({"models": models::list(&state, &p).await?})))
+}
+
+async fn get_model(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(models::get(&state, &p, &name).await?))
+}
+
+async fn put_model(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    match content_type(&headers)?.as_deref() {
+        None | Some("application/octet-stream") => {}
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected application/octet-stream (raw ONNX bytes), got {other}"
+            )))
+        }
+    }
+    let (view, outcome) = models::put(&state, &p, &name, body.to_vec()).await?;
+    let status = if outcome == PutOutcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn delete_model(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    models::delete(&state, &p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn invoke(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(endpoint): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    require_json(&headers)?;
+    let target = single_header(&headers, TARGET_MODEL_HEADER)?;
+    let outputs = models::invoke(&state, &p, &endpoint, target, &body).await?;
+    Ok(Json(json!({"outputs": outputs.0})))
+}
+
+// ---- admin plane ----------------------------------------------------------
+
+async fn create_tenant(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiJson(req): ApiJson<tenants::CreateTenant>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(tenants::create(&state, req).await?),
+    ))
+}
+
+async fn list_tenants(
+    State(state): State<SharedState>,
+    _: Operator,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({"tenants": tenants::list(&state).await?})))
+}
+
+async fn get_tenant(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({"tenant": tenants::get(&state, &id).await?})))
+}
+
+async fn delete_tenant(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    tenants::delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: Option<String>,
+}
+
+async fn create_key(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    // The body is optional: no body means an unnamed key.
+    let name = if body.is_empty() {
+        None
+    } else {
+        require_json(&headers)?;
+        parse_json::<CreateKey>(&body)?.name
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(tenants::create_key(&state, &id, name).await?),
+    ))
+}
+
+async fn list_keys(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"api_keys": tenants::list_keys(&state, &id).await?}),
+    ))
+}
+
+async fn revoke_key(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    tenants::revoke_key(&state, &id, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiQuery(q): ApiQuery<tenants::AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({"entries": tenants::audit(&state, q).await?})))
+}

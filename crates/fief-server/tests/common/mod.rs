@@ -1,0 +1,172 @@
+//! A real gateway on loopback ports in a temporary directory, and helpers to
+//! drive it over HTTP exactly as a client would.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use fief_config::{Config, Overrides};
+use fief_serving::onnx_builder::Mlp;
+
+pub struct TestServer {
+    pub running: Option<fief_server::Running>,
+    pub data: String,
+    pub admin: String,
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn() -> TestServer {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        data_dir: Some(dir.path().to_owned()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let mut config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+    tweak(&mut config);
+    let running = fief_server::start(config, fief_server::Secrets::default())
+        .await
+        .unwrap();
+    TestServer {
+        data: format!("http://{}", running.data_addr),
+        admin: format!("http://{}", running.admin_addr),
+        data_addr: running.data_addr,
+        admin_addr: running.admin_addr,
+        admin_token: running.admin_token.clone(),
+        http: reqwest::Client::new(),
+        running: Some(running),
+        dir,
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+impl TestServer {
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        Resp {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub fn admin_req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_token)
+    }
+
+    pub fn data_req(&self, key: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.data))
+            .bearer_auth(key)
+    }
+
+    /// Creates a tenant and returns its first API key.
+    pub async fn tenant(&self, id: &str, tier: &str) -> String {
+        let r = self
+            .send(
+                self.admin_req(Method::POST, "/admin/v1/tenants")
+                    .json(&json!({"id": id, "tier": tier})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json()["api_key"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn put_model(&self, key: &str, name: &str, bytes: Vec<u8>) -> Resp {
+        self.send(
+            self.data_req(key, Method::PUT, &format!("/api/v1/models/{name}"))
+                .header("content-type", "application/octet-stream")
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn invoke(&self, key: &str, endpoint: &str, target: &str, body: &Value) -> Resp {
+        self.send(
+            self.data_req(
+                key,
+                Method::POST,
+                &format!("/endpoints/{endpoint}/invocations"),
+            )
+            .header(fief_server::TARGET_MODEL_HEADER, target)
+            .json(body),
+        )
+        .await
+    }
+
+    /// Sends bytes exactly as given (no client-side path normalisation) and
+    /// returns the status code and the whole response text.
+    pub async fn raw(&self, addr: SocketAddr, request: &[u8]) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+
+    pub async fn healthy(&self) -> bool {
+        self.send(self.http.get(format!("{}/healthz", self.data)))
+            .await
+            .status
+            == StatusCode::OK
+    }
+}
+
+/// A per-tenant model: same shape for everyone, different weights.
+pub fn tenant_model(seed: u64) -> Mlp {
+    Mlp::seeded(&[4, 8, 3], seed)
+}
+
+pub fn outputs(r: &Resp) -> Vec<Vec<f32>> {
+    serde_json::from_value(r.json()["outputs"]["output"].clone())
+        .unwrap_or_else(|_| panic!("no outputs in {}", r.text))
+}
+
+pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,183 @@
+//! API keys: random, shown once, stored only as a SHA-256 hash of the secret.
+//!
+//! A key reads `fief_<id>_<secret>`: `id` (16 hex) is the lookup prefix and is
+//! safe to log and list; `secret` (64 hex, 256 bits) is compared in constant
+//! time against its stored hash. A plain hash suffices because the secret is
+//! random and long; a slow password hash would only add latency.
+
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{Row, Sqlite, Transaction};
+use subtle::ConstantTimeEq;
+
+use fief_core::TenantId;
+
+use crate::{now, Result, Store, StoreError};
+
+pub const KEY_PREFIX: &str = "fief_";
+const ID_HEX: usize = 16;
+const SECRET_HEX: usize = 64;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A newly created key: the record and the secret token, shown once.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub record: ApiKeyRecord,
+    pub token: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+fn secret_hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Splits a presented token into (id, secret) if it has the key shape.
+fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let hex_lower = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (hex_lower(id, ID_HEX) && hex_lower(secret, SECRET_HEX)).then_some((id, secret))
+}
+
+pub(crate) async fn insert_key(
+    tx: &mut Transaction<'_, Sqlite>,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<NewApiKey> {
+    let id = random_hex(ID_HEX / 2);
+    let secret = random_hex(SECRET_HEX / 2);
+    let created_at = now();
+    sqlx::query("INSERT INTO api_keys (id, tenant_id, secret_hash, name, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&id)
+        .bind(tenant.as_str())
+        .bind(secret_hash(&secret))
+        .bind(name)
+        .bind(&created_at)
+        .execute(&mut **tx)
+        .await?;
+    let token = format!("{KEY_PREFIX}{id}_{secret}");
+    let record = ApiKeyRecord {
+        id,
+        tenant_id: tenant.clone(),
+        name: name.to_owned(),
+        created_at,
+        revoked_at: None,
+    };
+    Ok(NewApiKey { record, token })
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord> {
+    let tenant: String = row.try_get("tenant_id")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        tenant_id: TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_api_key(&self, tenant: &TenantId, name: &str) -> Result<NewApiKey> {
+        let mut tx = self.db.begin().await?;
+        let active: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM tenants WHERE id = ? AND status = 'active'")
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if active.is_none() {
+            return Err(StoreError::NotFound(format!("tenant {tenant}")));
+        }
+        let key = insert_key(&mut tx, tenant, name).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Revokes a key of this tenant; `false` if there is no such live key.
+    pub async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(key_id)
+        .bind(tenant.as_str())
+        .execute(&self.db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Looks a presented token up by its id and compares the secret's hash in
+    /// constant time. `None` for anything that is not a live key of an active
+    /// tenant; the caller answers all of those alike.
+    pub async fn authenticate_api_key(&self, token: &str) -> Result<Option<ApiKeyRecord>> {
+        let Some((id, secret)) = parse_token(token) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT k.id, k.tenant_id, k.name, k.created_at, k.revoked_at, k.secret_hash
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             WHERE k.id = ? AND k.revoked_at IS NULL AND t.status = 'active'",
+        )
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = row.try_get("secret_hash")?;
+        if bool::from(stored.ct_eq(&secret_hash(secret))) {
+            from_row(&row).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_shape() {
+        let id = "0123456789abcdef";
+        let secret = "a".repeat(64);
+        let token = format!("fief_{id}_{secret}");
+        assert_eq!(parse_token(&token), Some((id, secret.as_str())));
+        for bad in [
+            String::new(),
+            format!("fief_{id}"),
+            format!("fief_{id}_{}", "a".repeat(63)),
+            format!("fief_{}_{secret}", id.to_uppercase().replace('A', "Z")),
+            format!("fief_{id}_{secret}x"),
+            format!("Bearer fief_{id}_{secret}"),
+        ] {
+            assert_eq!(parse_token(&bad), None, "{bad}");
+        }
+    }
+}
