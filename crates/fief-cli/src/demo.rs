@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use fief_config::{Config, Overrides};
+use fief_config::Config;
 use fief_serving::onnx_builder::Mlp;
 
 use crate::client::Client;
@@ -26,13 +26,8 @@ fn step(n: usize, text: &str) {
 
 pub async fn run() -> DemoResult {
     let dir = tempfile::tempdir()?;
-    let overrides = Overrides {
-        data_dir: Some(dir.path().to_owned()),
-        listen: Some("127.0.0.1:0".parse()?),
-        admin_listen: Some("127.0.0.1:0".parse()?),
-    };
     // The demo ignores FIEF_* variables so it behaves the same everywhere.
-    let config = Config::load(None, std::iter::empty(), &overrides)?;
+    let config = Config::ephemeral(dir.path());
     let server = fief_server::start(config, fief_server::Secrets::default()).await?;
     let data = format!("http://{}", server.data_addr);
     let admin = Client::new(
@@ -144,8 +139,9 @@ pub async fn run() -> DemoResult {
             "cross-tenant access is 403 AccessDenied",
         )?;
         expect(!body.to_string().contains("outputs"), "no output leaks")?;
+        let path = format!("/endpoints/{endpoint}/invocations");
         println!(
-            "  POST /endpoints/{endpoint:<6}/invocations target={target:<28} -> {status} {}",
+            "  POST {path:<28} target={target:<28} -> {status} {}",
             body["error"]["code"]
         );
     }

@@ -237,6 +237,17 @@ async fn serve(args: ServeArgs) -> CliResult {
         "fief data plane on http://{}  admin plane on http://{}",
         running.data_addr, running.admin_addr
     );
+    if std::env::var_os("FIEF_ADMIN_TOKEN").is_none() {
+        let path = running
+            .state
+            .config
+            .data_dir
+            .join(fief_server::ADMIN_TOKEN_FILE);
+        println!(
+            "admin token: in {} (mode 0600); the CLI reads it from there",
+            path.display()
+        );
+    }
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -33,12 +33,7 @@ fn demo_runs_to_the_end() {
 #[tokio::test]
 async fn audit_verify_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = fief_config::Overrides {
-        data_dir: Some(dir.path().to_owned()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-    };
-    let config = fief_config::Config::load(None, std::iter::empty(), &overrides).unwrap();
+    let config = fief_config::Config::ephemeral(dir.path());
     let server = fief_server::start(config, fief_server::Secrets::default())
         .await
         .unwrap();

@@ -148,6 +148,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Defaults with `data_dir` and both listeners on ephemeral loopback
+    /// ports, ignoring the environment: for the demo, tests and benchmarks.
+    pub fn ephemeral(data_dir: &Path) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            data_dir: data_dir.to_owned(),
+            listen: loopback,
+            admin_listen: loopback,
+            ..Self::default()
+        }
+    }
+
     fn from_table(table: toml::Table, source: &str) -> Result<Self, ConfigError> {
         toml::Value::Table(table)
             .try_into()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tract_onnx::prelude::*;
 
-use fief_config::{Config, Overrides};
+use fief_config::Config;
 use fief_serving::onnx_builder::Mlp;
 
 const WIDTHS: [usize; 4] = [64, 256, 256, 10];
@@ -94,12 +94,7 @@ fn main() {
         .unwrap();
     let (gw1, gwc) = rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let overrides = Overrides {
-            data_dir: Some(dir.path().to_owned()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        };
-        let config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+        let config = Config::ephemeral(dir.path());
         let server = fief_server::start(config, fief_server::Secrets::default())
             .await
             .unwrap();

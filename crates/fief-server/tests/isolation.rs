@@ -391,7 +391,8 @@ async fn model_bytes_at_rest_are_sealed_with_the_tenants_own_key() {
     );
 
     let state = &s.running.as_ref().unwrap().state;
-    let scope = |t: &str| {
+    // Scopes come only from the policy engine, exactly as the server gets them.
+    let scope = |t: &str, action| {
         let tenant = fief_core::TenantId::parse(t).unwrap();
         let principal = fief_policy::Principal::ApiKey {
             key_id: "test".into(),
@@ -399,32 +400,13 @@ async fn model_bytes_at_rest_are_sealed_with_the_tenants_own_key() {
         };
         state
             .policy
-            .authorize(
-                &principal,
-                fief_policy::Action::GetModel,
-                &fief_policy::Resource::Tenant(tenant),
-            )
+            .authorize(&principal, action, &fief_policy::Resource::Tenant(tenant))
             .into_scope()
     };
     // GetModel on a Tenant resource does not fit the schema: no scope.
-    assert!(scope("aa").is_none());
-    let scope = |t: &str| {
-        let tenant = fief_core::TenantId::parse(t).unwrap();
-        let principal = fief_policy::Principal::ApiKey {
-            key_id: "test".into(),
-            tenant: tenant.clone(),
-        };
-        state
-            .policy
-            .authorize(
-                &principal,
-                fief_policy::Action::ListModels,
-                &fief_policy::Resource::Tenant(tenant),
-            )
-            .into_scope()
-            .unwrap()
-    };
-    let (sa, sb) = (scope("aa"), scope("bb"));
+    assert!(scope("aa", fief_policy::Action::GetModel).is_none());
+    let list = fief_policy::Action::ListModels;
+    let (sa, sb) = (scope("aa", list).unwrap(), scope("bb", list).unwrap());
     let rec_a = state
         .store
         .get_model(&sa, &fief_core::ModelName::parse("m").unwrap())

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use fief_config::{Config, Overrides};
+use fief_config::Config;
 use fief_serving::onnx_builder::Mlp;
 
 pub struct TestServer {
@@ -28,12 +28,7 @@ pub async fn spawn() -> TestServer {
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        data_dir: Some(dir.path().to_owned()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-    };
-    let mut config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+    let mut config = Config::ephemeral(dir.path());
     tweak(&mut config);
     let running = fief_server::start(config, fief_server::Secrets::default())
         .await
