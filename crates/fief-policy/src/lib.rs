@@ -450,4 +450,26 @@ mod tests {
         let d = engine.authorize(&key("aa"), Action::InvokeModel, &Resource::Tenant(t("aa")));
         assert!(!d.allowed);
     }
+
+    /// Cedar skips a policy whose evaluation errs; for a forbid that would
+    /// turn into an allow. The engine must deny instead (invariant 9).
+    #[test]
+    fn an_evaluation_error_is_a_deny() {
+        let mut engine = PolicyEngine::new().unwrap();
+        let own = model("aa");
+        assert!(
+            engine
+                .authorize(&key("aa"), Action::InvokeModel, &own)
+                .allowed
+        );
+        let erroring = Policy::parse(
+            Some(PolicyId::new("erroring-forbid")),
+            "forbid (principal, action, resource) when { 9223372036854775807 + 1 > 0 };",
+        )
+        .unwrap();
+        engine.policies.add(erroring).unwrap();
+        let d = engine.authorize(&key("aa"), Action::InvokeModel, &own);
+        assert!(!d.allowed && d.scope().is_none());
+        assert!(d.reason.unwrap().contains("evaluation error"));
+    }
 }
