@@ -58,6 +58,8 @@ pub struct Config {
 pub struct ModelsConfig {
     /// Memory budget of loaded models (counted by ONNX size), LRU-evicted.
     pub cache_bytes: usize,
+    /// Model loads that may run at once; more wait their turn.
+    pub max_concurrent_loads: usize,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             cache_bytes: 512 * 1024 * 1024,
+            max_concurrent_loads: 2,
         }
     }
 }
@@ -173,6 +176,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be greater than 0");
+        }
+        if self.models.max_concurrent_loads == 0 {
+            return invalid("models.max_concurrent_loads must be greater than 0");
         }
         if self.request_timeout_secs == 0 {
             return invalid("request_timeout_secs must be greater than 0");

@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod metrics;
 mod models;
 mod request_id;
 mod routes;
@@ -127,7 +128,10 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let policy = PolicyEngine::new()?;
     let audit = AuditLog::open(&dir.join(AUDIT_LOG_FILE))?;
     let store = Store::open(&dir, master).await?;
-    let cache = ModelCache::new(config.models.cache_bytes);
+    let cache = ModelCache::new(
+        config.models.cache_bytes,
+        config.models.max_concurrent_loads,
+    );
 
     let data_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
@@ -135,6 +139,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
 
     let state = Arc::new(AppState {
+        metrics: metrics::Metrics::default(),
         config,
         store,
         policy,

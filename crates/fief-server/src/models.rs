@@ -122,6 +122,21 @@ pub async fn invoke(
     })?;
     let model = ModelRef::parse(target, caller)?;
     state.authorize(principal, endpoint_resource.0, &endpoint_resource.1)?;
+    // Timed only once the endpoint is authorised, so its label is bounded.
+    let started = std::time::Instant::now();
+    let result = invoke_model(state, principal, &model, body).await;
+    state
+        .metrics
+        .invocation(endpoint, result.is_ok(), started.elapsed());
+    result
+}
+
+async fn invoke_model(
+    state: &AppState,
+    principal: &Principal,
+    model: &ModelRef,
+    body: &[u8],
+) -> ApiResult<Outputs> {
     let scope = state.authorize_scoped(
         principal,
         Action::InvokeModel,
@@ -133,23 +148,19 @@ pub async fn invoke(
         .store
         .get_model(&scope, &model.name)
         .await?
-        .ok_or_else(|| not_found(&model))?;
-    let loaded = match state.cache.get(&scope, &record.name, record.version) {
-        Some(m) => m,
-        None => {
+        .ok_or_else(|| not_found(model))?;
+    let loaded = state
+        .cache
+        .get_or_load(&scope, &record.name, record.version, || async {
             let bytes = state.store.read_model_bytes(&scope, &record).await?;
-            let loaded = Arc::new(blocking(move || LoadedModel::load(&bytes)).await?.map_err(
-                |e| {
+            blocking(move || LoadedModel::load(&bytes))
+                .await?
+                .map_err(|e| {
                     // It loaded when it was uploaded; failing now means the stored bytes changed.
                     ApiError::Internal(format!("stored model no longer loads: {e}"))
-                },
-            )?);
-            state
-                .cache
-                .insert(&scope, &record.name, record.version, loaded.clone());
-            loaded
-        }
-    };
+                })
+        })
+        .await?;
     Ok(blocking(move || loaded.run(&inputs)).await??)
 }
 

@@ -54,7 +54,8 @@ pub fn admin_router(state: SharedState) -> Router {
             "/admin/v1/tenants/{id}/api-keys/{key_id}",
             axum::routing::delete(revoke_key),
         )
-        .route("/admin/v1/audit", get(audit));
+        .route("/admin/v1/audit", get(audit))
+        .route("/metrics", get(metrics));
     finish(api, state)
 }
 
@@ -394,4 +395,11 @@ async fn audit(
     ApiQuery(q): ApiQuery<tenants::AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({"entries": tenants::audit(&state, q).await?})))
+}
+
+async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.cache.stats()),
+    )
 }

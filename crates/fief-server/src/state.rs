@@ -18,6 +18,7 @@ pub struct AppState {
     pub policy: PolicyEngine,
     pub audit: AuditLog,
     pub cache: ModelCache,
+    pub metrics: crate::metrics::Metrics,
     pub admin_token: String,
 }
 

@@ -2,9 +2,18 @@
 //! budget with least-recently-used eviction. Lookups require the caller's
 //! [`TenantScope`], so a cache entry of one tenant cannot be reached with
 //! another tenant's scope.
+//!
+//! Loads are single-flight (concurrent first requests for one model share one
+//! load) and capped (at most `max_concurrent_loads` run at once), so a burst
+//! of cold models cannot take every core.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{OnceCell, Semaphore};
 
 use fief_core::{ModelName, TenantId};
 use fief_policy::TenantScope;
@@ -25,16 +34,46 @@ struct Inner {
     bytes: usize,
 }
 
+/// Counters for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub loads: u64,
+    pub load_failures: u64,
+    pub load_seconds: f64,
+    pub evictions: u64,
+    pub entries: usize,
+    pub resident_bytes: usize,
+    pub budget_bytes: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    load_failures: AtomicU64,
+    load_micros: AtomicU64,
+    evictions: AtomicU64,
+}
+
 pub struct ModelCache {
     inner: Mutex<Inner>,
+    inflight: Mutex<HashMap<Key, Arc<OnceCell<Arc<LoadedModel>>>>>,
+    loads: Semaphore,
     budget_bytes: usize,
+    counters: Counters,
 }
 
 impl ModelCache {
-    pub fn new(budget_bytes: usize) -> Self {
+    pub fn new(budget_bytes: usize, max_concurrent_loads: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            inflight: Mutex::new(HashMap::new()),
+            loads: Semaphore::new(max_concurrent_loads.max(1)),
             budget_bytes,
+            counters: Counters::default(),
         }
     }
 
@@ -52,6 +91,66 @@ impl ModelCache {
             .get_mut(&(scope.tenant().clone(), name.clone(), version))?;
         entry.last_used = now;
         Some(entry.model.clone())
+    }
+
+    /// The cached model, or the result of `load`, run once however many
+    /// callers ask for the same cold model at the same time.
+    pub async fn get_or_load<E, F, Fut>(
+        &self,
+        scope: &TenantScope,
+        name: &ModelName,
+        version: i64,
+        load: F,
+    ) -> Result<Arc<LoadedModel>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<LoadedModel, E>>,
+    {
+        if let Some(m) = self.get(scope, name, version) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(m);
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let key = (scope.tenant().clone(), name.clone(), version);
+        let cell = match self.inflight.lock() {
+            Ok(mut inflight) => inflight.entry(key.clone()).or_default().clone(),
+            // A poisoned map only loses the sharing, not correctness.
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                // A caller that waited here may find the model already cached.
+                if let Some(m) = self.get(scope, name, version) {
+                    return Ok(m);
+                }
+                let _permit = self.loads.acquire().await;
+                let started = Instant::now();
+                let loaded = load().await;
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.counters
+                    .load_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+                match loaded {
+                    Ok(model) => {
+                        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+                        let model = Arc::new(model);
+                        self.insert(scope, name, version, model.clone());
+                        Ok(model)
+                    }
+                    Err(e) => {
+                        self.counters.load_failures.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            })
+            .await
+            .cloned();
+        if let Ok(mut inflight) = self.inflight.lock() {
+            if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(&key);
+            }
+        }
+        result
     }
 
     /// Caches a model, evicting the least recently used ones to stay within
@@ -82,6 +181,7 @@ impl ModelCache {
                 break;
             };
             inner.remove_where(|k| *k == oldest);
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
         }
         inner.clock += 1;
         let last_used = inner.clock;
@@ -104,12 +204,24 @@ impl ModelCache {
         }
     }
 
-    /// (entries, bytes) currently resident.
-    pub fn usage(&self) -> (usize, usize) {
-        self.inner
+    pub fn stats(&self) -> CacheStats {
+        let (entries, resident_bytes) = self
+            .inner
             .lock()
             .map(|i| (i.entries.len(), i.bytes))
-            .unwrap_or((0, 0))
+            .unwrap_or((0, 0));
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            loads: c.loads.load(Ordering::Relaxed),
+            load_failures: c.load_failures.load(Ordering::Relaxed),
+            load_seconds: c.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            evictions: c.evictions.load(Ordering::Relaxed),
+            entries,
+            resident_bytes,
+            budget_bytes: self.budget_bytes,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tract_onnx::prelude::*;
 
 use fief_core::{ModelSignature, TensorSpec};
 
-pub use cache::ModelCache;
+pub use cache::{CacheStats, ModelCache};
 pub use io::{Inputs, Outputs};
 
 #[derive(Debug, thiserror::Error)]

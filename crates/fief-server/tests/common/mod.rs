@@ -27,7 +27,11 @@ pub async fn spawn() -> TestServer {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_in(tempfile::tempdir().unwrap(), tweak).await
+}
+
+/// A gateway over an existing data directory (e.g. to start with a cold cache).
+pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::ephemeral(dir.path());
     tweak(&mut config);
     let running = fief_server::start(config, fief_server::Secrets::default())
@@ -64,6 +68,25 @@ impl Resp {
 }
 
 impl TestServer {
+    /// Stops this gateway and starts a new one over the same data directory.
+    pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        self.running.take().unwrap().shutdown().await.unwrap();
+        spawn_in(self.dir, tweak).await
+    }
+
+    /// One sample from the admin plane's Prometheus text.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let r = self.send(self.admin_req(Method::GET, "/metrics")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{}", r.text))
+    }
+
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let r = req.send().await.unwrap();
         let status = r.status();

@@ -1,0 +1,152 @@
+//! Prometheus text metrics for the admin listener. Labels have bounded
+//! cardinality: an endpoint label is recorded only after the endpoint was
+//! authorised, so it is `shared` or the id of a tenant with its own endpoint,
+//! never an attacker-chosen string.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fief_serving::CacheStats;
+
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Invocations {
+    outcomes: BTreeMap<(String, &'static str), u64>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    invocations: Mutex<Invocations>,
+}
+
+impl Metrics {
+    /// Records one invocation on an authorised endpoint.
+    pub fn invocation(&self, endpoint: &str, ok: bool, elapsed: Duration) {
+        let Ok(mut inv) = self.invocations.lock() else {
+            return;
+        };
+        let outcome = if ok { "ok" } else { "error" };
+        *inv.outcomes
+            .entry((endpoint.to_owned(), outcome))
+            .or_default() += 1;
+        let h = inv.latency.entry(endpoint.to_owned()).or_default();
+        let secs = elapsed.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    pub fn render(&self, cache: &CacheStats) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "fief_model_loads_total",
+            "counter",
+            "Models loaded into memory.",
+            cache.loads.to_string(),
+        );
+        metric(
+            "fief_model_load_failures_total",
+            "counter",
+            "Model loads that failed.",
+            cache.load_failures.to_string(),
+        );
+        metric(
+            "fief_model_load_seconds_total",
+            "counter",
+            "Time spent loading models.",
+            cache.load_seconds.to_string(),
+        );
+        metric(
+            "fief_model_evictions_total",
+            "counter",
+            "Models evicted to stay within the memory budget.",
+            cache.evictions.to_string(),
+        );
+        metric(
+            "fief_model_cache_hits_total",
+            "counter",
+            "Invocations served by a resident model.",
+            cache.hits.to_string(),
+        );
+        metric(
+            "fief_model_cache_misses_total",
+            "counter",
+            "Invocations that needed a load.",
+            cache.misses.to_string(),
+        );
+        metric(
+            "fief_model_resident_bytes",
+            "gauge",
+            "Bytes of resident models (by ONNX size).",
+            cache.resident_bytes.to_string(),
+        );
+        metric(
+            "fief_model_resident_models",
+            "gauge",
+            "Resident models.",
+            cache.entries.to_string(),
+        );
+        metric(
+            "fief_model_cache_budget_bytes",
+            "gauge",
+            "The model memory budget.",
+            cache.budget_bytes.to_string(),
+        );
+
+        let Ok(inv) = self.invocations.lock() else {
+            return out;
+        };
+        out.push_str("# HELP fief_invocations_total Invocations by endpoint and outcome.\n# TYPE fief_invocations_total counter\n");
+        for ((endpoint, outcome), n) in &inv.outcomes {
+            let _ = writeln!(
+                out,
+                "fief_invocations_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP fief_invocation_duration_seconds Invocation latency by endpoint.\n# TYPE fief_invocation_duration_seconds histogram\n");
+        for (endpoint, h) in &inv.latency {
+            for (le, n) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(out, "fief_invocation_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "fief_invocation_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "fief_invocation_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "fief_invocation_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
