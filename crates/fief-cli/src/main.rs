@@ -126,6 +126,15 @@ enum TenantCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
+    /// Change a tenant's tier (its placement) and/or replace its tags.
+    Update {
+        id: String,
+        #[arg(long)]
+        tier: Option<String>,
+        /// A tag, KEY=VALUE (repeatable); replaces all tags.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
     Ls,
     Get {
         id: String,
@@ -154,6 +163,12 @@ enum KeyCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Write a small sample ONNX model (4 inputs, 2 outputs; weights from --seed) to try fief with.
+    Sample {
+        file: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Upload (or replace) a model from an ONNX file.
     Put {
         name: String,
@@ -297,17 +312,11 @@ async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
     let c = admin_client(&admin)?;
     match command {
         TenantCommand::Create { id, tier, tags } => {
-            let mut map = serde_json::Map::new();
-            for t in tags {
-                let (k, v) = t
-                    .split_once('=')
-                    .ok_or_else(|| format!("tag {t:?} is not KEY=VALUE"))?;
-                map.insert(k.to_owned(), Value::from(v));
-            }
+            let tags = parse_tags(&tags)?;
             let (_, body) = c
                 .send(
                     c.request(Method::POST, "/admin/v1/tenants")
-                        .json(&json!({"id": id, "tier": tier, "tags": map})),
+                        .json(&json!({"id": id, "tier": tier, "tags": tags})),
                 )
                 .await?;
             print(&body["tenant"]);
@@ -315,6 +324,17 @@ async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
                 "API key (shown once, store it now): {}",
                 body["api_key"].as_str().unwrap_or("")
             );
+        }
+        TenantCommand::Update { id, tier, tags } => {
+            let mut body = serde_json::Map::new();
+            if let Some(tier) = tier {
+                body.insert("tier".into(), Value::from(tier));
+            }
+            if !tags.is_empty() {
+                body.insert("tags".into(), Value::Object(parse_tags(&tags)?));
+            }
+            let req = c.request(Method::PATCH, &format!("/admin/v1/tenants/{id}"));
+            print(&c.send(req.json(&body)).await?.1["tenant"]);
         }
         TenantCommand::Ls => print(&c.send(c.request(Method::GET, "/admin/v1/tenants")).await?.1),
         TenantCommand::Get { id } => print(
@@ -329,6 +349,16 @@ async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    tags.iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(k, v)| (k.to_owned(), Value::from(v)))
+                .ok_or_else(|| format!("tag {t:?} is not KEY=VALUE"))
+        })
+        .collect()
 }
 
 async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
@@ -368,8 +398,18 @@ async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
 }
 
 async fn model(tenant: TenantArgs, command: ModelCommand) -> CliResult {
+    if let ModelCommand::Sample { file, seed } = &command {
+        let onnx = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], *seed).to_onnx();
+        std::fs::write(file, onnx).map_err(|e| format!("{}: {e}", file.display()))?;
+        println!(
+            "wrote {} (input [batch, 4] -> output [batch, 2])",
+            file.display()
+        );
+        return Ok(());
+    }
     let c = tenant_client(&tenant)?;
     match command {
+        ModelCommand::Sample { .. } => {}
         ModelCommand::Put { name, file } => {
             let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let req = c

@@ -44,7 +44,7 @@ pub fn admin_router(state: SharedState) -> Router {
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
         .route(
             "/admin/v1/tenants/{id}",
-            get(get_tenant).delete(delete_tenant),
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
         )
         .route(
             "/admin/v1/tenants/{id}/api-keys",
@@ -333,6 +333,17 @@ async fn get_tenant(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({"tenant": tenants::get(&state, &id).await?})))
+}
+
+async fn update_tenant(
+    State(state): State<SharedState>,
+    _: Operator,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<tenants::UpdateTenant>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"tenant": tenants::update(&state, &id, req).await?}),
+    ))
 }
 
 async fn delete_tenant(

@@ -79,6 +79,43 @@ pub async fn get(state: &AppState, raw: &str) -> ApiResult<TenantRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub tier: Option<Tier>,
+    pub tags: Option<Tags>,
+}
+
+pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult<TenantRecord> {
+    let id = tenant_id(raw)?;
+    if req.tier.is_none() && req.tags.is_none() {
+        return Err(ApiError::Validation(
+            "nothing to update: give `tier` and/or `tags`".into(),
+        ));
+    }
+    if let Some(tags) = &req.tags {
+        validate_tags(tags)?;
+    }
+    let resource = Resource::Tenant(id.clone());
+    state.authorize(&OP, Action::UpdateTenant, &resource)?;
+    let before = state.store.get_tenant(&id).await?;
+    let after = state
+        .store
+        .update_tenant(&id, req.tier, req.tags.as_ref())
+        .await?;
+    let from = before.map_or("?", |t| t.tier.as_str());
+    state.audit_admin(
+        Action::UpdateTenant,
+        &resource,
+        format!(
+            "tier {from} -> {}; tags set: {}",
+            after.tier,
+            req.tags.is_some()
+        ),
+    )?;
+    Ok(after)
+}
+
 /// Offboarding: every row, object and cached model of the tenant goes, and
 /// its data key is destroyed.
 pub async fn delete(state: &AppState, raw: &str) -> ApiResult<()> {

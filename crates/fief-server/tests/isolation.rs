@@ -508,3 +508,57 @@ async fn every_decision_is_audited_and_the_chain_verifies() {
     let n = fief_audit::verify(&path).unwrap().entries;
     assert!(n >= 8, "{n}");
 }
+
+#[tokio::test]
+async fn tier_and_tags_change_without_losing_models() {
+    let s = spawn().await;
+    let a = s.tenant("aa", "pool").await;
+    let mlp = tenant_model(7);
+    assert_eq!(
+        s.put_model(&a, "m", mlp.to_onnx()).await.status,
+        StatusCode::CREATED
+    );
+    let r = s
+        .send(
+            s.admin_req(Method::PATCH, "/admin/v1/tenants/aa")
+                .json(&json!({"tier": "silo", "tags": {"CostCenter": "cc-9"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["tenant"]["tier"], "silo");
+    assert_eq!(r.json()["tenant"]["tags"]["CostCenter"], "cc-9");
+    // Its models answer as before, on its own endpoint.
+    let r = s.invoke(&a, "aa", "m", &body()).await;
+    assert!(max_diff(&outputs(&r), &mlp.reference(&[ROW.to_vec()])) < 1e-4);
+    for (path, patch, status) in [
+        (
+            "/admin/v1/tenants/aa",
+            json!({"tier": "gold"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/admin/v1/tenants/aa", json!({}), StatusCode::BAD_REQUEST),
+        (
+            "/admin/v1/tenants/aa",
+            json!({"id": "bb"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/admin/v1/tenants/zz",
+            json!({"tier": "pool"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = s.send(s.admin_req(Method::PATCH, path).json(&patch)).await;
+        assert_eq!(r.status, status, "{patch}: {}", r.text);
+    }
+    // A tenant key cannot change its own tier.
+    let r = s
+        .send(
+            s.http
+                .patch(format!("{}/admin/v1/tenants/aa", s.admin))
+                .bearer_auth(&a)
+                .json(&json!({"tier": "pool"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

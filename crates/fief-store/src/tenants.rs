@@ -89,6 +89,35 @@ impl Store {
         Ok((record, key))
     }
 
+    /// Changes a tenant's tier and/or tags. Placement follows the tier; the
+    /// tenant's data (rows, objects, key) is not touched, so nothing is lost.
+    pub async fn update_tenant(
+        &self,
+        id: &TenantId,
+        tier: Option<Tier>,
+        tags: Option<&Tags>,
+    ) -> Result<TenantRecord> {
+        let tags_json = tags
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE tenants SET tier = COALESCE(?, tier), tags = COALESCE(?, tags)
+             WHERE id = ? AND status = 'active'",
+        )
+        .bind(tier.map(Tier::as_str))
+        .bind(tags_json)
+        .bind(id.as_str())
+        .execute(&self.db)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {id}")));
+        }
+        self.get_tenant(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))
+    }
+
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants ORDER BY id"))
             .fetch_all(&self.db)
