@@ -60,6 +60,8 @@ pub struct ModelsConfig {
     pub cache_bytes: usize,
     /// Model loads that may run at once; more wait their turn.
     pub max_concurrent_loads: usize,
+    /// Threads of each silo tenant's dedicated worker pool.
+    pub silo_threads: usize,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for ModelsConfig {
         Self {
             cache_bytes: 512 * 1024 * 1024,
             max_concurrent_loads: 2,
+            silo_threads: 1,
         }
     }
 }
@@ -176,6 +179,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be greater than 0");
+        }
+        if self.models.silo_threads == 0 || self.models.silo_threads > 64 {
+            return invalid("models.silo_threads must be between 1 and 64");
         }
         if self.models.max_concurrent_loads == 0 {
             return invalid("models.max_concurrent_loads must be greater than 0");

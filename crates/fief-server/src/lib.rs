@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod metrics;
 mod models;
+mod placement;
 mod request_id;
 mod routes;
 mod state;
@@ -138,7 +139,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let data_addr = local_addr(&data_listener, config.listen)?;
     let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
 
+    let placement = placement::Placement::new(config.models.silo_threads);
+    for tenant in store.list_tenants().await? {
+        placement
+            .apply(&tenant.id, tenant.tier)
+            .map_err(|e| ServerError::Startup(format!("placement of tenant {}: {e}", tenant.id)))?;
+    }
     let state = Arc::new(AppState {
+        placement,
         metrics: metrics::Metrics::default(),
         config,
         store,

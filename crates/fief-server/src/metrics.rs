@@ -25,6 +25,8 @@ struct Histogram {
 struct Invocations {
     outcomes: BTreeMap<(String, &'static str), u64>,
     latency: BTreeMap<String, Histogram>,
+    /// Model runs by worker pool (`shared`, or `silo-<tenant>`).
+    jobs: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -33,6 +35,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Records one model run on a worker pool.
+    pub fn job(&self, pool: &str) {
+        if let Ok(mut inv) = self.invocations.lock() {
+            *inv.jobs.entry(pool.to_owned()).or_default() += 1;
+        }
+    }
+
     /// Records one invocation on an authorised endpoint.
     pub fn invocation(&self, endpoint: &str, ok: bool, elapsed: Duration) {
         let Ok(mut inv) = self.invocations.lock() else {
@@ -146,6 +155,10 @@ impl Metrics {
                 "fief_invocation_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
                 h.count
             );
+        }
+        out.push_str("# HELP fief_worker_pool_jobs_total Model runs by worker pool.\n# TYPE fief_worker_pool_jobs_total counter\n");
+        for (pool, n) in &inv.jobs {
+            let _ = writeln!(out, "fief_worker_pool_jobs_total{{pool=\"{pool}\"}} {n}");
         }
         out
     }

@@ -161,7 +161,20 @@ async fn invoke_model(
                 })
         })
         .await?;
-    Ok(blocking(move || loaded.run(&inputs)).await??)
+    // Placement by tier: a silo tenant's own threads, or the shared pool.
+    match state.placement.pool(scope.tenant()) {
+        Some(pool) => {
+            state.metrics.job(pool.name());
+            Ok(pool
+                .run(move || loaded.run(&inputs))
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))??)
+        }
+        None => {
+            state.metrics.job("shared");
+            Ok(blocking(move || loaded.run(&inputs)).await??)
+        }
+    }
 }
 
 fn parse_invocation(body: &[u8]) -> ApiResult<Inputs> {

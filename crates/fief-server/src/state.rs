@@ -19,6 +19,7 @@ pub struct AppState {
     pub audit: AuditLog,
     pub cache: ModelCache,
     pub metrics: crate::metrics::Metrics,
+    pub placement: crate::placement::Placement,
     pub admin_token: String,
 }
 

@@ -52,6 +52,7 @@ pub async fn create(state: &AppState, req: CreateTenant) -> ApiResult<Created> {
     let resource = Resource::Tenant(id.clone());
     state.authorize(&OP, Action::CreateTenant, &resource)?;
     let (tenant, key) = state.store.create_tenant(&id, req.tier, &req.tags).await?;
+    state.placement.apply(&id, req.tier)?;
     state.audit_admin(
         Action::CreateTenant,
         &resource,
@@ -103,6 +104,7 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
         .store
         .update_tenant(&id, req.tier, req.tags.as_ref())
         .await?;
+    state.placement.apply(&id, after.tier)?;
     let from = before.map_or("?", |t| t.tier.as_str());
     state.audit_admin(
         Action::UpdateTenant,
@@ -123,6 +125,7 @@ pub async fn delete(state: &AppState, raw: &str) -> ApiResult<()> {
     let resource = Resource::Tenant(id.clone());
     let scope = state.authorize_scoped(&OP, Action::DeleteTenant, &resource)?;
     state.store.offboard(scope).await?;
+    state.placement.remove(&id);
     state.cache.remove_tenant(&id);
     state.audit_admin(
         Action::DeleteTenant,

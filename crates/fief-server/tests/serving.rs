@@ -88,3 +88,101 @@ async fn many_tenants_under_a_small_budget() {
     );
     assert!(s.metric("fief_model_evictions_total ").await > 0.0);
 }
+
+/// Promotion from pool to silo under a steady request stream: no request
+/// fails, every answer is the tenant's own, and afterwards its model runs on
+/// its dedicated worker pool.
+#[tokio::test]
+async fn promotion_to_silo_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let s = Arc::new(spawn().await);
+    let key = s.tenant("aa", "pool").await;
+    let mlp = fief_serving::onnx_builder::Mlp::seeded(&[4, 64, 3], 8);
+    assert_eq!(
+        s.put_model(&key, "m", mlp.to_onnx()).await.status,
+        StatusCode::CREATED
+    );
+    let row = vec![1.0f32, 0.5, -0.5, 2.0];
+    let want = mlp.reference(std::slice::from_ref(&row));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let streams: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, key, stop, done, want) = (
+                s.clone(),
+                key.clone(),
+                stop.clone(),
+                done.clone(),
+                want.clone(),
+            );
+            let body = json!({"inputs": [row.clone()]});
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 2000 {
+                    let r = s.invoke(&key, "shared", "m", &body).await;
+                    assert_eq!(
+                        r.status,
+                        StatusCode::OK,
+                        "request failed during promotion: {}",
+                        r.text
+                    );
+                    assert!(max_diff(&outputs(&r), &want) < 1e-4);
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                n
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r = s
+        .send(
+            s.admin_req(reqwest::Method::PATCH, "/admin/v1/tenants/aa")
+                .json(&json!({"tier": "silo"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let promoted_at = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < promoted_at + 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in streams {
+        total += t.await.unwrap();
+    }
+    assert!(total >= 200);
+    let silo_runs = s
+        .metric("fief_worker_pool_jobs_total{pool=\"silo-aa\"} ")
+        .await;
+    assert!(
+        silo_runs >= 90.0,
+        "after promotion the model runs on its own pool: {silo_runs}"
+    );
+    // From now on every run is on the dedicated pool, on either endpoint.
+    let shared_before = s
+        .metric("fief_worker_pool_jobs_total{pool=\"shared\"} ")
+        .await;
+    for endpoint in ["shared", "aa"] {
+        for _ in 0..5 {
+            let r = s
+                .invoke(&key, endpoint, "m", &json!({"inputs": [row.clone()]}))
+                .await;
+            assert!(max_diff(&outputs(&r), &want) < 1e-4);
+        }
+    }
+    assert_eq!(
+        s.metric("fief_worker_pool_jobs_total{pool=\"silo-aa\"} ")
+            .await,
+        silo_runs + 10.0
+    );
+    assert_eq!(
+        s.metric("fief_worker_pool_jobs_total{pool=\"shared\"} ")
+            .await,
+        shared_before
+    );
+}

@@ -8,6 +8,7 @@
 mod cache;
 mod io;
 pub mod onnx_builder;
+mod pool;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use fief_core::{ModelSignature, TensorSpec};
 
 pub use cache::{CacheStats, ModelCache};
 pub use io::{Inputs, Outputs};
+pub use pool::{PoolError, WorkerPool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
