@@ -351,6 +351,16 @@ async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
     Ok(())
 }
 
+/// `.tar.gz`/`.tgz` files are model packages; anything else is raw ONNX.
+fn content_type_for(file: &Path) -> &'static str {
+    let name = file.to_string_lossy();
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        "application/gzip"
+    } else {
+        "application/octet-stream"
+    }
+}
+
 fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String> {
     tags.iter()
         .map(|t| {
@@ -414,7 +424,7 @@ async fn model(tenant: TenantArgs, command: ModelCommand) -> CliResult {
             let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let req = c
                 .request(Method::PUT, &format!("/api/v1/models/{name}"))
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_TYPE, content_type_for(&file))
                 .body(bytes);
             let (status, body) = c.send(req).await?;
             println!(

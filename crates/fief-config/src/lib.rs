@@ -60,6 +60,8 @@ pub struct ModelsConfig {
     pub cache_bytes: usize,
     /// Model loads that may run at once; more wait their turn.
     pub max_concurrent_loads: usize,
+    /// Largest ONNX model a `.tar.gz` package may unpack to.
+    pub max_model_bytes: u64,
     /// Threads of each silo tenant's dedicated worker pool.
     pub silo_threads: usize,
 }
@@ -83,6 +85,7 @@ impl Default for ModelsConfig {
             cache_bytes: 512 * 1024 * 1024,
             max_concurrent_loads: 2,
             silo_threads: 1,
+            max_model_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -48,15 +48,37 @@ fn authorize_model(
     Ok((scope, model))
 }
 
+/// An uploaded model, as its content type says.
+pub enum Upload {
+    Onnx(Vec<u8>),
+    /// A `.tar.gz` with `model.onnx` and an optional `model.json`.
+    Package(Vec<u8>),
+}
+
 pub async fn put(
     state: &AppState,
     principal: &Principal,
     raw: &str,
-    bytes: Vec<u8>,
+    upload: Upload,
 ) -> ApiResult<(ModelView, PutOutcome)> {
     let (scope, model) = authorize_model(state, principal, Action::PutModel, raw)?;
-    let (loaded, bytes) = blocking(move || (LoadedModel::load(&bytes), bytes)).await?;
-    let loaded = Arc::new(loaded?);
+    let max_unpacked = state.config.models.max_model_bytes;
+    let (loaded, bytes) = blocking(move || -> ApiResult<(LoadedModel, Vec<u8>)> {
+        let (onnx, manifest) = match upload {
+            Upload::Onnx(bytes) => (bytes, None),
+            Upload::Package(gz) => {
+                let p = fief_serving::package::unpack(&gz, max_unpacked)?;
+                (p.onnx, p.manifest)
+            }
+        };
+        let loaded = LoadedModel::load(&onnx)?;
+        if let Some(m) = manifest {
+            m.check(loaded.signature())?;
+        }
+        Ok((loaded, onnx))
+    })
+    .await??;
+    let loaded = Arc::new(loaded);
     let (record, outcome) = state
         .store
         .put_model(&scope, &model.name, &bytes, loaded.signature())

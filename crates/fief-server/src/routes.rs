@@ -268,15 +268,16 @@ async fn put_model(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<impl IntoResponse> {
-    match content_type(&headers)?.as_deref() {
-        None | Some("application/octet-stream") => {}
+    let upload = match content_type(&headers)?.as_deref() {
+        None | Some("application/octet-stream") => models::Upload::Onnx(body.to_vec()),
+        Some("application/gzip" | "application/x-gzip") => models::Upload::Package(body.to_vec()),
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "expected application/octet-stream (raw ONNX bytes), got {other}"
+                "expected application/octet-stream (raw ONNX) or application/gzip (.tar.gz package), got {other}"
             )))
         }
-    }
-    let (view, outcome) = models::put(&state, &p, &name, body.to_vec()).await?;
+    };
+    let (view, outcome) = models::put(&state, &p, &name, upload).await?;
     let status = if outcome == PutOutcome::Created {
         StatusCode::CREATED
     } else {

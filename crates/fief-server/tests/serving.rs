@@ -186,3 +186,85 @@ async fn promotion_to_silo_under_load_fails_no_request() {
         shared_before
     );
 }
+
+fn targz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in files {
+        // Names are written raw, so hostile ones (`../x`) reach the server as is.
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.append(&header, *bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+async fn put_package(s: &TestServer, key: &str, name: &str, gz: Vec<u8>) -> Resp {
+    s.send(
+        s.data_req(key, reqwest::Method::PUT, &format!("/api/v1/models/{name}"))
+            .header("content-type", "application/gzip")
+            .body(gz),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tar_gz_packages_are_served_and_bad_ones_refused() {
+    let s = spawn_with(|c| c.models.max_model_bytes = 1024 * 1024).await;
+    let key = s.tenant("aa", "pool").await;
+    let mlp = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 3], 4);
+    let onnx = mlp.to_onnx();
+    let manifest = br#"{"inputs": ["input"], "outputs": ["output"], "description": "churn"}"#;
+    let r = put_package(
+        &s,
+        &key,
+        "pkg",
+        targz(&[("model.onnx", &onnx), ("model.json", manifest)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let row = vec![0.1f32, 0.2, 0.3, 0.4];
+    let r = s
+        .invoke(&key, "shared", "pkg", &json!({"inputs": [row.clone()]}))
+        .await;
+    assert!(max_diff(&outputs(&r), &mlp.reference(std::slice::from_ref(&row))) < 1e-4);
+    // Without a manifest is fine too.
+    assert_eq!(
+        put_package(&s, &key, "bare", targz(&[("./model.onnx", &onnx)]))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    let zeros = vec![0u8; 10 * 1024 * 1024];
+    for (what, gz) in [
+        (
+            "wrong manifest",
+            targz(&[
+                ("model.onnx", &onnx),
+                ("model.json", br#"{"inputs": ["pixels"]}"#),
+            ]),
+        ),
+        ("no model", targz(&[("model.json", manifest)])),
+        (
+            "extra file",
+            targz(&[("model.onnx", &onnx), ("../../etc/passwd", b"x")]),
+        ),
+        ("garbage onnx", targz(&[("model.onnx", b"nope")])),
+        ("decompression bomb", targz(&[("model.onnx", &zeros)])),
+        ("not gzip", onnx.clone()),
+    ] {
+        let r = put_package(&s, &key, "bad", gz).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+    }
+    assert_eq!(
+        s.send(s.data_req(&key, reqwest::Method::GET, "/api/v1/models/bad"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}

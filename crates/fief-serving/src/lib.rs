@@ -8,6 +8,7 @@
 mod cache;
 mod io;
 pub mod onnx_builder;
+pub mod package;
 mod pool;
 
 use std::panic::AssertUnwindSafe;
