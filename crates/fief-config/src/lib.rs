@@ -51,6 +51,30 @@ pub struct Config {
     /// A request that takes longer is answered 503.
     pub request_timeout_secs: u64,
     pub models: ModelsConfig,
+    /// Dedicated listeners (network islands) for silo tenants or groups.
+    pub islands: Vec<IslandConfig>,
+}
+
+/// A listener that serves only the named tenants. A request for any other
+/// tenant's endpoint is refused before authentication, and any other
+/// tenant's credential after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IslandConfig {
+    pub listen: SocketAddr,
+    pub tenants: Vec<fief_core::TenantId>,
+    /// These tenants are then refused on the shared listener.
+    #[serde(default)]
+    pub exclusive: bool,
+}
+
+impl Config {
+    /// True if `tenant` may only be reached on its island.
+    pub fn island_only(&self, tenant: &fief_core::TenantId) -> bool {
+        self.islands
+            .iter()
+            .any(|i| i.exclusive && i.tenants.contains(tenant))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +99,7 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 60,
             models: ModelsConfig::default(),
+            islands: Vec::new(),
         }
     }
 }
@@ -180,6 +205,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let mut addrs = vec![self.listen, self.admin_listen];
+        for island in &self.islands {
+            if island.tenants.is_empty() {
+                return invalid("an island must name at least one tenant");
+            }
+            if island.listen.port() != 0 && addrs.contains(&island.listen) {
+                return invalid("every island needs its own listen address");
+            }
+            addrs.push(island.listen);
+        }
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be greater than 0");
         }

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use fief_policy::Principal;
 
 use crate::error::ApiError;
+use crate::island::Listener;
 use crate::state::SharedState;
 
 /// The bearer token, if the request carries exactly one well-formed one.
@@ -56,10 +57,23 @@ impl FromRequestParts<SharedState> for TenantCaller {
             .ok_or(ApiError::Unauthenticated(
                 "invalid, revoked or unknown credential",
             ))?;
-        Ok(TenantCaller(Principal::ApiKey {
+        let principal = Principal::ApiKey {
             key_id: key.id,
             tenant: key.tenant_id,
-        }))
+        };
+        // Network placement: a tenant is served only on listeners that admit it.
+        let listener = parts
+            .extensions
+            .get::<Listener>()
+            .cloned()
+            .unwrap_or(Listener::Shared);
+        if let Some(tenant) = principal.tenant() {
+            if !listener.admits(tenant, &state.config) {
+                state.audit_network_deny(&principal)?;
+                return Err(ApiError::AccessDenied);
+            }
+        }
+        Ok(TenantCaller(principal))
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod island;
 mod metrics;
 mod models;
 mod placement;
@@ -84,6 +85,8 @@ impl Secrets {
 /// A running gateway.
 pub struct Running {
     pub data_addr: SocketAddr,
+    /// The island listeners, in the order of `config.islands`.
+    pub island_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub admin_token: String,
     pub state: Arc<AppState>,
@@ -137,6 +140,12 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let data_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let data_addr = local_addr(&data_listener, config.listen)?;
+    let mut islands = Vec::new();
+    for island in &config.islands {
+        let l = bind(island.listen).await?;
+        let addr = local_addr(&l, island.listen)?;
+        islands.push((l, addr, Arc::new(island.clone())));
+    }
     let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
 
     let placement = placement::Placement::new(config.models.silo_threads);
@@ -156,15 +165,25 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         admin_token: admin_token.clone(),
     });
     let (shutdown, rx) = watch::channel(false);
-    let tasks = vec![
+    let island_addrs = islands.iter().map(|(_, addr, _)| *addr).collect();
+    let mut tasks = vec![
         serve(
             data_listener,
-            routes::data_router(state.clone()),
+            routes::data_router(state.clone(), island::Listener::Shared),
             rx.clone(),
         ),
-        serve(admin_listener, routes::admin_router(state.clone()), rx),
+        serve(
+            admin_listener,
+            routes::admin_router(state.clone()),
+            rx.clone(),
+        ),
     ];
+    for (listener, _, island) in islands {
+        let router = routes::data_router(state.clone(), island::Listener::Island(island));
+        tasks.push(serve(listener, router, rx.clone()));
+    }
     Ok(Running {
+        island_addrs,
         data_addr,
         admin_addr,
         admin_token,

@@ -20,13 +20,14 @@ use fief_store::PutOutcome;
 
 use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
+use crate::island::{self, Listener};
 use crate::state::SharedState;
 use crate::{models, request_id, tenants};
 
 pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
 
-/// The tenant-facing listener.
-pub fn data_router(state: SharedState) -> Router {
+/// The tenant-facing listener (shared, or an island).
+pub fn data_router(state: SharedState, listener: Listener) -> Router {
     let api = Router::new()
         .route("/api/v1/me", get(me))
         .route("/api/v1/models", get(list_models))
@@ -34,7 +35,10 @@ pub fn data_router(state: SharedState) -> Router {
             "/api/v1/models/{name}",
             get(get_model).put(put_model).delete(delete_model),
         )
-        .route("/endpoints/{endpoint}/invocations", post(invoke));
+        .route("/endpoints/{endpoint}/invocations", post(invoke))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            island::gate(listener.clone(), req, next)
+        }));
     finish(api, state)
 }
 

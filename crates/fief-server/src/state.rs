@@ -82,6 +82,24 @@ impl AppState {
             })
     }
 
+    /// Records a credential refused because of the listener it came in on.
+    pub fn audit_network_deny(&self, principal: &Principal) -> ApiResult<()> {
+        self.audit
+            .append(Event {
+                kind: Kind::Authz,
+                request_id: request_id::current(),
+                principal: principal.audit_name(),
+                tenant: principal.tenant().map(ToString::to_string),
+                action: "Connect".to_owned(),
+                resource: "frn:fief:listener".to_owned(),
+                decision: AuditDecision::Deny,
+                policies: vec!["network-island".to_owned()],
+                reason: Some("this listener does not serve the tenant".to_owned()),
+            })
+            .map(|_| ())
+            .map_err(|_| ApiError::Unavailable("the audit log is unavailable".into()))
+    }
+
     /// Records an admin change after it happened.
     pub fn audit_admin(
         &self,
