@@ -119,6 +119,18 @@ fn check_config_validates_and_rejects_unknown_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("9080"));
+    // The example config in the repository is valid as written.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fief.example.toml");
+    let out = fief()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "listne = \"127.0.0.1:9080\"\n").unwrap();
     let out = fief()

@@ -86,6 +86,9 @@ pub struct ModelsConfig {
     pub max_concurrent_loads: usize,
     /// Largest ONNX model a `.tar.gz` package may unpack to.
     pub max_model_bytes: u64,
+    /// A cold load slower than this answers 503 ModelNotReady (retryable)
+    /// and finishes in the background.
+    pub load_deadline_ms: u64,
     /// Threads of each silo tenant's dedicated worker pool.
     pub silo_threads: usize,
 }
@@ -111,6 +114,7 @@ impl Default for ModelsConfig {
             max_concurrent_loads: 2,
             silo_threads: 1,
             max_model_bytes: 256 * 1024 * 1024,
+            load_deadline_ms: 10_000,
         }
     }
 }

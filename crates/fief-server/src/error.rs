@@ -32,6 +32,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A model is still loading; retry shortly.
+    #[error("the model is loading; retry shortly")]
+    ModelNotReady,
     /// Details go to the server log, never to the client.
     #[error("internal error")]
     Internal(String),
@@ -48,7 +51,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ModelNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Unavailable(_) => "Unavailable",
+            ApiError::ModelNotReady => "ModelNotReady",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -77,6 +81,11 @@ impl IntoResponse for ApiError {
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string(), "request_id": request_id}});
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::ModelNotReady) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, ApiError::Unauthenticated(_)) {
             response
                 .headers_mut()

@@ -122,7 +122,7 @@ pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<Mode
 /// `POST /endpoints/{endpoint}/invocations`: the endpoint, then the model,
 /// are authorised; only then is anything looked up.
 pub async fn invoke(
-    state: &AppState,
+    state: &Arc<AppState>,
     principal: &Principal,
     endpoint: &str,
     target: Option<&str>,
@@ -154,7 +154,7 @@ pub async fn invoke(
 }
 
 async fn invoke_model(
-    state: &AppState,
+    state: &Arc<AppState>,
     principal: &Principal,
     model: &ModelRef,
     body: &[u8],
@@ -171,18 +171,10 @@ async fn invoke_model(
         .get_model(&scope, &model.name)
         .await?
         .ok_or_else(|| not_found(model))?;
-    let loaded = state
-        .cache
-        .get_or_load(&scope, &record.name, record.version, || async {
-            let bytes = state.store.read_model_bytes(&scope, &record).await?;
-            blocking(move || LoadedModel::load(&bytes))
-                .await?
-                .map_err(|e| {
-                    // It loaded when it was uploaded; failing now means the stored bytes changed.
-                    ApiError::Internal(format!("stored model no longer loads: {e}"))
-                })
-        })
-        .await?;
+    let loaded = match state.cache.get(&scope, &record.name, record.version) {
+        Some(m) => m,
+        None => load_within_deadline(state, scope.clone(), record).await?,
+    };
     // Placement by tier: a silo tenant's own threads, or the shared pool.
     match state.placement.pool(scope.tenant()) {
         Some(pool) => {
@@ -196,6 +188,38 @@ async fn invoke_model(
             state.metrics.job("shared");
             Ok(blocking(move || loaded.run(&inputs)).await??)
         }
+    }
+}
+
+/// Loads a cold model in a task of its own. If the load outlasts the
+/// deadline the caller gets a retryable 503 ModelNotReady, and the load goes
+/// on in the background, so the retry finds the model warm.
+async fn load_within_deadline(
+    state: &Arc<AppState>,
+    scope: TenantScope,
+    record: ModelRecord,
+) -> ApiResult<Arc<LoadedModel>> {
+    let deadline = std::time::Duration::from_millis(state.config.models.load_deadline_ms);
+    let state = state.clone();
+    let task = tokio::spawn(async move {
+        state
+            .cache
+            .get_or_load(&scope, &record.name, record.version, || async {
+                let bytes = state.store.read_model_bytes(&scope, &record).await?;
+                blocking(move || LoadedModel::load(&bytes))
+                    .await?
+                    .map_err(|e| {
+                        // It loaded when it was uploaded; failing now means the stored bytes changed.
+                        ApiError::Internal(format!("stored model no longer loads: {e}"))
+                    })
+            })
+            .await
+    });
+    match tokio::time::timeout(deadline, task).await {
+        Ok(joined) => {
+            joined.map_err(|e| ApiError::Internal(format!("model load task failed: {e}")))?
+        }
+        Err(_) => Err(ApiError::ModelNotReady),
     }
 }
 

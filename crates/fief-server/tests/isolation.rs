@@ -562,3 +562,62 @@ async fn tier_and_tags_change_without_losing_models() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Every ordered pair of tenants across the three tiers: each answers with
+/// its own model on its endpoints, and every cross-tenant form is 403 with
+/// none of the other tenant's output.
+#[tokio::test]
+async fn cross_tenant_matrix_over_all_tiers() {
+    let s = spawn().await;
+    let ids = [
+        "pool-a", "pool-b", "silo-a", "silo-b", "bridge-a", "bridge-b",
+    ];
+    let mut tenants = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let tier = id.split('-').next().unwrap();
+        let key = s.tenant(id, tier).await;
+        let mlp = tenant_model(100 + i as u64);
+        assert_eq!(
+            s.put_model(&key, "m", mlp.to_onnx()).await.status,
+            StatusCode::CREATED
+        );
+        tenants.push((*id, key, mlp));
+    }
+    for (id, key, mlp) in &tenants {
+        let own = if id.starts_with("pool") { "shared" } else { id };
+        let r = s.invoke(key, own, "m", &body()).await;
+        assert!(
+            max_diff(&outputs(&r), &mlp.reference(&[ROW.to_vec()])) < 1e-4,
+            "{id} on {own}"
+        );
+    }
+    let mut denied = 0;
+    for (a, a_key, _) in &tenants {
+        for (b, _, b_mlp) in &tenants {
+            if a == b {
+                continue;
+            }
+            let canaries = canary_strings(b_mlp);
+            for (endpoint, target) in [
+                ("shared".to_owned(), format!("{b}/m")),
+                ("shared".to_owned(), format!("frn:fief:model:{b}/m")),
+                (b.to_string(), "m".to_owned()),
+                (b.to_string(), format!("{b}/m")),
+                (a.to_string(), format!("{b}/m")),
+            ] {
+                let r = s.invoke(a_key, &endpoint, &target, &body()).await;
+                assert_eq!(
+                    (r.status, r.code().as_str()),
+                    (StatusCode::FORBIDDEN, "AccessDenied"),
+                    "{a} -> {endpoint} {target}"
+                );
+                assert!(
+                    canaries.iter().all(|c| !r.text.contains(c.as_str())),
+                    "{a} saw {b}'s output"
+                );
+                denied += 1;
+            }
+        }
+    }
+    assert_eq!(denied, 6 * 5 * 5);
+}

@@ -268,3 +268,43 @@ async fn tar_gz_packages_are_served_and_bad_ones_refused() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// A cold load slower than the deadline answers a retryable 503
+/// ModelNotReady; the load finishes in the background and the retry is warm.
+#[tokio::test]
+async fn a_slow_cold_load_is_model_not_ready_then_warm() {
+    let s = spawn().await;
+    let key = s.tenant("aa", "pool").await;
+    let mlp = fief_serving::onnx_builder::Mlp::seeded(&[64, 512, 512, 10], 6);
+    assert_eq!(
+        s.put_model(&key, "big", mlp.to_onnx()).await.status,
+        StatusCode::CREATED
+    );
+    let s = s.restart(|c| c.models.load_deadline_ms = 1).await;
+    let row: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    let body = json!({"inputs": [row.clone()]});
+    let r = s.invoke(&key, "shared", "big", &body).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "ModelNotReady"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let mut answered = None;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        let r = s.invoke(&key, "shared", "big", &body).await;
+        if r.status == StatusCode::OK {
+            answered = Some(r);
+            break;
+        }
+        assert_eq!(r.code(), "ModelNotReady");
+    }
+    let r = answered.expect("the background load never finished");
+    assert!(max_diff(&outputs(&r), &mlp.reference(std::slice::from_ref(&row))) < 1e-3);
+    assert_eq!(s.metric("fief_model_loads_total ").await, 1.0);
+}
