@@ -12,39 +12,10 @@ use tract_onnx::prelude::*;
 use fief_config::Config;
 use fief_serving::onnx_builder::Mlp;
 
+mod common;
+use common::*;
+
 const WIDTHS: [usize; 4] = [64, 256, 256, 10];
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    rps: f64,
-}
-
-fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
-    lat.sort();
-    let pick = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        p50: pick(0.50),
-        p99: pick(0.99),
-        rps: lat.len() as f64 / wall.as_secs_f64(),
-    }
-}
-
-fn row(name: &str, s: &Stats) {
-    println!(
-        "{name:<34} {:>10.1} {:>10.1} {:>10.0}",
-        s.p50.as_secs_f64() * 1e6,
-        s.p99.as_secs_f64() * 1e6,
-        s.rps
-    );
-}
 
 fn main() {
     let requests = env_or("BENCH_REQUESTS", 4000);
@@ -99,26 +70,8 @@ fn main() {
             .await
             .unwrap();
         let http = reqwest::Client::new();
-        let created: serde_json::Value = http
-            .post(format!("http://{}/admin/v1/tenants", server.admin_addr))
-            .bearer_auth(&server.admin_token)
-            .json(&json!({"id": "bench", "tier": "pool"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = created["api_key"].as_str().unwrap().to_owned();
-        let put = http
-            .put(format!("http://{}/api/v1/models/mlp", server.data_addr))
-            .bearer_auth(&key)
-            .header("content-type", "application/octet-stream")
-            .body(onnx.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 201);
+        let key = create_tenant(&http, server.admin_addr, &server.admin_token, "bench").await;
+        put_model(&http, server.data_addr, &key, "mlp", onnx.clone()).await;
         let url = Arc::new(format!(
             "http://{}/endpoints/shared/invocations",
             server.data_addr
@@ -200,10 +153,7 @@ fn main() {
         "\nmodel: MLP {WIDTHS:?} ({} bytes ONNX), batch 1, {requests} requests",
         onnx.len()
     );
-    println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "", "p50 (µs)", "p99 (µs)", "req/s"
-    );
+    header();
     row("tract direct, 1 thread", &d1);
     row("gateway (HTTP+auth+audit), c=1", &gw1);
     row(&format!("tract direct, {concurrency} threads"), &dc);
