@@ -35,28 +35,24 @@ impl AppState {
         resource: &Resource,
     ) -> ApiResult<Decision> {
         let decision = self.policy.authorize(principal, action, resource);
-        self.audit
-            .append(Event {
-                kind: Kind::Authz,
-                request_id: request_id::current(),
-                principal: principal.audit_name(),
-                tenant: principal.tenant().map(ToString::to_string),
-                action: action.name().to_owned(),
-                resource: resource.frn(),
-                decision: if decision.allowed {
-                    AuditDecision::Allow
-                } else {
-                    AuditDecision::Deny
-                },
-                policies: decision.policies.clone(),
-                reason: decision.reason.clone(),
-            })
-            .map_err(|e| {
-                tracing::error!("audit append failed: {e}");
-                ApiError::Unavailable(
-                    "the audit log is unavailable; no decision can be made".into(),
-                )
-            })?;
+        let verdict = if decision.allowed {
+            AuditDecision::Allow
+        } else {
+            AuditDecision::Deny
+        };
+        self.record(
+            Kind::Authz,
+            principal,
+            action.name(),
+            resource.frn(),
+            verdict,
+            decision.policies.clone(),
+            decision.reason.clone(),
+        )
+        .map_err(|e| {
+            tracing::error!("audit append failed: {e}");
+            ApiError::Unavailable("the audit log is unavailable; no decision can be made".into())
+        })?;
         if decision.allowed {
             Ok(decision)
         } else {
@@ -84,20 +80,17 @@ impl AppState {
 
     /// Records a credential refused because of the listener it came in on.
     pub fn audit_network_deny(&self, principal: &Principal) -> ApiResult<()> {
-        self.audit
-            .append(Event {
-                kind: Kind::Authz,
-                request_id: request_id::current(),
-                principal: principal.audit_name(),
-                tenant: principal.tenant().map(ToString::to_string),
-                action: "Connect".to_owned(),
-                resource: "frn:fief:listener".to_owned(),
-                decision: AuditDecision::Deny,
-                policies: vec!["network-island".to_owned()],
-                reason: Some("this listener does not serve the tenant".to_owned()),
-            })
-            .map(|_| ())
-            .map_err(|_| ApiError::Unavailable("the audit log is unavailable".into()))
+        self.record(
+            Kind::Authz,
+            principal,
+            "Connect",
+            "frn:fief:listener".to_owned(),
+            AuditDecision::Deny,
+            vec!["network-island".to_owned()],
+            Some("this listener does not serve the tenant".to_owned()),
+        )
+        .map(|_| ())
+        .map_err(|_| ApiError::Unavailable("the audit log is unavailable".into()))
     }
 
     /// Records an admin change after it happened.
@@ -107,21 +100,41 @@ impl AppState {
         resource: &Resource,
         detail: String,
     ) -> ApiResult<()> {
-        self.audit
-            .append(Event {
-                kind: Kind::Admin,
-                request_id: request_id::current(),
-                principal: Principal::Operator.audit_name(),
-                tenant: None,
-                action: action.name().to_owned(),
-                resource: resource.frn(),
-                decision: AuditDecision::Allow,
-                policies: Vec::new(),
-                reason: Some(detail),
-            })
-            .map(|_| ())
-            .map_err(|e| {
-                ApiError::Internal(format!("audit append failed after an admin change: {e}"))
-            })
+        self.record(
+            Kind::Admin,
+            &Principal::Operator,
+            action.name(),
+            resource.frn(),
+            AuditDecision::Allow,
+            Vec::new(),
+            Some(detail),
+        )
+        .map(|_| ())
+        .map_err(|e| ApiError::Internal(format!("audit append failed after an admin change: {e}")))
+    }
+
+    /// Appends one audit event for `principal` in the current request.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        kind: Kind,
+        principal: &Principal,
+        action: &str,
+        resource: String,
+        decision: AuditDecision,
+        policies: Vec<String>,
+        reason: Option<String>,
+    ) -> Result<u64, fief_audit::AuditError> {
+        self.audit.append(Event {
+            kind,
+            request_id: request_id::current(),
+            principal: principal.audit_name(),
+            tenant: principal.tenant().map(ToString::to_string),
+            action: action.to_owned(),
+            resource,
+            decision,
+            policies,
+            reason,
+        })
     }
 }
