@@ -36,6 +36,13 @@ async fn fifty_concurrent_first_requests_cause_one_load() {
             .await,
         50.0
     );
+    // A warm invocation is a cache hit.
+    let hits = s.metric("fief_model_cache_hits_total ").await;
+    assert_eq!(
+        s.invoke(&key, "shared", "m", &body).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.metric("fief_model_cache_hits_total ").await, hits + 1.0);
 }
 
 /// Many pool tenants, each with its own model, under a budget that holds a

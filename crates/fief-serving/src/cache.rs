@@ -77,7 +77,21 @@ impl ModelCache {
         }
     }
 
+    /// A resident model; counts as a cache hit when found.
     pub fn get(
+        &self,
+        scope: &TenantScope,
+        name: &ModelName,
+        version: i64,
+    ) -> Option<Arc<LoadedModel>> {
+        let found = self.lookup(scope, name, version);
+        if found.is_some() {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn lookup(
         &self,
         scope: &TenantScope,
         name: &ModelName,
@@ -107,7 +121,6 @@ impl ModelCache {
         Fut: Future<Output = Result<LoadedModel, E>>,
     {
         if let Some(m) = self.get(scope, name, version) {
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(m);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +133,7 @@ impl ModelCache {
         let result = cell
             .get_or_try_init(|| async {
                 // A caller that waited here may find the model already cached.
-                if let Some(m) = self.get(scope, name, version) {
+                if let Some(m) = self.lookup(scope, name, version) {
                     return Ok(m);
                 }
                 let _permit = self.loads.acquire().await;
