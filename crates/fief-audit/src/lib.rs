@@ -60,6 +60,9 @@ pub struct Event {
     /// Ids of the policies that decided (Cedar's determining policies).
     pub policies: Vec<String>,
     pub reason: Option<String>,
+    /// For a role session: the principal (and tenant) that assumed the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +318,7 @@ mod tests {
             },
             policies: vec!["platform-guardrail".into()],
             reason: None,
+            source: (i % 4 == 0).then(|| "api-key:src (bb)".into()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! `fief`: the gateway binary and its command-line client.
 
+mod access;
 mod client;
 mod demo;
 
@@ -55,6 +56,27 @@ enum Command {
         tenant: TenantArgs,
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Tenant policies (Cedar): validate offline, store, explain decisions.
+    Policy {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: access::PolicyCommand,
+    },
+    /// Roles that principals (of this or a trusted tenant) may assume.
+    Role {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: access::RoleCommand,
+    },
+    /// Role sessions: short-lived tokens with a role's permissions.
+    Sts {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: access::StsCommand,
     },
     /// Invoke a model (as a tenant, with FIEF_API_KEY).
     Invoke {
@@ -151,6 +173,9 @@ enum KeyCommand {
         tenant: String,
         #[arg(long)]
         name: Option<String>,
+        /// Bind the key to a role of the tenant: it gets only the role's permissions.
+        #[arg(long)]
+        role: Option<String>,
     },
     Ls {
         tenant: String,
@@ -177,6 +202,13 @@ enum ModelCommand {
     Ls,
     Get {
         name: String,
+    },
+    /// Replace a model's tags (what attribute-based policies compare).
+    Tag {
+        name: String,
+        /// KEY=VALUE (repeatable); no tags clears them.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
     Rm {
         name: String,
@@ -214,7 +246,7 @@ fn init_tracing() {
         .try_init();
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn run(cli: Cli) -> CliResult {
     match cli.command {
@@ -226,6 +258,15 @@ async fn run(cli: Cli) -> CliResult {
         Command::Tenant { admin, command } => tenant(admin, command).await,
         Command::Key { admin, command } => key(admin, command).await,
         Command::Model { tenant, command } => model(tenant, command).await,
+        Command::Policy {
+            command: access::PolicyCommand::Validate { file },
+            ..
+        } => access::validate(&file),
+        Command::Policy { tenant, command } => {
+            access::policy(&tenant_client(&tenant)?, command).await
+        }
+        Command::Role { tenant, command } => access::role(&tenant_client(&tenant)?, command).await,
+        Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
         Command::Invoke {
             tenant,
             model,
@@ -304,7 +345,7 @@ fn tenant_client(tenant: &TenantArgs) -> Result<Client, ClientError> {
     Ok(Client::new(&tenant.data_url, key))
 }
 
-fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -361,7 +402,7 @@ fn content_type_for(file: &Path) -> &'static str {
     }
 }
 
-fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+pub(crate) fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String> {
     tags.iter()
         .map(|t| {
             t.split_once('=')
@@ -374,14 +415,14 @@ fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String>
 async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
     let c = admin_client(&admin)?;
     match command {
-        KeyCommand::Create { tenant, name } => {
+        KeyCommand::Create { tenant, name, role } => {
             let (_, body) = c
                 .send(
                     c.request(
                         Method::POST,
                         &format!("/admin/v1/tenants/{tenant}/api-keys"),
                     )
-                    .json(&json!({"name": name})),
+                    .json(&json!({"name": name, "role": role})),
                 )
                 .await?;
             println!(
@@ -443,6 +484,12 @@ async fn model(tenant: TenantArgs, command: ModelCommand) -> CliResult {
                 .await?
                 .1,
         ),
+        ModelCommand::Tag { name, tags } => {
+            let req = c
+                .request(Method::PUT, &format!("/api/v1/models/{name}/tags"))
+                .json(&parse_tags(&tags)?);
+            print(&c.send(req).await?.1);
+        }
         ModelCommand::Rm { name } => {
             c.send(c.request(Method::DELETE, &format!("/api/v1/models/{name}")))
                 .await?;

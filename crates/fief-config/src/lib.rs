@@ -53,6 +53,79 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Dedicated listeners (network islands) for silo tenants or groups.
     pub islands: Vec<IslandConfig>,
+    /// JWT bearer tokens from an OIDC identity provider; off when absent.
+    pub oidc: Option<OidcConfig>,
+    /// Role sessions (`POST /api/v1/sts/assume-role`).
+    pub sts: StsConfig,
+}
+
+/// Algorithms an OIDC provider may sign with. HMAC algorithms are not
+/// accepted: a shared secret would let anyone holding it mint tokens, and
+/// accepting them beside public keys invites algorithm confusion.
+pub const OIDC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Longest clock skew tolerated on `exp`/`nbf`.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Expected `iss`, compared exactly.
+    pub issuer: String,
+    /// Accepted `aud` values; the token must carry one of them.
+    pub audiences: Vec<String>,
+    /// The provider's key set, from a file or a URL (one of the two).
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    /// Pinned algorithms; the token header's `alg` must be one of them.
+    pub algorithms: Vec<String>,
+    /// The claim that names the caller's tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// An optional claim holding a JSON object of string tags for the user.
+    pub tags_claim: Option<String>,
+    /// Tolerated clock skew on `exp` and `nbf`, at most 300.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Keys are refetched after this long, and on an unknown `kid` at most
+    /// once per `jwks_min_refresh_secs`.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache_secs: u64,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_secs: u64,
+}
+
+fn default_tenant_claim() -> String {
+    "fief_tenant".into()
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_jwks_cache() -> u64 {
+    300
+}
+fn default_jwks_min_refresh() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StsConfig {
+    /// Longest session any role grants, in seconds.
+    pub max_session_secs: u64,
+    /// Duration when the request names none.
+    pub default_session_secs: u64,
+}
+
+impl Default for StsConfig {
+    fn default() -> Self {
+        Self {
+            max_session_secs: 3600,
+            default_session_secs: 900,
+        }
+    }
 }
 
 /// A listener that serves only the named tenants. A request for any other
@@ -103,6 +176,8 @@ impl Default for Config {
             request_timeout_secs: 60,
             models: ModelsConfig::default(),
             islands: Vec::new(),
+            oidc: None,
+            sts: StsConfig::default(),
         }
     }
 }
@@ -231,6 +306,17 @@ impl Config {
         if self.request_timeout_secs == 0 {
             return invalid("request_timeout_secs must be greater than 0");
         }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+        }
+        if self.sts.max_session_secs < 60 || self.sts.max_session_secs > 12 * 3600 {
+            return invalid("sts.max_session_secs must be between 60 and 43200");
+        }
+        if self.sts.default_session_secs < 60
+            || self.sts.default_session_secs > self.sts.max_session_secs
+        {
+            return invalid("sts.default_session_secs must be between 60 and sts.max_session_secs");
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(
                 "listen and admin_listen must differ: the admin plane has its own listener",
@@ -242,6 +328,40 @@ impl Config {
     /// The effective configuration as TOML (for `--check-config`).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl OidcConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("oidc: {m}")));
+        if self.issuer.is_empty() {
+            return invalid("issuer must not be empty".into());
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return invalid("audiences must name at least one non-empty audience".into());
+        }
+        match (&self.jwks_file, &self.jwks_url) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return invalid("set exactly one of jwks_file and jwks_url".into()),
+        }
+        if self.algorithms.is_empty() {
+            return invalid("algorithms must pin at least one algorithm".into());
+        }
+        for alg in &self.algorithms {
+            if !OIDC_ALGORITHMS.contains(&alg.as_str()) {
+                return invalid(format!(
+                    "algorithm {alg} is not accepted; use one of {}",
+                    OIDC_ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        if self.leeway_secs > MAX_LEEWAY_SECS {
+            return invalid(format!("leeway_secs must be at most {MAX_LEEWAY_SECS}"));
+        }
+        if self.tenant_claim.is_empty() {
+            return invalid("tenant_claim must not be empty".into());
+        }
+        Ok(())
     }
 }
 

@@ -73,6 +73,24 @@ impl<'de> Deserialize<'de> for TenantId {
     }
 }
 
+/// Checks a name inside a tenant's namespace (models, roles, policies).
+pub fn parse_name(what: &'static str, s: &str) -> Result<String, CoreError> {
+    let b = s.as_bytes();
+    let ok = (1..=128).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && !s.contains("..")
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(CoreError::Invalid {
+            what,
+            rule: MODEL_RULE,
+        })
+    }
+}
+
 /// A model's name inside its tenant's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -80,20 +98,7 @@ pub struct ModelName(String);
 
 impl ModelName {
     pub fn parse(s: &str) -> Result<Self, CoreError> {
-        let b = s.as_bytes();
-        let ok = (1..=128).contains(&b.len())
-            && b[0].is_ascii_alphanumeric()
-            && !s.contains("..")
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(CoreError::Invalid {
-                what: "model name",
-                rule: MODEL_RULE,
-            })
-        }
+        parse_name("model name", s).map(Self)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -183,6 +188,40 @@ impl ModelRef {
 }
 
 const FRN_MODEL_PREFIX: &str = "frn:fief:model:";
+const FRN_ROLE_PREFIX: &str = "frn:fief:role:";
+
+/// A role as a client wrote it: `name` (own tenant), `tenant/name` or
+/// `frn:fief:role:tenant/name`. Roles are the one resource a principal may
+/// address in another tenant (to assume it, as its trust policy allows).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleRef {
+    pub owner: TenantId,
+    pub name: String,
+}
+
+impl RoleRef {
+    pub fn parse(raw: &str, caller: &TenantId) -> Result<Self, CoreError> {
+        let qualified = raw.strip_prefix(FRN_ROLE_PREFIX).unwrap_or(raw);
+        match qualified.split_once('/') {
+            None if qualified.len() == raw.len() => Ok(Self {
+                owner: caller.clone(),
+                name: parse_name("role name", raw)?,
+            }),
+            None => Err(CoreError::Invalid {
+                what: "role resource name",
+                rule: "of the form frn:fief:role:<tenant>/<role>",
+            }),
+            Some((owner, name)) => Ok(Self {
+                owner: TenantId::parse(owner)?,
+                name: parse_name("role name", name)?,
+            }),
+        }
+    }
+
+    pub fn frn(&self) -> String {
+        format!("{FRN_ROLE_PREFIX}{}/{}", self.owner, self.name)
+    }
+}
 
 /// Tenant tags (e.g. `CostCenter=cc-100`): operator metadata used for
 /// billing and attribute-based policies. Bounded so they stay metadata.

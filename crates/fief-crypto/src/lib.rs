@@ -45,6 +45,24 @@ impl MasterKey {
         Ok(Self(key))
     }
 
+    /// Seals a platform secret (not tenant data) under the master key,
+    /// bound to its purpose so one sealed value cannot stand in for another.
+    pub fn seal_platform_secret(
+        &self,
+        purpose: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&self.cipher(), &platform_aad(purpose), plaintext)
+    }
+
+    pub fn open_platform_secret(
+        &self,
+        purpose: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        open_with(&self.cipher(), &platform_aad(purpose), sealed)
+    }
+
     /// Reads the key file, or creates it (mode 0600) when it does not exist yet.
     pub fn load_or_create(path: &Path) -> Result<Self, CryptoError> {
         match std::fs::read_to_string(path) {
@@ -141,6 +159,10 @@ impl SealContext {
             ),
         }
     }
+}
+
+fn platform_aad(purpose: &str) -> Vec<u8> {
+    format!("fief:v1:platform:{purpose}").into_bytes()
 }
 
 fn wrap_aad(tenant: &TenantId) -> Vec<u8> {

@@ -1,24 +1,37 @@
 //! Authorisation (invariant 2) and the tenant scope capability (invariant 3).
 //!
 //! Every request is decided by Cedar against the platform policies in
-//! `platform.cedar`, under the strict schema in `schema.cedarschema`. Entities
-//! are built here from facts the caller got from the store (a key's tenant) and
-//! from the resource's address; nothing from a request body or header reaches
-//! a principal attribute. An evaluation error is a deny (invariant 9).
+//! `platform.cedar` plus, for a tenant's principals, that tenant's own
+//! policies and (for scoped keys and sessions) its role's policies, all under
+//! the strict schema in `schema.cedarschema`. Entities are built here from
+//! facts the caller got from a verified credential and the store, and from the
+//! resource's address; nothing from a request body reaches a principal
+//! attribute. An evaluation error is a deny (invariant 9).
+//!
+//! Tenant policy sets are compiled once per change and kept per tenant, so a
+//! decision evaluates the platform policies plus one tenant's, whatever the
+//! number of tenants.
 //!
 //! [`TenantScope`] has no public constructor: the only way to get one is an
 //! allowed decision from [`PolicyEngine::authorize`], and every storage accessor
 //! for tenant data requires one.
 
+mod document;
+
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
+use subtle::ConstantTimeEq;
 
-use fief_core::{ModelRef, TenantId};
+use fief_core::{ModelRef, RoleRef, Tags, TenantId};
+
+pub use document::{line_column, DocumentErrors, Problem, MAX_DOCUMENT_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -28,9 +41,11 @@ pub enum PolicyError {
     Parse { id: String, message: String },
     #[error("platform policies do not validate against the schema: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Document(#[from] DocumentErrors),
 }
 
-const SCHEMA: &str = include_str!("schema.cedarschema");
+pub(crate) const SCHEMA: &str = include_str!("schema.cedarschema");
 const PLATFORM_POLICIES: &str = include_str!("platform.cedar");
 
 /// The id of the cross-tenant guardrail, as it appears in audit entries.
@@ -39,14 +54,40 @@ pub const GUARDRAIL_ID: &str = "platform-guardrail";
 /// Who is asking. Built by the authentication layer from a verified credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    ApiKey { key_id: String, tenant: TenantId },
+    /// An API key; `role` is set for a scoped key.
+    ApiKey {
+        key_id: String,
+        tenant: TenantId,
+        role: Option<String>,
+    },
+    /// A user signed in through the OIDC identity provider.
+    User {
+        subject: String,
+        tenant: TenantId,
+        tags: Tags,
+    },
+    Session(Session),
     Operator,
+}
+
+/// A role session from a verified session token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The role's tenant: the session acts there.
+    pub tenant: TenantId,
+    pub role: String,
+    pub session_name: String,
+    pub tags: Tags,
+    pub source_tenant: TenantId,
+    /// The audit name of the principal that assumed the role.
+    pub source_principal: String,
 }
 
 impl Principal {
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Principal::ApiKey { tenant, .. } => Some(tenant),
+            Principal::ApiKey { tenant, .. } | Principal::User { tenant, .. } => Some(tenant),
+            Principal::Session(s) => Some(&s.tenant),
             Principal::Operator => None,
         }
     }
@@ -54,7 +95,20 @@ impl Principal {
     pub fn audit_name(&self) -> String {
         match self {
             Principal::ApiKey { key_id, .. } => format!("api-key:{key_id}"),
+            Principal::User {
+                subject, tenant, ..
+            } => format!("user:{tenant}/{subject}"),
+            Principal::Session(s) => {
+                format!("session:{}/{}/{}", s.tenant, s.role, s.session_name)
+            }
             Principal::Operator => "operator".into(),
+        }
+    }
+    /// For a session, who assumed it (audit entries carry it).
+    pub fn source(&self) -> Option<String> {
+        match self {
+            Principal::Session(s) => Some(format!("{} ({})", s.source_principal, s.source_tenant)),
+            _ => None,
         }
     }
 }
@@ -65,6 +119,8 @@ pub enum Resource {
     Tenant(TenantId),
     Model(ModelRef),
     Endpoint(TenantId),
+    Policy { tenant: TenantId, id: String },
+    Role(RoleRef),
     SharedEndpoint,
     Platform,
 }
@@ -74,7 +130,9 @@ impl Resource {
     pub fn owner(&self) -> Option<&TenantId> {
         match self {
             Resource::Tenant(t) | Resource::Endpoint(t) => Some(t),
+            Resource::Policy { tenant, .. } => Some(tenant),
             Resource::Model(m) => Some(&m.owner),
+            Resource::Role(r) => Some(&r.owner),
             Resource::SharedEndpoint | Resource::Platform => None,
         }
     }
@@ -84,22 +142,65 @@ impl Resource {
             Resource::Tenant(t) => format!("frn:fief:tenant:{t}"),
             Resource::Model(m) => m.frn(),
             Resource::Endpoint(t) => format!("frn:fief:endpoint:{t}"),
+            Resource::Policy { tenant, id } => format!("frn:fief:policy:{tenant}/{id}"),
+            Resource::Role(r) => r.frn(),
             Resource::SharedEndpoint => "frn:fief:endpoint:shared".into(),
             Resource::Platform => "frn:fief:platform".into(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+/// Attributes of the resource read from the store (only ever for the
+/// caller's own tenant): its tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceAttrs {
+    pub tags: Tags,
+}
+
+macro_rules! actions {
+    ($($name:ident),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Action { $($name),* }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$name),*];
+            pub fn name(self) -> &'static str {
+                match self { $(Action::$name => stringify!($name)),* }
+            }
+        }
+
+        impl FromStr for Action {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $(stringify!($name) => Ok(Action::$name),)*
+                    _ => Err(format!("unknown action `{s}`")),
+                }
+            }
+        }
+    };
+}
+
+actions!(
     InvokeEndpoint,
     InvokeSharedEndpoint,
     InvokeModel,
     PutModel,
     GetModel,
     DeleteModel,
+    TagModel,
     ListModels,
     GetIdentity,
+    PutPolicy,
+    GetPolicy,
+    DeletePolicy,
+    ListPolicies,
+    ExplainPolicy,
+    PutRole,
+    GetRole,
+    DeleteRole,
+    ListRoles,
+    AssumeRole,
     CreateTenant,
     GetTenant,
     UpdateTenant,
@@ -109,31 +210,8 @@ pub enum Action {
     RevokeApiKey,
     ListTenants,
     ReadAudit,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::InvokeEndpoint => "InvokeEndpoint",
-            Action::InvokeSharedEndpoint => "InvokeSharedEndpoint",
-            Action::InvokeModel => "InvokeModel",
-            Action::PutModel => "PutModel",
-            Action::GetModel => "GetModel",
-            Action::DeleteModel => "DeleteModel",
-            Action::ListModels => "ListModels",
-            Action::GetIdentity => "GetIdentity",
-            Action::CreateTenant => "CreateTenant",
-            Action::GetTenant => "GetTenant",
-            Action::UpdateTenant => "UpdateTenant",
-            Action::DeleteTenant => "DeleteTenant",
-            Action::CreateApiKey => "CreateApiKey",
-            Action::ListApiKeys => "ListApiKeys",
-            Action::RevokeApiKey => "RevokeApiKey",
-            Action::ListTenants => "ListTenants",
-            Action::ReadAudit => "ReadAudit",
-        }
-    }
-}
+    RotateSigningKey,
+);
 
 /// Proof that the authorisation layer allowed access to one tenant's data.
 /// Its fields are private and it has no public constructor (invariant 3).
@@ -169,12 +247,63 @@ impl Decision {
     pub fn into_scope(self) -> Option<TenantScope> {
         self.scope
     }
+    fn deny(reason: impl Into<String>) -> Self {
+        Self {
+            allowed: false,
+            policies: Vec::new(),
+            reason: Some(reason.into()),
+            scope: None,
+        }
+    }
+}
+
+/// A role as the tenant wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleDocument {
+    pub name: String,
+    pub trust_policy: String,
+    pub policies: Vec<String>,
+    pub external_id: Option<String>,
+}
+
+/// Everything a tenant wrote: its policy documents (id, text) and roles.
+#[derive(Debug, Clone, Default)]
+pub struct TenantDocuments {
+    pub policies: Vec<(String, String)>,
+    pub roles: Vec<RoleDocument>,
+}
+
+/// A tenant's policies, compiled and ready to evaluate.
+pub struct CompiledTenant {
+    /// Platform policies plus the tenant's own.
+    base: PolicySet,
+    roles: HashMap<String, CompiledRole>,
+    /// Whether the tenant wrote anything; if not, only platform policies
+    /// apply and no resource attribute can matter.
+    has_documents: bool,
+}
+
+struct CompiledRole {
+    /// Platform, tenant and role policies: what a session or scoped key may do.
+    permissions: PolicySet,
+    /// Platform policies and the trust policy: who may assume the role.
+    trust: PolicySet,
+    /// Ids of the trust statements and the tenants each names in its principal scope.
+    trust_scopes: HashMap<String, Option<TenantId>>,
+    external_id: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    compiled: Option<Arc<CompiledTenant>>,
 }
 
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
     authorizer: Authorizer,
+    tenants: RwLock<HashMap<TenantId, Slot>>,
 }
 
 impl PolicyEngine {
@@ -212,25 +341,262 @@ impl PolicyEngine {
             schema,
             policies,
             authorizer: Authorizer::new(),
+            tenants: RwLock::new(HashMap::new()),
         })
     }
 
-    /// Decides one request. Never errors: anything that goes wrong while
-    /// building or evaluating the request is a deny with a reason.
+    // ---- tenant documents ------------------------------------------------
+
+    /// Checks one tenant policy document (for `PUT /policies/{id}` and
+    /// `fief policy validate`).
+    pub fn validate_policy(&self, id: &str, text: &str) -> Result<(), DocumentErrors> {
+        document::parse(&self.schema, &policy_id(id), text).map(|_| ())
+    }
+
+    /// Checks a role's trust policy and permission policies.
+    pub fn validate_role(&self, role: &RoleDocument) -> Result<(), DocumentErrors> {
+        self.compile_role(role, &PolicySet::new()).map(|_| ())
+    }
+
+    /// Compiles what a tenant wrote. Documents were validated when written;
+    /// one that no longer validates (a schema change) fails the whole tenant
+    /// closed rather than being skipped.
+    pub fn compile_tenant(&self, docs: &TenantDocuments) -> Result<CompiledTenant, PolicyError> {
+        let mut base = self.policies.clone();
+        let mut own = PolicySet::new();
+        for (id, text) in &docs.policies {
+            for p in document::parse(&self.schema, &policy_id(id), text)? {
+                add(&mut base, p.clone())?;
+                add(&mut own, p)?;
+            }
+        }
+        let mut roles = HashMap::new();
+        for role in &docs.roles {
+            roles.insert(role.name.clone(), self.compile_role(role, &own)?);
+        }
+        Ok(CompiledTenant {
+            base,
+            roles,
+            has_documents: !docs.policies.is_empty() || !docs.roles.is_empty(),
+        })
+    }
+
+    fn compile_role(
+        &self,
+        role: &RoleDocument,
+        tenant_policies: &PolicySet,
+    ) -> Result<CompiledRole, DocumentErrors> {
+        let in_part = |part: String| {
+            move |e: DocumentErrors| {
+                DocumentErrors(
+                    e.0.into_iter()
+                        .map(|p| Problem {
+                            message: format!("{part}: {}", p.message),
+                            ..p
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let mut permissions = self.policies.clone();
+        for p in tenant_policies.policies() {
+            add(&mut permissions, p.clone())?;
+        }
+        for (i, text) in role.policies.iter().enumerate() {
+            let prefix = format!("role/{}/{}", role.name, i + 1);
+            for p in document::parse(&self.schema, &prefix, text)
+                .map_err(in_part(format!("policies[{i}]")))?
+            {
+                add(&mut permissions, p)?;
+            }
+        }
+        let mut trust = self.policies.clone();
+        let mut trust_scopes = HashMap::new();
+        let prefix = format!("role/{}/trust", role.name);
+        for p in document::parse(&self.schema, &prefix, &role.trust_policy)
+            .map_err(in_part("trust_policy".into()))?
+        {
+            trust_scopes.insert(p.id().to_string(), named_tenant(&p));
+            add(&mut trust, p)?;
+        }
+        Ok(CompiledRole {
+            permissions,
+            trust,
+            trust_scopes,
+            external_id: role.external_id.clone(),
+        })
+    }
+
+    // ---- the per-tenant cache ---------------------------------------------
+
+    /// The generation to pass to [`install`](Self::install) after loading.
+    pub fn generation(&self, tenant: &TenantId) -> u64 {
+        self.tenants
+            .read()
+            .map(|t| t.get(tenant).map_or(0, |s| s.generation))
+            .unwrap_or(0)
+    }
+
+    pub fn is_loaded(&self, tenant: &TenantId) -> bool {
+        self.tenants
+            .read()
+            .map(|t| t.get(tenant).is_some_and(|s| s.compiled.is_some()))
+            .unwrap_or(false)
+    }
+
+    /// Installs a compiled tenant unless it changed since `generation` was
+    /// read (a load racing a write must not install stale policies).
+    pub fn install(&self, tenant: &TenantId, generation: u64, compiled: CompiledTenant) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let slot = tenants.entry(tenant.clone()).or_default();
+            if slot.generation == generation {
+                slot.compiled = Some(Arc::new(compiled));
+            }
+        }
+    }
+
+    /// Drops a tenant's compiled policies after a change (or offboarding).
+    pub fn invalidate(&self, tenant: &TenantId) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let slot = tenants.entry(tenant.clone()).or_default();
+            slot.generation += 1;
+            slot.compiled = None;
+        }
+    }
+
+    /// Whether the tenant's loaded policies include any it wrote.
+    pub fn has_documents(&self, tenant: &TenantId) -> bool {
+        self.compiled(tenant).is_some_and(|c| c.has_documents)
+    }
+
+    fn compiled(&self, tenant: &TenantId) -> Option<Arc<CompiledTenant>> {
+        self.tenants
+            .read()
+            .ok()
+            .and_then(|t| t.get(tenant).and_then(|s| s.compiled.clone()))
+    }
+
+    // ---- decisions ---------------------------------------------------------
+
+    /// Decides one request without resource attributes.
     pub fn authorize(
         &self,
         principal: &Principal,
         action: Action,
         resource: &Resource,
     ) -> Decision {
-        match self.evaluate(principal, action, resource) {
+        self.authorize_with(principal, action, resource, &ResourceAttrs::default())
+    }
+
+    /// Decides one request. Never errors: anything that goes wrong while
+    /// building or evaluating the request is a deny with a reason.
+    pub fn authorize_with(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+    ) -> Decision {
+        if action == Action::AssumeRole {
+            return Decision::deny("AssumeRole is decided by the role's trust policy");
+        }
+        let compiled;
+        let policies = match principal.tenant() {
+            None => &self.policies,
+            Some(tenant) => {
+                let Some(c) = self.compiled(tenant) else {
+                    return Decision::deny(format!("policies of tenant {tenant} are not loaded"));
+                };
+                compiled = c;
+                match principal_role(principal) {
+                    None => &compiled.base,
+                    Some(role) => match compiled.roles.get(role) {
+                        Some(r) => &r.permissions,
+                        None => return Decision::deny(format!("role {role} no longer exists")),
+                    },
+                }
+            }
+        };
+        let decision = self.evaluate(policies, principal, action, resource, attrs, None);
+        self.finish(decision, principal, action, resource)
+    }
+
+    /// Decides whether `principal` may assume `role`, by the role's trust
+    /// policy under the platform guardrails. Another tenant's principal must
+    /// present the role's external id and be named, by tenant, in the
+    /// principal scope of the trust statement that allows it.
+    pub fn authorize_assume_role(
+        &self,
+        principal: &Principal,
+        role: &RoleRef,
+        external_id: Option<&str>,
+    ) -> Decision {
+        let Some(source) = principal.tenant() else {
+            return Decision::deny("only tenant principals assume roles");
+        };
+        if matches!(principal, Principal::Session(_)) {
+            return Decision::deny("a session cannot assume a role (no role chaining)");
+        }
+        let Some(compiled) = self.compiled(&role.owner) else {
+            return Decision::deny(format!("policies of tenant {} are not loaded", role.owner));
+        };
+        let Some(r) = compiled.roles.get(&role.name) else {
+            return Decision::deny("no such role, or no trust policy permits this principal");
+        };
+        let verified = match (&r.external_id, external_id) {
+            (Some(expected), Some(given)) => {
+                bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+            }
+            _ => false,
+        };
+        let resource = Resource::Role(role.clone());
+        let decision = match self.evaluate(
+            &r.trust,
+            principal,
+            Action::AssumeRole,
+            &resource,
+            &ResourceAttrs::default(),
+            Some(verified),
+        ) {
+            Ok(d) => d,
+            Err(reason) => return Decision::deny(reason),
+        };
+        if decision.0 && source != &role.owner {
+            let named = decision.1.iter().any(|id| {
+                r.trust_scopes
+                    .get(id)
+                    .is_some_and(|t| t.as_ref() == Some(source))
+            });
+            if !named {
+                return Decision {
+                    allowed: false,
+                    policies: decision.1,
+                    reason: Some(format!(
+                        "the trust policy does not name tenant {source} in its principal scope"
+                    )),
+                    scope: None,
+                };
+            }
+        }
+        self.finish(Ok(decision), principal, Action::AssumeRole, &resource)
+    }
+
+    fn finish(
+        &self,
+        evaluated: Result<(bool, Vec<String>), String>,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+    ) -> Decision {
+        match evaluated {
             Ok((true, policies)) => {
                 let scope = match (principal, action) {
-                    (Principal::ApiKey { tenant, .. }, _) => Some(tenant.clone()),
-                    // Offboarding is the one operator action that needs the
-                    // tenant's data (to destroy it).
                     (Principal::Operator, Action::DeleteTenant) => resource.owner().cloned(),
-                    (Principal::Operator, _) => None,
+                    (Principal::Operator, _) | (_, Action::AssumeRole) => None,
+                    // Offboarding is the one operator action that needs the
+                    // tenant's data (to destroy it); a tenant principal's
+                    // scope is always its own tenant.
+                    (p, _) => p.tenant().cloned(),
                 };
                 Decision {
                     allowed: true,
@@ -250,66 +616,51 @@ impl PolicyEngine {
                     scope: None,
                 }
             }
-            Err(reason) => Decision {
-                allowed: false,
-                policies: Vec::new(),
-                reason: Some(reason),
-                scope: None,
-            },
+            Err(reason) => Decision::deny(reason),
         }
+    }
+
+    /// A scope for reading the attributes (tags) of the principal's own
+    /// resources before deciding. It names only the principal's own tenant,
+    /// so an address naming another tenant never reaches the store.
+    pub fn attribute_scope(&self, principal: &Principal) -> Option<TenantScope> {
+        principal
+            .tenant()
+            .map(|t| TenantScope { tenant: t.clone() })
     }
 
     fn evaluate(
         &self,
+        policies: &PolicySet,
         principal: &Principal,
         action: Action,
         resource: &Resource,
+        attrs: &ResourceAttrs,
+        external_id_verified: Option<bool>,
     ) -> Result<(bool, Vec<String>), String> {
         let mut entities = Vec::new();
-        let principal_uid = match principal {
-            Principal::ApiKey { key_id, tenant } => {
-                let tenant_uid = tenant_entity(tenant, &mut entities)?;
-                let uid = uid("ApiKey", key_id)?;
-                entities.push(entity(uid.clone(), [("tenant", tenant_uid)])?);
-                uid
-            }
-            Principal::Operator => {
-                let uid = uid("Operator", "operator")?;
-                entities.push(Entity::new_no_attrs(uid.clone(), HashSet::new()));
-                uid
-            }
-        };
-        let resource_uid = match resource {
-            Resource::Tenant(t) => tenant_entity(t, &mut entities)?,
-            Resource::Model(m) => {
-                let owner = tenant_entity(&m.owner, &mut entities)?;
-                let uid = uid("Model", &format!("{}/{}", m.owner, m.name))?;
-                entities.push(entity(uid.clone(), [("tenant", owner)])?);
-                uid
-            }
-            Resource::Endpoint(t) => {
-                let owner = tenant_entity(t, &mut entities)?;
-                let uid = uid("Endpoint", t.as_str())?;
-                entities.push(entity(uid.clone(), [("tenant", owner)])?);
-                uid
-            }
-            Resource::SharedEndpoint => no_attrs("SharedEndpoint", "shared", &mut entities)?,
-            Resource::Platform => no_attrs("Platform", "platform", &mut entities)?,
-        };
+        let principal_uid = principal_entity(principal, &mut entities)?;
+        let resource_uid = resource_entity(resource, attrs, &mut entities)?;
         let action_uid = uid("Action", action.name())?;
+        let context = match external_id_verified {
+            None => Context::empty(),
+            Some(v) => Context::from_pairs([(
+                "external_id_verified".to_owned(),
+                RestrictedExpression::new_bool(v),
+            )])
+            .map_err(|e| e.to_string())?,
+        };
         let request = Request::new(
             principal_uid,
             action_uid,
             resource_uid,
-            Context::empty(),
+            context,
             Some(&self.schema),
         )
         .map_err(|e| format!("request does not fit the schema: {e}"))?;
         let entities = Entities::from_entities(entities, Some(&self.schema))
             .map_err(|e| format!("entities do not fit the schema: {e}"))?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -320,16 +671,51 @@ impl PolicyEngine {
             // turn into an allow, so any error denies.
             return Err(format!("policy evaluation error: {}", errors.join("; ")));
         }
-        let policies = response
+        let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
             .collect();
+        policies.sort();
         Ok((
             response.decision() == cedar_policy::Decision::Allow,
             policies,
         ))
     }
+}
+
+/// The id tenant policy `id` has in decisions and audit entries.
+pub fn policy_id(id: &str) -> String {
+    format!("policy/{id}")
+}
+
+fn principal_role(p: &Principal) -> Option<&str> {
+    match p {
+        Principal::ApiKey { role, .. } => role.as_deref(),
+        Principal::Session(s) => Some(&s.role),
+        _ => None,
+    }
+}
+
+/// The tenant a trust statement names in its principal scope, if any.
+fn named_tenant(p: &Policy) -> Option<TenantId> {
+    let uid = match p.principal_constraint() {
+        PrincipalConstraint::In(uid) | PrincipalConstraint::IsIn(_, uid) => uid,
+        _ => return None,
+    };
+    (uid.type_name().to_string() == "Fief::Tenant")
+        .then(|| TenantId::parse(uid.id().unescaped()).ok())
+        .flatten()
+}
+
+fn add(set: &mut PolicySet, p: Policy) -> Result<(), DocumentErrors> {
+    set.add(p).map_err(|e| {
+        DocumentErrors(vec![Problem {
+            line: 1,
+            column: 1,
+            message: e.to_string(),
+        }])
+    })
 }
 
 /// Splits the platform file at lines that hold only `// ---`.
@@ -351,12 +737,28 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
     Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
-fn entity<const N: usize>(uid: EntityUid, attrs: [(&str, EntityUid); N]) -> Result<Entity, String> {
-    let attrs: HashMap<String, RestrictedExpression> = attrs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_entity_uid(v)))
-        .collect();
-    Entity::new(uid, attrs, HashSet::new()).map_err(|e| e.to_string())
+enum Value {
+    Uid(EntityUid),
+    Str(String),
+}
+
+fn entity(
+    uid: EntityUid,
+    attrs: Vec<(&str, Value)>,
+    parents: Vec<EntityUid>,
+    tags: &Tags,
+) -> Result<Entity, String> {
+    let attrs = attrs.into_iter().map(|(k, v)| {
+        let v = match v {
+            Value::Uid(u) => RestrictedExpression::new_entity_uid(u),
+            Value::Str(s) => RestrictedExpression::new_string(s),
+        };
+        (k.to_owned(), v)
+    });
+    let tags = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+    Entity::new_with_tags(uid, attrs, parents, tags).map_err(|e| e.to_string())
 }
 
 fn no_attrs(ty: &str, id: &str, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
@@ -369,9 +771,122 @@ fn no_attrs(ty: &str, id: &str, entities: &mut Vec<Entity>) -> Result<EntityUid,
 fn tenant_entity(t: &TenantId, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
     let uid = uid("Tenant", t.as_str())?;
     if !entities.iter().any(|e| e.uid() == uid) {
-        entities.push(entity(uid.clone(), [("tenant", uid.clone())])?);
+        entities.push(entity(
+            uid.clone(),
+            vec![("tenant", Value::Uid(uid.clone()))],
+            Vec::new(),
+            &Tags::new(),
+        )?);
     }
     Ok(uid)
+}
+
+fn role_entity(
+    tenant: &TenantId,
+    name: &str,
+    entities: &mut Vec<Entity>,
+) -> Result<EntityUid, String> {
+    let owner = tenant_entity(tenant, entities)?;
+    let uid = uid("Role", &format!("{tenant}/{name}"))?;
+    if !entities.iter().any(|e| e.uid() == uid) {
+        entities.push(entity(
+            uid.clone(),
+            vec![("tenant", Value::Uid(owner.clone()))],
+            vec![owner],
+            &Tags::new(),
+        )?);
+    }
+    Ok(uid)
+}
+
+fn principal_entity(p: &Principal, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
+    let none = Tags::new();
+    let (uid, attrs, tenant, tags) = match p {
+        Principal::Operator => return no_attrs("Operator", "operator", entities),
+        Principal::ApiKey {
+            key_id,
+            tenant,
+            role,
+        } => {
+            let mut attrs = vec![("tenant", Value::Uid(tenant_entity(tenant, entities)?))];
+            if let Some(role) = role {
+                attrs.push(("role", Value::Uid(role_entity(tenant, role, entities)?)));
+            }
+            (uid("ApiKey", key_id)?, attrs, tenant, &none)
+        }
+        Principal::User {
+            subject,
+            tenant,
+            tags,
+        } => {
+            let attrs = vec![
+                ("tenant", Value::Uid(tenant_entity(tenant, entities)?)),
+                ("subject", Value::Str(subject.clone())),
+            ];
+            (
+                uid("User", &format!("{tenant}/{subject}"))?,
+                attrs,
+                tenant,
+                tags,
+            )
+        }
+        Principal::Session(s) => {
+            let attrs = vec![
+                ("tenant", Value::Uid(tenant_entity(&s.tenant, entities)?)),
+                (
+                    "role",
+                    Value::Uid(role_entity(&s.tenant, &s.role, entities)?),
+                ),
+                ("session_name", Value::Str(s.session_name.clone())),
+                (
+                    "source_tenant",
+                    Value::Uid(tenant_entity(&s.source_tenant, entities)?),
+                ),
+                ("source_principal", Value::Str(s.source_principal.clone())),
+            ];
+            let id = format!("{}/{}/{}", s.tenant, s.role, s.session_name);
+            (uid("Session", &id)?, attrs, &s.tenant, &s.tags)
+        }
+    };
+    let parent = tenant_entity(tenant, entities)?;
+    entities.push(entity(uid.clone(), attrs, vec![parent], tags)?);
+    Ok(uid)
+}
+
+fn resource_entity(
+    r: &Resource,
+    attrs: &ResourceAttrs,
+    entities: &mut Vec<Entity>,
+) -> Result<EntityUid, String> {
+    let owned = |ty: &str, owner: &TenantId, id: &str, tags: &Tags, entities: &mut Vec<Entity>| {
+        let owner = tenant_entity(owner, entities)?;
+        let uid = uid(ty, id)?;
+        entities.push(entity(
+            uid.clone(),
+            vec![("tenant", Value::Uid(owner))],
+            Vec::new(),
+            tags,
+        )?);
+        Ok::<_, String>(uid)
+    };
+    let none = Tags::new();
+    match r {
+        Resource::Tenant(t) => tenant_entity(t, entities),
+        Resource::Model(m) => owned(
+            "Model",
+            &m.owner,
+            &format!("{}/{}", m.owner, m.name),
+            &attrs.tags,
+            entities,
+        ),
+        Resource::Endpoint(t) => owned("Endpoint", t, t.as_str(), &none, entities),
+        Resource::Policy { tenant, id } => {
+            owned("Policy", tenant, &format!("{tenant}/{id}"), &none, entities)
+        }
+        Resource::Role(role) => role_entity(&role.owner, &role.name, entities),
+        Resource::SharedEndpoint => no_attrs("SharedEndpoint", "shared", entities),
+        Resource::Platform => no_attrs("Platform", "platform", entities),
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +901,7 @@ mod tests {
         Principal::ApiKey {
             key_id: format!("k-{tenant}"),
             tenant: t(tenant),
+            role: None,
         }
     }
     fn model(owner: &str) -> Resource {
@@ -394,10 +910,43 @@ mod tests {
             name: ModelName::parse("m").unwrap(),
         })
     }
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+    /// An engine with `tenants` loaded, each with `docs`.
+    fn engine_with(tenants: &[&str], docs: &TenantDocuments) -> PolicyEngine {
+        let engine = PolicyEngine::new().unwrap();
+        for tenant in tenants {
+            let compiled = engine.compile_tenant(docs).unwrap();
+            engine.install(&t(tenant), 0, compiled);
+        }
+        engine
+    }
+    fn session(tenant: &str, role: &str, tags: Tags) -> Principal {
+        Principal::Session(Session {
+            tenant: t(tenant),
+            role: role.into(),
+            session_name: "s".into(),
+            tags,
+            source_tenant: t(tenant),
+            source_principal: "api-key:x".into(),
+        })
+    }
+    fn role(name: &str, trust: &str, policies: &[&str], external_id: Option<&str>) -> RoleDocument {
+        RoleDocument {
+            name: name.into(),
+            trust_policy: trust.into(),
+            policies: policies.iter().map(|p| (*p).to_owned()).collect(),
+            external_id: external_id.map(Into::into),
+        }
+    }
 
     #[test]
     fn own_resources_are_allowed_with_scope_of_the_caller() {
-        let engine = PolicyEngine::new().unwrap();
+        let engine = engine_with(&["aa"], &TenantDocuments::default());
         for (action, resource) in [
             (Action::InvokeModel, model("aa")),
             (Action::PutModel, model("aa")),
@@ -413,7 +962,7 @@ mod tests {
 
     #[test]
     fn cross_tenant_is_denied_by_the_guardrail() {
-        let engine = PolicyEngine::new().unwrap();
+        let engine = engine_with(&["aa", "bb"], &TenantDocuments::default());
         for (action, resource) in [
             (Action::InvokeModel, model("bb")),
             (Action::GetModel, model("bb")),
@@ -428,8 +977,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_whose_policies_are_not_loaded_is_denied() {
+        let engine = engine_with(&[], &TenantDocuments::default());
+        let d = engine.authorize(&key("aa"), Action::InvokeModel, &model("aa"));
+        assert!(!d.allowed && d.reason.unwrap().contains("not loaded"));
+        let engine = engine_with(&["aa"], &TenantDocuments::default());
+        engine.invalidate(&t("aa"));
+        assert!(
+            !engine
+                .authorize(&key("aa"), Action::InvokeModel, &model("aa"))
+                .allowed
+        );
+        // A load that read the old generation cannot install after a change.
+        let stale = engine.compile_tenant(&TenantDocuments::default()).unwrap();
+        engine.install(&t("aa"), 0, stale);
+        assert!(!engine.is_loaded(&t("aa")));
+    }
+
+    #[test]
     fn planes_are_separate() {
-        let engine = PolicyEngine::new().unwrap();
+        let engine = engine_with(&["aa"], &TenantDocuments::default());
         // The operator has no data-plane action; a tenant key no admin action.
         let d = engine.authorize(&Principal::Operator, Action::InvokeModel, &model("aa"));
         assert!(!d.allowed && d.reason.unwrap().contains("schema"));
@@ -457,21 +1024,169 @@ mod tests {
     /// turn into an allow. The engine must deny instead (invariant 9).
     #[test]
     fn an_evaluation_error_is_a_deny() {
-        let mut engine = PolicyEngine::new().unwrap();
-        let own = model("aa");
-        assert!(
-            engine
-                .authorize(&key("aa"), Action::InvokeModel, &own)
-                .allowed
+        let erroring = "forbid (principal, action, resource) when { 9223372036854775807 + 1 > 0 };";
+        let engine = engine_with(
+            &["aa"],
+            &TenantDocuments {
+                policies: vec![("erroring".into(), erroring.into())],
+                roles: Vec::new(),
+            },
         );
-        let erroring = Policy::parse(
-            Some(PolicyId::new("erroring-forbid")),
-            "forbid (principal, action, resource) when { 9223372036854775807 + 1 > 0 };",
-        )
-        .unwrap();
-        engine.policies.add(erroring).unwrap();
-        let d = engine.authorize(&key("aa"), Action::InvokeModel, &own);
+        let d = engine.authorize(&key("aa"), Action::InvokeModel, &model("aa"));
         assert!(!d.allowed && d.scope().is_none());
         assert!(d.reason.unwrap().contains("evaluation error"));
+    }
+
+    #[test]
+    fn tenant_permit_all_opens_nothing_across_tenants() {
+        let docs = TenantDocuments {
+            policies: vec![("open".into(), "permit(principal, action, resource);".into())],
+            roles: vec![role(
+                "open",
+                "permit(principal, action, resource);",
+                &["permit(principal, action, resource);"],
+                Some("x"),
+            )],
+        };
+        let engine = engine_with(&["aa", "bb"], &docs);
+        let scoped = Principal::ApiKey {
+            key_id: "s".into(),
+            tenant: t("aa"),
+            role: Some("open".into()),
+        };
+        for p in [key("aa"), scoped, session("aa", "open", Tags::new())] {
+            for action in Action::ALL {
+                for resource in [
+                    model("bb"),
+                    Resource::Tenant(t("bb")),
+                    Resource::Endpoint(t("bb")),
+                    Resource::Policy {
+                        tenant: t("bb"),
+                        id: "p".into(),
+                    },
+                    Resource::Role(RoleRef {
+                        owner: t("bb"),
+                        name: "open".into(),
+                    }),
+                    Resource::Platform,
+                ] {
+                    let d = engine.authorize(&p, *action, &resource);
+                    assert!(!d.allowed, "{p:?} {action:?} {resource:?}");
+                }
+            }
+        }
+        // The trust policy `permit(principal, action, resource)` names no
+        // tenant, so even the right external id does not let bb in.
+        let d = engine.authorize_assume_role(
+            &key("bb"),
+            &RoleRef {
+                owner: t("aa"),
+                name: "open".into(),
+            },
+            Some("x"),
+        );
+        assert!(!d.allowed && d.reason.unwrap().contains("does not name tenant bb"));
+    }
+
+    #[test]
+    fn sessions_get_only_what_policies_grant_and_tags_decide() {
+        let dept = r#"permit(principal is Fief::Session, action in Fief::Action::"TenantResource", resource is Fief::Model)
+when { principal.hasTag("Department") && resource.hasTag("Department")
+       && principal.getTag("Department") == resource.getTag("Department") };"#;
+        let docs = TenantDocuments {
+            policies: vec![("dept".into(), dept.into())],
+            roles: vec![role(
+                "analyst",
+                r#"permit(principal, action == Fief::Action::"AssumeRole", resource) when { principal.tenant == resource.tenant };"#,
+                &[],
+                None,
+            )],
+        };
+        let engine = engine_with(&["aa"], &docs);
+        let sales = session("aa", "analyst", tags(&[("Department", "Sales")]));
+        let attrs = |d: &str| ResourceAttrs {
+            tags: tags(&[("Department", d)]),
+        };
+        let d = engine.authorize_with(&sales, Action::InvokeModel, &model("aa"), &attrs("Sales"));
+        assert!(d.allowed);
+        assert_eq!(d.policies, ["policy/dept"]);
+        let d = engine.authorize_with(&sales, Action::InvokeModel, &model("aa"), &attrs("HR"));
+        assert!(!d.allowed);
+        // Untagged resources and other actions: nothing grants them.
+        let d = engine.authorize(&sales, Action::InvokeModel, &model("aa"));
+        assert!(!d.allowed);
+        let d = engine.authorize(&sales, Action::ListModels, &Resource::Tenant(t("aa")));
+        assert!(!d.allowed);
+        // A deleted role's sessions are denied.
+        let gone = session("aa", "gone", Tags::new());
+        assert!(
+            !engine
+                .authorize(&gone, Action::GetIdentity, &Resource::Tenant(t("aa")))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn cross_tenant_assume_role_needs_named_tenant_and_external_id() {
+        let trust = r#"permit(principal in Fief::Tenant::"bb", action == Fief::Action::"AssumeRole", resource);"#;
+        let docs = TenantDocuments {
+            policies: Vec::new(),
+            roles: vec![role("auditor", trust, &[], Some("ext-123"))],
+        };
+        let engine = engine_with(&["aa", "bb", "cc"], &docs);
+        let role = RoleRef {
+            owner: t("aa"),
+            name: "auditor".into(),
+        };
+        let d = engine.authorize_assume_role(&key("bb"), &role, Some("ext-123"));
+        assert!(d.allowed, "{:?}", d.reason);
+        assert_eq!(d.policies, ["role/auditor/trust"]);
+        assert!(d.scope().is_none());
+        for ext in [None, Some("wrong"), Some("ext-1234")] {
+            let d = engine.authorize_assume_role(&key("bb"), &role, ext);
+            assert!(!d.allowed);
+            assert_eq!(d.policies, ["assume-role-guardrail"]);
+        }
+        // cc is not named in the trust policy.
+        assert!(
+            !engine
+                .authorize_assume_role(&key("cc"), &role, Some("ext-123"))
+                .allowed
+        );
+        // A session cannot chain into another role.
+        let s = session("bb", "x", Tags::new());
+        assert!(
+            !engine
+                .authorize_assume_role(&s, &role, Some("ext-123"))
+                .allowed
+        );
+        // Unknown role.
+        let missing = RoleRef {
+            owner: t("aa"),
+            name: "missing".into(),
+        };
+        assert!(
+            !engine
+                .authorize_assume_role(&key("bb"), &missing, Some("ext-123"))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn role_errors_say_which_part() {
+        let engine = PolicyEngine::new().unwrap();
+        let e = engine
+            .validate_role(&role(
+                "r",
+                "permit(principal, action, resource);",
+                &["permit(principal, action, resourc);"],
+                None,
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("policies[0]"), "{e}");
+        let e = engine
+            .validate_role(&role("r", "permit(", &[], None))
+            .unwrap_err();
+        assert!(e.to_string().contains("trust_policy"), "{e}");
     }
 }

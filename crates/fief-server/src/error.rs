@@ -15,7 +15,10 @@ pub enum ApiError {
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
-    Unauthenticated(&'static str),
+    Unauthenticated(String),
+    /// A tenant-written policy or role that does not parse or validate.
+    #[error("{0}")]
+    InvalidPolicy(fief_policy::DocumentErrors),
     /// Deliberately without detail: the same answer whether or not the
     /// resource exists (invariant 7).
     #[error("access denied")]
@@ -43,7 +46,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::InvalidPolicy(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::AccessDenied => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -59,6 +62,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Validation(_) => "ValidationError",
+            ApiError::InvalidPolicy(_) => "InvalidPolicy",
             ApiError::Unauthenticated(_) => "Unauthenticated",
             ApiError::AccessDenied => "AccessDenied",
             ApiError::NotFound(_) => "NotFound",
@@ -79,7 +83,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%request_id, "internal error: {detail}");
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string(), "request_id": request_id}});
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string(), "request_id": request_id}});
+        if let ApiError::InvalidPolicy(problems) = &self {
+            // Each problem located in the text the client sent.
+            body["error"]["details"] = json!(problems.0);
+        }
         let mut response = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::ModelNotReady) {
             response

@@ -3,6 +3,7 @@
 //! cache. [`start`] is used by `fief serve`, `fief demo`, the tests and the
 //! benchmark alike.
 
+mod access;
 mod auth;
 mod error;
 mod island;
@@ -11,6 +12,7 @@ mod models;
 mod placement;
 mod request_id;
 mod routes;
+mod signing;
 mod state;
 mod tenants;
 
@@ -136,6 +138,15 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config.models.cache_bytes,
         config.models.max_concurrent_loads,
     );
+    let sessions = signing::load(&store).await?;
+    let oidc = match &config.oidc {
+        Some(c) => Some(
+            fief_identity::OidcVerifier::new(c.clone())
+                .await
+                .map_err(|e| ServerError::Startup(format!("oidc: {e}")))?,
+        ),
+        None => None,
+    };
 
     let data_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
@@ -163,6 +174,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         audit,
         cache,
         admin_token: admin_token.clone(),
+        oidc,
+        sessions,
     });
     let (shutdown, rx) = watch::channel(false);
     let island_addrs = islands.iter().map(|(_, addr, _)| *addr).collect();

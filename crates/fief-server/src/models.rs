@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use fief_core::{ModelRef, TenantId};
+use fief_core::{validate_tags, ModelRef, Tags, TenantId};
 use fief_policy::{Action, Principal, Resource, TenantScope};
 use fief_serving::{Inputs, LoadedModel, Outputs};
 use fief_store::{ModelRecord, PutOutcome};
@@ -37,14 +37,16 @@ fn caller_tenant(principal: &Principal) -> ApiResult<&TenantId> {
 /// Resolves a client-written model reference and authorises `action` on it.
 /// Authorisation happens before any lookup, so the answer for another
 /// tenant's model does not depend on whether it exists (invariant 7).
-fn authorize_model(
+async fn authorize_model(
     state: &AppState,
     principal: &Principal,
     action: Action,
     raw: &str,
 ) -> ApiResult<(TenantScope, ModelRef)> {
     let model = ModelRef::parse(raw, caller_tenant(principal)?)?;
-    let scope = state.authorize_scoped(principal, action, &Resource::Model(model.clone()))?;
+    let scope = state
+        .authorize_scoped(principal, action, &Resource::Model(model.clone()))
+        .await?;
     Ok((scope, model))
 }
 
@@ -61,7 +63,7 @@ pub async fn put(
     raw: &str,
     upload: Upload,
 ) -> ApiResult<(ModelView, PutOutcome)> {
-    let (scope, model) = authorize_model(state, principal, Action::PutModel, raw)?;
+    let (scope, model) = authorize_model(state, principal, Action::PutModel, raw).await?;
     let max_unpacked = state.config.models.max_model_bytes;
     let (loaded, bytes) = blocking(move || -> ApiResult<(LoadedModel, Vec<u8>)> {
         let (onnx, manifest) = match upload {
@@ -91,17 +93,44 @@ pub async fn put(
 }
 
 pub async fn get(state: &AppState, principal: &Principal, raw: &str) -> ApiResult<ModelView> {
-    let (scope, model) = authorize_model(state, principal, Action::GetModel, raw)?;
+    let (scope, model) = authorize_model(state, principal, Action::GetModel, raw).await?;
+    get_record(state, &scope, &model).await
+}
+
+/// Replaces a model's tags (what attribute-based policies compare).
+pub async fn set_tags(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    tags: Tags,
+) -> ApiResult<ModelView> {
+    validate_tags(&tags)?;
+    let (scope, model) = authorize_model(state, principal, Action::TagModel, raw).await?;
+    if !state
+        .store
+        .set_model_tags(&scope, &model.name, &tags)
+        .await?
+    {
+        return Err(not_found(&model));
+    }
+    get_record(state, &scope, &model).await
+}
+
+async fn get_record(
+    state: &AppState,
+    scope: &TenantScope,
+    model: &ModelRef,
+) -> ApiResult<ModelView> {
     let record = state
         .store
-        .get_model(&scope, &model.name)
+        .get_model(scope, &model.name)
         .await?
-        .ok_or_else(|| not_found(&model))?;
+        .ok_or_else(|| not_found(model))?;
     Ok(view(scope.tenant(), record))
 }
 
 pub async fn delete(state: &AppState, principal: &Principal, raw: &str) -> ApiResult<()> {
-    let (scope, model) = authorize_model(state, principal, Action::DeleteModel, raw)?;
+    let (scope, model) = authorize_model(state, principal, Action::DeleteModel, raw).await?;
     if !state.store.delete_model(&scope, &model.name).await? {
         return Err(not_found(&model));
     }
@@ -111,7 +140,9 @@ pub async fn delete(state: &AppState, principal: &Principal, raw: &str) -> ApiRe
 
 pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<ModelView>> {
     let tenant = caller_tenant(principal)?.clone();
-    let scope = state.authorize_scoped(principal, Action::ListModels, &Resource::Tenant(tenant))?;
+    let scope = state
+        .authorize_scoped(principal, Action::ListModels, &Resource::Tenant(tenant))
+        .await?;
     let records = state.store.list_models(&scope).await?;
     Ok(records
         .into_iter()
@@ -143,7 +174,9 @@ pub async fn invoke(
         )
     })?;
     let model = ModelRef::parse(target, caller)?;
-    state.authorize(principal, endpoint_resource.0, &endpoint_resource.1)?;
+    state
+        .authorize(principal, endpoint_resource.0, &endpoint_resource.1)
+        .await?;
     // Timed only once the endpoint is authorised, so its label is bounded.
     let started = std::time::Instant::now();
     let result = invoke_model(state, principal, &model, body).await;
@@ -159,11 +192,13 @@ async fn invoke_model(
     model: &ModelRef,
     body: &[u8],
 ) -> ApiResult<Outputs> {
-    let scope = state.authorize_scoped(
-        principal,
-        Action::InvokeModel,
-        &Resource::Model(model.clone()),
-    )?;
+    let scope = state
+        .authorize_scoped(
+            principal,
+            Action::InvokeModel,
+            &Resource::Model(model.clone()),
+        )
+        .await?;
     let inputs = parse_invocation(body)?;
 
     let record = state

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::island::{self, Listener};
 use crate::state::SharedState;
-use crate::{models, request_id, tenants};
+use crate::{access, models, request_id, tenants};
 
 pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
 
@@ -35,6 +35,19 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
             "/api/v1/models/{name}",
             get(get_model).put(put_model).delete(delete_model),
         )
+        .route("/api/v1/models/{name}/tags", put(put_model_tags))
+        .route("/api/v1/policies", get(list_policies))
+        .route("/api/v1/policies/explain", post(explain))
+        .route(
+            "/api/v1/policies/{id}",
+            get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/api/v1/roles", get(list_roles))
+        .route(
+            "/api/v1/roles/{name}",
+            get(get_role).put(put_role).delete(delete_role),
+        )
+        .route("/api/v1/sts/assume-role", post(assume_role))
         .route("/endpoints/{endpoint}/invocations", post(invoke))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             island::gate(listener.clone(), req, next)
@@ -59,6 +72,10 @@ pub fn admin_router(state: SharedState) -> Router {
             axum::routing::delete(revoke_key),
         )
         .route("/admin/v1/audit", get(audit))
+        .route(
+            "/admin/v1/sts/signing-keys",
+            get(list_signing_keys).post(rotate_signing_key),
+        )
         .route("/metrics", get(metrics));
     finish(api, state)
 }
@@ -242,12 +259,16 @@ async fn me(
     TenantCaller(p): TenantCaller,
 ) -> ApiResult<Json<serde_json::Value>> {
     let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
-    state.authorize(
-        &p,
-        fief_policy::Action::GetIdentity,
-        &fief_policy::Resource::Tenant(tenant.clone()),
-    )?;
-    Ok(Json(json!({"tenant": tenant, "principal": p.audit_name()})))
+    state
+        .authorize(
+            &p,
+            fief_policy::Action::GetIdentity,
+            &fief_policy::Resource::Tenant(tenant.clone()),
+        )
+        .await?;
+    Ok(Json(
+        json!({"tenant": tenant, "principal": p.audit_name(), "source": p.source()}),
+    ))
 }
 
 async fn list_models(
@@ -312,6 +333,135 @@ async fn invoke(
     Ok(Json(json!({"outputs": outputs.0})))
 }
 
+async fn put_model_tags(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(tags): ApiJson<fief_core::Tags>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(models::set_tags(&state, &p, &name, tags).await?))
+}
+
+/// A policy document: Cedar text as the body (`text/plain` or no content
+/// type), or JSON `{"policy": "<cedar>"}`.
+fn policy_text(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PolicyBody {
+        policy: String,
+    }
+    match content_type(headers)?.as_deref() {
+        Some("application/json") => Ok(parse_json::<PolicyBody>(body)?.policy),
+        None | Some("text/plain" | "application/cedar") => String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::Validation("policy text is not valid UTF-8".into())),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "expected text/plain (Cedar) or application/json, got {other}"
+        ))),
+    }
+}
+
+async fn put_policy(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    let text = policy_text(&headers, &body)?;
+    let (record, created) = access::put_policy(&state, &p, &id, &text).await?;
+    Ok((created_or_ok(created), Json(json!({"policy": record}))))
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn get_policy(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"policy": access::get_policy(&state, &p, &id).await?}),
+    ))
+}
+
+async fn delete_policy(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    access::delete_policy(&state, &p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_policies(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"policies": access::list_policies(&state, &p).await?}),
+    ))
+}
+
+async fn explain(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(req): ApiJson<access::Explain>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(access::explain(&state, &p, req).await?))
+}
+
+async fn put_role(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<access::PutRole>,
+) -> ApiResult<impl IntoResponse> {
+    let (record, created) = access::put_role(&state, &p, &name, req).await?;
+    Ok((created_or_ok(created), Json(json!({"role": record}))))
+}
+
+async fn get_role(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"role": access::get_role(&state, &p, &name).await?}),
+    ))
+}
+
+async fn delete_role(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    access::delete_role(&state, &p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_roles(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"roles": access::list_roles(&state, &p).await?}),
+    ))
+}
+
+async fn assume_role(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(req): ApiJson<access::AssumeRole>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(access::assume_role(&state, &p, req).await?))
+}
+
 // ---- admin plane ----------------------------------------------------------
 
 async fn create_tenant(
@@ -364,6 +514,8 @@ async fn delete_tenant(
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: Option<String>,
+    /// Binds the key to a role of the tenant (a scoped key).
+    role: Option<String>,
 }
 
 async fn create_key(
@@ -374,15 +526,18 @@ async fn create_key(
     Body(body): Body,
 ) -> ApiResult<impl IntoResponse> {
     // The body is optional: no body means an unnamed key.
-    let name = if body.is_empty() {
-        None
+    let req = if body.is_empty() {
+        CreateKey {
+            name: None,
+            role: None,
+        }
     } else {
         require_json(&headers)?;
-        parse_json::<CreateKey>(&body)?.name
+        parse_json::<CreateKey>(&body)?
     };
     Ok((
         StatusCode::CREATED,
-        Json(tenants::create_key(&state, &id, name).await?),
+        Json(tenants::create_key(&state, &id, req.name, req.role).await?),
     ))
 }
 
@@ -411,6 +566,25 @@ async fn audit(
     ApiQuery(q): ApiQuery<tenants::AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({"entries": tenants::audit(&state, q).await?})))
+}
+
+async fn list_signing_keys(
+    State(state): State<SharedState>,
+    _: Operator,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"signing_keys": crate::signing::list(&state).await?}),
+    ))
+}
+
+async fn rotate_signing_key(
+    State(state): State<SharedState>,
+    _: Operator,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::signing::rotate(&state).await?),
+    ))
 }
 
 async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResponse {

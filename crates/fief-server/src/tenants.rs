@@ -50,7 +50,9 @@ pub async fn create(state: &AppState, req: CreateTenant) -> ApiResult<Created> {
     let id = tenant_id(&req.id)?;
     validate_tags(&req.tags)?;
     let resource = Resource::Tenant(id.clone());
-    state.authorize(&OP, Action::CreateTenant, &resource)?;
+    state
+        .authorize(&OP, Action::CreateTenant, &resource)
+        .await?;
     let (tenant, key) = state.store.create_tenant(&id, req.tier, &req.tags).await?;
     state.placement.apply(&id, req.tier)?;
     state.audit_admin(
@@ -66,13 +68,17 @@ pub async fn create(state: &AppState, req: CreateTenant) -> ApiResult<Created> {
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<TenantRecord>> {
-    state.authorize(&OP, Action::ListTenants, &Resource::Platform)?;
+    state
+        .authorize(&OP, Action::ListTenants, &Resource::Platform)
+        .await?;
     Ok(state.store.list_tenants().await?)
 }
 
 pub async fn get(state: &AppState, raw: &str) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
-    state.authorize(&OP, Action::GetTenant, &Resource::Tenant(id.clone()))?;
+    state
+        .authorize(&OP, Action::GetTenant, &Resource::Tenant(id.clone()))
+        .await?;
     state
         .store
         .get_tenant(&id)
@@ -98,7 +104,9 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
         validate_tags(tags)?;
     }
     let resource = Resource::Tenant(id.clone());
-    state.authorize(&OP, Action::UpdateTenant, &resource)?;
+    state
+        .authorize(&OP, Action::UpdateTenant, &resource)
+        .await?;
     let before = state.store.get_tenant(&id).await?;
     let after = state
         .store
@@ -123,10 +131,13 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
 pub async fn delete(state: &AppState, raw: &str) -> ApiResult<()> {
     let id = tenant_id(raw)?;
     let resource = Resource::Tenant(id.clone());
-    let scope = state.authorize_scoped(&OP, Action::DeleteTenant, &resource)?;
+    let scope = state
+        .authorize_scoped(&OP, Action::DeleteTenant, &resource)
+        .await?;
     state.store.offboard(scope).await?;
     state.placement.remove(&id);
     state.cache.remove_tenant(&id);
+    state.policy.invalidate(&id);
     state.audit_admin(
         Action::DeleteTenant,
         &resource,
@@ -138,6 +149,7 @@ pub async fn create_key(
     state: &AppState,
     raw: &str,
     name: Option<String>,
+    role: Option<String>,
 ) -> ApiResult<CreatedKey> {
     let id = tenant_id(raw)?;
     let name = name.unwrap_or_else(|| "unnamed".into());
@@ -147,12 +159,23 @@ pub async fn create_key(
         ));
     }
     let resource = Resource::Tenant(id.clone());
-    state.authorize(&OP, Action::CreateApiKey, &resource)?;
-    let key = state.store.create_api_key(&id, &name).await?;
+    state
+        .authorize(&OP, Action::CreateApiKey, &resource)
+        .await?;
+    let role = role
+        .map(|r| fief_core::parse_name("role name", &r))
+        .transpose()?;
+    let key = state
+        .store
+        .create_api_key(&id, &name, role.as_deref())
+        .await?;
+    let scoped = role
+        .map(|r| format!(" scoped to role {r}"))
+        .unwrap_or_default();
     state.audit_admin(
         Action::CreateApiKey,
         &resource,
-        format!("key {} created", key.record.id),
+        format!("key {} created{scoped}", key.record.id),
     )?;
     Ok(CreatedKey {
         record: key.record,
@@ -162,7 +185,9 @@ pub async fn create_key(
 
 pub async fn list_keys(state: &AppState, raw: &str) -> ApiResult<Vec<ApiKeyRecord>> {
     let id = tenant_id(raw)?;
-    state.authorize(&OP, Action::ListApiKeys, &Resource::Tenant(id.clone()))?;
+    state
+        .authorize(&OP, Action::ListApiKeys, &Resource::Tenant(id.clone()))
+        .await?;
     if state.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {id} not found")));
     }
@@ -172,7 +197,9 @@ pub async fn list_keys(state: &AppState, raw: &str) -> ApiResult<Vec<ApiKeyRecor
 pub async fn revoke_key(state: &AppState, raw: &str, key_id: &str) -> ApiResult<()> {
     let id = tenant_id(raw)?;
     let resource = Resource::Tenant(id.clone());
-    state.authorize(&OP, Action::RevokeApiKey, &resource)?;
+    state
+        .authorize(&OP, Action::RevokeApiKey, &resource)
+        .await?;
     if !state.store.revoke_api_key(&id, key_id).await? {
         return Err(ApiError::NotFound(format!(
             "no live key {key_id} for tenant {id}"
@@ -196,7 +223,9 @@ pub struct AuditQuery {
 /// Audit entries, newest last. They hold who did what to which resource
 /// name, never tenant content.
 pub async fn audit(state: &AppState, q: AuditQuery) -> ApiResult<Vec<Entry>> {
-    state.authorize(&OP, Action::ReadAudit, &Resource::Platform)?;
+    state
+        .authorize(&OP, Action::ReadAudit, &Resource::Platform)
+        .await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let path = state.audit.path().to_owned();
     let entries = tokio::task::spawn_blocking(move || {

@@ -397,6 +397,7 @@ async fn model_bytes_at_rest_are_sealed_with_the_tenants_own_key() {
         let principal = fief_policy::Principal::ApiKey {
             key_id: "test".into(),
             tenant: tenant.clone(),
+            role: None,
         };
         state
             .policy

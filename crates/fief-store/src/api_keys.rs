@@ -24,6 +24,8 @@ pub struct ApiKeyRecord {
     pub id: String,
     pub tenant_id: TenantId,
     pub name: String,
+    /// A scoped key has only this role's permissions.
+    pub role: Option<String>,
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
@@ -59,15 +61,17 @@ pub(crate) async fn insert_key(
     tx: &mut Transaction<'_, Sqlite>,
     tenant: &TenantId,
     name: &str,
+    role: Option<&str>,
 ) -> Result<NewApiKey> {
     let id = random_hex(ID_HEX / 2);
     let secret = random_hex(SECRET_HEX / 2);
     let created_at = now();
-    sqlx::query("INSERT INTO api_keys (id, tenant_id, secret_hash, name, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO api_keys (id, tenant_id, secret_hash, name, role, created_at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&id)
         .bind(tenant.as_str())
         .bind(secret_hash(&secret))
         .bind(name)
+        .bind(role)
         .bind(&created_at)
         .execute(&mut **tx)
         .await?;
@@ -76,6 +80,7 @@ pub(crate) async fn insert_key(
         id,
         tenant_id: tenant.clone(),
         name: name.to_owned(),
+        role: role.map(str::to_owned),
         created_at,
         revoked_at: None,
     };
@@ -88,13 +93,21 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord> {
         id: row.try_get("id")?,
         tenant_id: TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         name: row.try_get("name")?,
+        role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
 }
 
 impl Store {
-    pub async fn create_api_key(&self, tenant: &TenantId, name: &str) -> Result<NewApiKey> {
+    /// Creates a key; with `role`, a scoped key bound to that role of the
+    /// tenant (which must exist).
+    pub async fn create_api_key(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        role: Option<&str>,
+    ) -> Result<NewApiKey> {
         let mut tx = self.db.begin().await?;
         let active: Option<(String,)> =
             sqlx::query_as("SELECT id FROM tenants WHERE id = ? AND status = 'active'")
@@ -104,14 +117,27 @@ impl Store {
         if active.is_none() {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
-        let key = insert_key(&mut tx, tenant, name).await?;
+        if let Some(role) = role {
+            let exists: Option<(String,)> =
+                sqlx::query_as("SELECT name FROM roles WHERE tenant_id = ? AND name = ?")
+                    .bind(tenant.as_str())
+                    .bind(role)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!(
+                    "role {role} of tenant {tenant}"
+                )));
+            }
+        }
+        let key = insert_key(&mut tx, tenant, name, role).await?;
         tx.commit().await?;
         Ok(key)
     }
 
     pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
+            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
         )
         .bind(tenant.as_str())
         .fetch_all(&self.db)
@@ -140,7 +166,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT k.id, k.tenant_id, k.name, k.created_at, k.revoked_at, k.secret_hash
+            "SELECT k.id, k.tenant_id, k.name, k.role, k.created_at, k.revoked_at, k.secret_hash
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.id = ? AND k.revoked_at IS NULL AND t.status = 'active'",
         )

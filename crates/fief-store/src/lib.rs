@@ -10,6 +10,7 @@
 
 mod api_keys;
 mod models;
+mod policies;
 mod tenants;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use fief_crypto::{DataKey, MasterKey};
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
 pub use fief_policy::TenantScope;
 pub use models::{ModelRecord, PutOutcome};
+pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
 pub use tenants::{TenantRecord, TenantStatus};
 
 #[derive(Debug, thiserror::Error)]

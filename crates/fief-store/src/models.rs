@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use fief_core::{ModelName, ModelSignature, TenantId};
+use fief_core::{ModelName, ModelSignature, Tags, TenantId};
 use fief_crypto::SealContext;
 
 use crate::{now, Result, Store, StoreError, TenantScope};
@@ -20,6 +20,8 @@ pub struct ModelRecord {
     pub size_bytes: i64,
     pub sha256: String,
     pub signature: ModelSignature,
+    /// Tags for attribute-based policies (`resource.getTag("Department")`).
+    pub tags: Tags,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -42,18 +44,20 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("model row: {e}"));
     let name: String = row.try_get("name")?;
     let signature: String = row.try_get("signature")?;
+    let tags: String = row.try_get("tags")?;
     Ok(ModelRecord {
         name: ModelName::parse(&name).map_err(|e| corrupt(&e))?,
         version: row.try_get("version")?,
         size_bytes: row.try_get("size_bytes")?,
         sha256: row.try_get("sha256")?,
         signature: serde_json::from_str(&signature).map_err(|e| corrupt(&e))?,
+        tags: serde_json::from_str(&tags).map_err(|e| corrupt(&e))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
-const COLUMNS: &str = "name, version, size_bytes, sha256, signature, created_at, updated_at";
+const COLUMNS: &str = "name, version, size_bytes, sha256, signature, tags, created_at, updated_at";
 
 impl Store {
     /// Stores (or replaces) a model the serving layer has already loaded once.
@@ -149,6 +153,26 @@ impl Store {
         .fetch_all(&self.db)
         .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// Replaces a model's tags; `false` if the tenant has no such model.
+    pub async fn set_model_tags(
+        &self,
+        scope: &TenantScope,
+        name: &ModelName,
+        tags: &Tags,
+    ) -> Result<bool> {
+        let json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE models SET tags = ?, updated_at = ? WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(json)
+        .bind(now())
+        .bind(scope.tenant().as_str())
+        .bind(name.as_str())
+        .execute(&self.db)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes a model; `false` if the tenant has no such model.

@@ -77,7 +77,7 @@ impl Store {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("tenant {id}")));
         }
-        let key = insert_key(&mut tx, id, "initial").await?;
+        let key = insert_key(&mut tx, id, "initial", None).await?;
         tx.commit().await?;
         let record = TenantRecord {
             id: id.clone(),
@@ -168,7 +168,7 @@ impl Store {
         }
 
         let mut tx = self.db.begin().await?;
-        for table in ["models", "api_keys"] {
+        for table in ["models", "policies", "roles", "api_keys"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                 .bind(tenant.as_str())
                 .execute(&mut *tx)
@@ -190,6 +190,8 @@ impl Store {
             ("tenants", "id"),
             ("api_keys", "tenant_id"),
             ("models", "tenant_id"),
+            ("policies", "tenant_id"),
+            ("roles", "tenant_id"),
         ] {
             let n: i64 = sqlx::query(&format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"
