@@ -148,3 +148,36 @@ fn check_config_validates_and_rejects_unknown_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("FIEF_MAX_BODY_BYTES"));
 }
+
+#[test]
+fn policy_validate_checks_files_offline() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    for file in ["department.cedar", "trust-same-tenant.cedar"] {
+        let out = fief()
+            .args(["policy", "validate"])
+            .arg(examples.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        "permit (principal, action, resource)\n  when { resource.department == \"HR\" };\n",
+    )
+    .unwrap();
+    let out = fief()
+        .args(["policy", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.cedar:2:"), "{stderr}");
+    assert!(stderr.contains("department"), "{stderr}");
+}

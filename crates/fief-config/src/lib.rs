@@ -438,6 +438,37 @@ mod tests {
     }
 
     #[test]
+    fn oidc_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fief.toml");
+        let base =
+            "[oidc]\nissuer = \"https://idp\"\naudiences = [\"fief\"]\njwks_file = \"/k.json\"\n";
+        for (extra, expect) in [
+            ("algorithms = [\"RS256\"]\n", None),
+            ("algorithms = [\"HS256\"]\n", Some("HS256 is not accepted")),
+            ("algorithms = []\n", Some("pin at least one")),
+            (
+                "algorithms = [\"RS256\"]\nleeway_secs = 3600\n",
+                Some("leeway_secs"),
+            ),
+            (
+                "algorithms = [\"RS256\"]\njwks_url = \"https://idp/k\"\n",
+                Some("exactly one"),
+            ),
+        ] {
+            std::fs::write(&file, format!("{base}{extra}")).unwrap();
+            let r = Config::load(Some(&file), env(&[]), &Overrides::default());
+            match expect {
+                None => assert!(r.is_ok(), "{extra}: {r:?}"),
+                Some(m) => {
+                    let e = r.unwrap_err().to_string();
+                    assert!(e.contains(m), "{extra}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fief.toml");
