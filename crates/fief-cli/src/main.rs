@@ -3,6 +3,7 @@
 mod access;
 mod client;
 mod demo;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Command {
         #[command(subcommand)]
         command: access::StsCommand,
     },
+    /// Probe a live deployment for cross-tenant leaks over every resource
+    /// kind, action and addressing form; exits non-zero on any leak.
+    VerifyIsolation(verify::VerifyArgs),
     /// Invoke a model (as a tenant, with FIEF_API_KEY).
     Invoke {
         #[command(flatten)]
@@ -266,6 +270,7 @@ async fn run(cli: Cli) -> CliResult {
             access::policy(&tenant_client(&tenant)?, command).await
         }
         Command::Role { tenant, command } => access::role(&tenant_client(&tenant)?, command).await,
+        Command::VerifyIsolation(args) => verify::run(args).await,
         Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
         Command::Invoke {
             tenant,

@@ -17,6 +17,8 @@
 //! for tenant data requires one.
 
 mod document;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -596,6 +598,8 @@ impl PolicyEngine {
                     // Offboarding is the one operator action that needs the
                     // tenant's data (to destroy it); a tenant principal's
                     // scope is always its own tenant.
+                    #[cfg(feature = "fault-injection")]
+                    (_, _) if faults::scope_from_address() => resource.owner().cloned(),
                     (p, _) => p.tenant().cloned(),
                 };
                 Decision {
@@ -660,6 +664,15 @@ impl PolicyEngine {
         .map_err(|e| format!("request does not fit the schema: {e}"))?;
         let entities = Entities::from_entities(entities, Some(&self.schema))
             .map_err(|e| format!("entities do not fit the schema: {e}"))?;
+        #[cfg(feature = "fault-injection")]
+        let without_guardrail;
+        #[cfg(feature = "fault-injection")]
+        let policies = if faults::guardrail_skipped() {
+            without_guardrail = faults::without_guardrail(policies);
+            &without_guardrail
+        } else {
+            policies
+        };
         let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors: Vec<String> = response
             .diagnostics()
