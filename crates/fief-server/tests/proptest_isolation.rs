@@ -1,0 +1,237 @@
+//! Random sequences of operations by random tenants, through the HTTP API:
+//! no response body or header, and no audit entry attributed to a tenant,
+//! ever holds another tenant's canary. Tenants share model, policy and role
+//! names on purpose, so only the tenant boundary tells their data apart.
+//!
+//! `PROPTEST_CASES` (default 20) x `FIEF_PROPTEST_OPS` (default 500) operations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+use reqwest::Method;
+use serde_json::json;
+
+use common::{tenant_model, TestServer};
+
+const TENANTS: [(&str, &str); 4] = [
+    ("pa", "pool"),
+    ("pb", "pool"),
+    ("br", "bridge"),
+    ("si", "silo"),
+];
+const NAMES: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    PutModel(usize),
+    GetModel(usize, usize, u8),
+    DeleteModel(usize, usize),
+    TagModel(usize, usize),
+    Invoke(usize, usize, u8),
+    ListModels,
+    PutPolicy(usize),
+    GetPolicy(usize),
+    ListPolicies,
+    PutRole(usize),
+    AssumeRole(usize, usize),
+    Explain(usize, usize),
+    Me,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let t = 0..TENANTS.len();
+    let n = 0..NAMES;
+    prop_oneof![
+        n.clone().prop_map(Op::PutModel),
+        (t.clone(), n.clone(), 0u8..3).prop_map(|(t, n, f)| Op::GetModel(t, n, f)),
+        (t.clone(), n.clone()).prop_map(|(t, n)| Op::DeleteModel(t, n)),
+        (t.clone(), n.clone()).prop_map(|(t, n)| Op::TagModel(t, n)),
+        (t.clone(), n.clone(), 0u8..3).prop_map(|(t, n, e)| Op::Invoke(t, n, e)),
+        Just(Op::ListModels),
+        n.clone().prop_map(Op::PutPolicy),
+        n.clone().prop_map(Op::GetPolicy),
+        Just(Op::ListPolicies),
+        n.clone().prop_map(Op::PutRole),
+        (t.clone(), n.clone()).prop_map(|(t, n)| Op::AssumeRole(t, n)),
+        (t.clone(), n).prop_map(|(t, n)| Op::Explain(t, n)),
+        Just(Op::Me),
+    ]
+}
+
+struct World {
+    s: TestServer,
+    keys: Vec<String>,
+    canaries: Vec<String>,
+}
+
+impl World {
+    fn canary(&self, t: usize) -> &str {
+        &self.canaries[t]
+    }
+
+    /// Runs one operation as tenant `actor`; returns everything it received.
+    async fn run(&self, actor: usize, op: &Op) -> String {
+        let s = &self.s;
+        let key = &self.keys[actor];
+        let me = TENANTS[actor].0;
+        let canary = self.canary(actor);
+        let model_path = |t: usize, n: usize, form: u8| match form {
+            0 if t == actor => format!("/api/v1/models/m{n}"),
+            0 | 1 => format!("/api/v1/models/{}%2Fm{n}", TENANTS[t].0),
+            _ => format!("/api/v1/models/frn:fief:model:{}%2Fm{n}", TENANTS[t].0),
+        };
+        let req = match op {
+            Op::PutModel(n) => s
+                .data_req(key, Method::PUT, &format!("/api/v1/models/m{n}"))
+                .header("content-type", "application/octet-stream")
+                .body(tenant_model(actor as u64 * 10 + *n as u64).to_onnx()),
+            Op::GetModel(t, n, f) => s.data_req(key, Method::GET, &model_path(*t, *n, *f)),
+            Op::DeleteModel(t, n) => s.data_req(key, Method::DELETE, &model_path(*t, *n, 1)),
+            Op::TagModel(t, n) => s
+                .data_req(key, Method::PUT, &format!("{}/tags", model_path(*t, *n, 1)))
+                .json(&json!({"Canary": canary})),
+            Op::Invoke(t, n, e) => {
+                let endpoint = match e {
+                    0 => "shared",
+                    1 => TENANTS[*t].0,
+                    _ => me,
+                };
+                s.data_req(key, Method::POST, &format!("/endpoints/{endpoint}/invocations"))
+                    .header(fief_server::TARGET_MODEL_HEADER, format!("{}/m{n}", TENANTS[*t].0))
+                    .json(&json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}))
+            }
+            Op::ListModels => s.data_req(key, Method::GET, "/api/v1/models"),
+            Op::PutPolicy(n) => s
+                .data_req(key, Method::PUT, &format!("/api/v1/policies/p{n}"))
+                .header("content-type", "text/plain")
+                .body(format!("// {canary}\npermit (principal, action, resource);")),
+            Op::GetPolicy(n) => s.data_req(key, Method::GET, &format!("/api/v1/policies/p{n}")),
+            Op::ListPolicies => s.data_req(key, Method::GET, "/api/v1/policies"),
+            Op::PutRole(n) => s
+                .data_req(key, Method::PUT, &format!("/api/v1/roles/r{n}"))
+                .json(&json!({
+                    "trust_policy": format!("// {canary}\npermit (principal, action == Fief::Action::\"AssumeRole\", resource) when {{ principal.tenant == resource.tenant }};"),
+                    "policies": [format!("// {canary}\npermit (principal, action, resource);")],
+                    "external_id": format!("{canary}-external"),
+                })),
+            Op::AssumeRole(t, n) => s
+                .data_req(key, Method::POST, "/api/v1/sts/assume-role")
+                .json(&json!({"role": format!("{}/r{n}", TENANTS[*t].0), "session_name": "prop"})),
+            Op::Explain(t, n) => s
+                .data_req(key, Method::POST, "/api/v1/policies/explain")
+                .json(&json!({"action": "GetModel", "resource": format!("frn:fief:model:{}/m{n}", TENANTS[*t].0)})),
+            Op::Me => s.data_req(key, Method::GET, "/api/v1/me"),
+        };
+        let r = s.send(req).await;
+        let mut seen = format!("{:?}\n{}", r.headers, r.text);
+        // A session acting in its own tenant must not see others' either.
+        if let (Op::AssumeRole(..), true) = (op, r.status.is_success()) {
+            let token = r.json()["token"].as_str().unwrap_or_default().to_owned();
+            for path in ["/api/v1/models", "/api/v1/me"] {
+                let r = s.send(s.data_req(&token, Method::GET, path)).await;
+                seen.push_str(&r.text);
+            }
+        }
+        seen
+    }
+
+    fn check(&self, actor: usize, seen: &str, op: &Op) -> Result<(), TestCaseError> {
+        for (t, c) in self.canaries.iter().enumerate() {
+            prop_assert!(
+                t == actor || !seen.contains(c.as_str()),
+                "{} saw {}'s canary after {op:?}: {seen}",
+                TENANTS[actor].0,
+                TENANTS[t].0
+            );
+        }
+        Ok(())
+    }
+
+    /// Audit entries attributed to a tenant hold no other tenant's canary.
+    async fn check_audit(&self) -> Result<(), TestCaseError> {
+        let r = self
+            .s
+            .send(self.s.admin_req(Method::GET, "/admin/v1/audit?limit=10000"))
+            .await;
+        let entries = r.json()["entries"].as_array().cloned().unwrap_or_default();
+        for e in entries {
+            let Some(owner) = TENANTS.iter().position(|(t, _)| e["tenant"] == *t) else {
+                continue;
+            };
+            self.check(owner, &e.to_string(), &Op::Me)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn random_operations_never_show_another_tenants_canary() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let world = rt.block_on(async {
+        let s = common::spawn().await;
+        let mut keys = Vec::new();
+        for (t, tier) in TENANTS {
+            keys.push(s.tenant(t, tier).await);
+        }
+        let canaries = TENANTS
+            .iter()
+            .map(|(t, _)| format!("cnry-{t}-{}", uuid::Uuid::new_v4().simple()))
+            .collect();
+        let world = World { s, keys, canaries };
+        // Every tenant starts with a canary-bearing policy and model of the
+        // same names as everyone else's.
+        for actor in 0..TENANTS.len() {
+            for op in [Op::PutPolicy(0), Op::PutModel(0), Op::TagModel(actor, 0)] {
+                let seen = world.run(actor, &op).await;
+                assert!(!seen.contains("\"error\""), "{op:?}: {seen}");
+            }
+        }
+        world
+    });
+    let world = Arc::new(world);
+    let ops_per_case: usize = std::env::var("FIEF_PROPTEST_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let strategy = proptest::collection::vec((0..TENANTS.len(), op()), ops_per_case);
+    let result = runner.run(&strategy, |ops| {
+        rt.block_on(async {
+            for (actor, op) in &ops {
+                let seen = world.run(*actor, op).await;
+                world.check(*actor, &seen, op)?;
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+            world.check_audit().await
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let total = total.load(Ordering::Relaxed);
+    println!("{total} operations, no canary crossed a tenant boundary");
+    assert!(total >= cases as usize * ops_per_case);
+    // The check can fail: each owner does see its own canary.
+    for actor in 0..TENANTS.len() {
+        let seen = rt.block_on(world.run(actor, &Op::ListPolicies));
+        assert!(seen.contains(world.canary(actor)), "{seen}");
+    }
+}
