@@ -294,7 +294,11 @@ async fn serve(args: ServeArgs) -> CliResult {
     }
     let running = fief_server::start(config, fief_server::Secrets::from_env()).await?;
     tracing::info!(data = %running.data_addr, admin = %running.admin_addr, "fief is serving");
-    println!(
+    // Written without `println!`: a closed stdout must not stop the server.
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "fief data plane on http://{}  admin plane on http://{}",
         running.data_addr, running.admin_addr
     );
@@ -304,11 +308,13 @@ async fn serve(args: ServeArgs) -> CliResult {
             .config
             .data_dir
             .join(fief_server::ADMIN_TOKEN_FILE);
-        println!(
+        let _ = writeln!(
+            out,
             "admin token: in {} (mode 0600); the CLI reads it from there",
             path.display()
         );
     }
+    let _ = out.flush();
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -130,7 +130,12 @@ fn encode_all(s: &str) -> String {
 
 pub async fn run(args: VerifyArgs) -> CliResult {
     let http = Http {
-        client: reqwest::Client::new(),
+        // A connection per request: no attempt can ride on, or be confused
+        // by, a connection another attempt left behind.
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| format!("http client: {e}"))?,
         data: args.data_url.trim_end_matches('/').to_owned(),
         admin: args.admin_url.trim_end_matches('/').to_owned(),
         admin_token: args.admin_token.clone(),

@@ -50,6 +50,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// A request that takes longer is answered 503.
     pub request_timeout_secs: u64,
+    /// A client that has not sent its request headers within this long is
+    /// disconnected (slow-header attacks hold no connection for long).
+    pub header_read_timeout_secs: u64,
     pub models: ModelsConfig,
     /// Dedicated listeners (network islands) for silo tenants or groups.
     pub islands: Vec<IslandConfig>,
@@ -174,6 +177,7 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 60,
+            header_read_timeout_secs: 10,
             models: ModelsConfig::default(),
             islands: Vec::new(),
             oidc: None,
@@ -302,6 +306,9 @@ impl Config {
         }
         if self.models.max_concurrent_loads == 0 {
             return invalid("models.max_concurrent_loads must be greater than 0");
+        }
+        if self.header_read_timeout_secs == 0 {
+            return invalid("header_read_timeout_secs must be greater than 0");
         }
         if self.request_timeout_secs == 0 {
             return invalid("request_timeout_secs must be greater than 0");

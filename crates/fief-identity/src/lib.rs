@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 
-pub use oidc::{OidcVerifier, VerifiedUser};
+pub use oidc::{parse_jwks, OidcVerifier, VerifiedUser};
 pub use session::{SessionClaims, SessionSigner, SIGNING_KID_PREFIX};
 
 /// Why a token was refused; each message is specific, and none reveals key

@@ -257,7 +257,7 @@ impl OidcVerifier {
 
 /// Parses a key set, keeping the signature keys it can use. A key of a type
 /// this build does not know is skipped with a warning, not fatal to the rest.
-fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, String> {
+pub fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, String> {
     #[derive(serde::Deserialize)]
     struct Raw {
         keys: Vec<Value>,

@@ -12,6 +12,13 @@ use serde::Serialize;
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 /// Most statements in one document.
 pub const MAX_STATEMENTS: usize = 100;
+/// Deepest bracket nesting, and most operators in one statement. Cedar's
+/// parser, validator and evaluator recurse over the expression tree, so an
+/// unbounded tree would let one tenant overflow a server thread's stack
+/// (found by the hostile-input catalogue: 1,000 nested parentheses aborted
+/// the process). Real policies stay far below both.
+pub const MAX_NESTING: usize = 32;
+pub const MAX_OPERATORS: usize = 128;
 
 /// One problem in a document, located in its text (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,6 +57,7 @@ pub fn parse(schema: &Schema, prefix: &str, text: &str) -> Result<Vec<Policy>, D
             "a policy document may hold at most {MAX_DOCUMENT_BYTES} bytes"
         )));
     }
+    check_complexity(text).map_err(|p| DocumentErrors(vec![p]))?;
     let parsed = PolicySet::from_str(text).map_err(|e| DocumentErrors(located(text, &e)))?;
     if parsed.templates().next().is_some() {
         return Err(at_start(
@@ -138,6 +146,68 @@ fn one(text: &str, d: &dyn Diagnostic, message: &str) -> Vec<Problem> {
     }]
 }
 
+/// Refuses text whose expression trees could be deep, before Cedar sees it:
+/// bracket nesting beyond [`MAX_NESTING`], or more than [`MAX_OPERATORS`]
+/// operator characters (and `if`s) in one statement. Strings and comments
+/// are skipped.
+fn check_complexity(text: &str) -> Result<(), Problem> {
+    let problem = |offset: usize, message: String| {
+        let (line, column) = line_column(text, offset);
+        Problem {
+            line,
+            column,
+            message,
+        }
+    };
+    let bytes = text.as_bytes();
+    let (mut depth, mut operators, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string literal, honouring escapes.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(problem(
+                        i,
+                        format!("brackets nest deeper than {MAX_NESTING} levels"),
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b';' if depth == 0 => operators = 0,
+            b'!' | b'-' | b'+' | b'*' | b'<' | b'>' | b'=' | b'&' | b'|' | b'.' => operators += 1,
+            b'i' if bytes.get(i + 1) == Some(&b'f')
+                && !bytes
+                    .get(i + 2)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_')) =>
+            {
+                operators += 1
+            }
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Err(problem(
+                i,
+                format!("a policy may hold at most {MAX_OPERATORS} operators; split it up"),
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -219,6 +289,64 @@ mod tests {
             "permit(principal == ?principal, action, resource);"
         )
         .is_err());
+    }
+
+    /// Deep expressions are refused before Cedar recurses over them; the
+    /// deepest accepted ones validate and evaluate on a 2 MB test thread.
+    #[test]
+    fn deep_expressions_are_refused_and_the_limits_are_safe() {
+        let policy = |expr: String| {
+            format!("permit (principal is Fief::User, action, resource) when {{ {expr} }};")
+        };
+        for deep in [
+            format!("{}true{}", "(".repeat(1000), ")".repeat(1000)),
+            format!("{}1 > 0", "1 + ".repeat(5000)),
+            format!("{}true", "if true then ".repeat(200)) + &" else false".repeat(200),
+        ] {
+            let e = parse(&schema(), "p", &policy(deep)).unwrap_err();
+            assert!(
+                e.to_string().contains("nest deeper") || e.to_string().contains("operators"),
+                "{e}"
+            );
+        }
+        // Strings and comments do not count.
+        let text = format!(
+            "// {}\npermit (principal, action, resource) when {{ \"{}\" == \"x\" }};",
+            "(".repeat(500),
+            "+".repeat(500)
+        );
+        assert!(parse(&schema(), "p", &text).is_ok());
+        // The worst accepted shape, evaluated for real.
+        let worst = policy(format!(
+            "{}{}1 > 0{}",
+            "(".repeat(MAX_NESTING - 1),
+            "1 + ".repeat(MAX_OPERATORS - 1),
+            ")".repeat(MAX_NESTING - 1)
+        ));
+        parse(&schema(), "p", &worst).unwrap();
+        let engine = crate::PolicyEngine::new().unwrap();
+        let compiled = engine
+            .compile_tenant(&crate::TenantDocuments {
+                policies: vec![("p".into(), worst)],
+                roles: Vec::new(),
+            })
+            .unwrap();
+        let t = fief_core::TenantId::parse("aa").unwrap();
+        engine.install(&t, 0, compiled);
+        let user = crate::Principal::User {
+            subject: "s".into(),
+            tenant: t.clone(),
+            tags: Default::default(),
+        };
+        assert!(
+            engine
+                .authorize(
+                    &user,
+                    crate::Action::ListModels,
+                    &crate::Resource::Tenant(t)
+                )
+                .allowed
+        );
     }
 
     #[test]

@@ -178,22 +178,25 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         sessions,
     });
     let (shutdown, rx) = watch::channel(false);
+    let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs);
     let island_addrs = islands.iter().map(|(_, addr, _)| *addr).collect();
     let mut tasks = vec![
         serve(
             data_listener,
             routes::data_router(state.clone(), island::Listener::Shared),
             rx.clone(),
+            header_timeout,
         ),
         serve(
             admin_listener,
             routes::admin_router(state.clone()),
             rx.clone(),
+            header_timeout,
         ),
     ];
     for (listener, _, island) in islands {
         let router = routes::data_router(state.clone(), island::Listener::Island(island));
-        tasks.push(serve(listener, router, rx.clone()));
+        tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
     Ok(Running {
         island_addrs,
@@ -217,18 +220,66 @@ fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerErr
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// Serves HTTP/1.1 on `listener` until `rx` turns true, then lets open
+/// connections finish. Our own accept loop (rather than `axum::serve`) so
+/// hyper gets a timer: a client that trickles its headers is cut off after
+/// `header_timeout`, and a request body is bounded by the request timeout.
 fn serve(
     listener: TcpListener,
     router: axum::Router,
     mut rx: watch::Receiver<bool>,
+    header_timeout: std::time::Duration,
 ) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        // Every connection task holds a receiver; shutdown waits for all.
+        let (open_tx, open_rx) = watch::channel(());
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stopped(&mut rx) => break,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut stop = rx.clone();
+            let open = open_rx.clone();
+            tokio::spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                    }
+                    () = stopped(&mut stop) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.as_mut().await;
+                    }
+                }
+                drop(open);
+            });
+        }
+        drop(listener);
+        drop(open_rx);
+        open_tx.closed().await;
+        Ok(())
     })
+}
+
+/// Resolves once shutdown is requested (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 const MIN_ADMIN_TOKEN_LEN: usize = 24;

@@ -1,0 +1,319 @@
+//! The hostile-input catalogue: oversized bodies and headers, invalid UTF-8,
+//! deeply nested JSON, wrong content types, slowly trickled headers and
+//! bodies, duplicated credentials and hostile tokens. Each gets a clear 4xx
+//! (or, for a client too slow to finish, a timeout) and the server stays
+//! healthy; run in rounds, the process's memory stays bounded.
+//!
+//! Its own test binary so the memory reading is this catalogue's alone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::*;
+
+/// Resident set size of this process (the server runs in it), in MiB.
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+/// The status line of a raw exchange, or 0 if the server closed without one.
+fn status_of(text: &str) -> u16 {
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One pass over the catalogue; every answer checked.
+async fn round(s: &TestServer, key: &str) {
+    let addr = s.data_addr;
+    // Every raw exchange closes, so reading it to the end does not wait.
+    let host = format!("Host: {addr}\r\nConnection: close\r\n");
+
+    // Oversized header: refused (431) or the connection closed, never served.
+    let big = "a".repeat(1024 * 1024);
+    let (status, _) = s
+        .raw(
+            addr,
+            format!("GET /api/v1/me HTTP/1.1\r\n{host}X-Big: {big}\r\n\r\n").as_bytes(),
+        )
+        .await;
+    assert!(
+        matches!(status, 431 | 400 | 0),
+        "oversized header: {status}"
+    );
+    // Thousands of headers.
+    let many: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (status, _) = s
+        .raw(
+            addr,
+            format!("GET /api/v1/me HTTP/1.1\r\n{host}{many}\r\n").as_bytes(),
+        )
+        .await;
+    assert!(matches!(status, 431 | 400 | 0), "many headers: {status}");
+
+    // Oversized body, declared: 413 before it is read.
+    let (status, _) = s
+        .raw(
+            addr,
+            format!("PUT /api/v1/models/m HTTP/1.1\r\n{host}Authorization: Bearer {key}\r\nContent-Type: application/octet-stream\r\nContent-Length: 999999999999\r\n\r\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 413, "declared oversized body");
+
+    // Invalid UTF-8: in a JSON body, in a header, in the path.
+    let r = s
+        .send(
+            s.data_req(key, Method::POST, "/endpoints/shared/invocations")
+                .header(fief_server::TARGET_MODEL_HEADER, "m")
+                .header("content-type", "application/json")
+                .body(vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let (status, _) = s
+        .raw(
+            addr,
+            [
+                b"GET /api/v1/me HTTP/1.1\r\n".as_slice(),
+                host.as_bytes(),
+                b"Authorization: Bearer \xff\xfe\xfd\r\n\r\n",
+            ]
+            .concat()
+            .as_slice(),
+        )
+        .await;
+    assert_eq!(status, 401, "invalid UTF-8 credential");
+    let r = s
+        .send(s.data_req(key, Method::GET, "/api/v1/models/%FF%FE"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = s
+        .send(
+            s.data_req(key, Method::PUT, "/api/v1/policies/p")
+                .header("content-type", "text/plain")
+                .body(vec![0xffu8, 0xfe, 0x00]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // Deeply nested JSON, in every JSON body: a 400, no stack overflow.
+    let deep = format!("{}1{}", "[".repeat(200_000), "]".repeat(200_000));
+    for (method, path) in [
+        (Method::POST, "/endpoints/shared/invocations"),
+        (Method::POST, "/api/v1/sts/assume-role"),
+        (Method::POST, "/api/v1/policies/explain"),
+        (Method::PUT, "/api/v1/roles/r"),
+        (Method::PUT, "/api/v1/models/m/tags"),
+    ] {
+        let r = s
+            .send(
+                s.data_req(key, method, path)
+                    .header(fief_server::TARGET_MODEL_HEADER, "m")
+                    .header("content-type", "application/json")
+                    .body(format!("{{\"inputs\": {deep}}}")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+    }
+    let r = s
+        .send(
+            s.admin_req(Method::POST, "/admin/v1/tenants")
+                .header("content-type", "application/json")
+                .body(deep.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Deep Cedar nesting in a policy: refused with a message, not a crash.
+    let nested = format!(
+        "permit (principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    let r = s
+        .send(
+            s.data_req(key, Method::PUT, "/api/v1/policies/deep")
+                .header("content-type", "text/plain")
+                .body(nested),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}: {}", r.status, r.text);
+
+    // Wrong content types.
+    for (method, path, ct) in [
+        (Method::POST, "/endpoints/shared/invocations", "text/plain"),
+        (Method::PUT, "/api/v1/models/m", "application/json"),
+        (Method::PUT, "/api/v1/policies/p", "image/png"),
+        (Method::POST, "/api/v1/sts/assume-role", "application/xml"),
+    ] {
+        let r = s
+            .send(
+                s.data_req(key, method, path)
+                    .header(fief_server::TARGET_MODEL_HEADER, "m")
+                    .header("content-type", ct)
+                    .body("{}"),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{path} {ct}: {}",
+            r.text
+        );
+    }
+
+    // Duplicated credentials: refused, whichever comes first.
+    let (status, text) = s
+        .raw(
+            addr,
+            format!("GET /api/v1/me HTTP/1.1\r\n{host}Authorization: Bearer {key}\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("more than one Authorization header"));
+
+    // Hostile bearer tokens: all 401, none 5xx.
+    for token in [
+        "a.b.c".to_owned(),
+        "..".to_owned(),
+        format!("{}.{}.", "eyJ".repeat(5000), "e30"),
+        "eyJhbGciOiJub25lIn0.e30.".to_owned(),
+        "eyJhbGciOiJFZERTQSIsImtpZCI6InN0cy0wMDAwMDAwMDAwMDAwMDAwIn0.e30.AAAA".to_owned(),
+        format!("fief_{}_{}", "0".repeat(16), "0".repeat(64)),
+    ] {
+        let r = s.send(s.data_req(&token, Method::GET, "/api/v1/me")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{token:.40}: {}",
+            r.text
+        );
+    }
+    assert!(s.healthy().await);
+}
+
+#[tokio::test]
+async fn the_catalogue_gets_clear_4xx_and_memory_stays_bounded() {
+    let s = spawn().await;
+    let key = s.tenant("aa", "pool").await;
+    let r = s.put_model(&key, "m", tenant_model(1).to_onnx()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Warm up allocator pools, then measure growth over many rounds.
+    for _ in 0..3 {
+        round(&s, &key).await;
+    }
+    let before = rss_mib();
+    for _ in 0..15 {
+        round(&s, &key).await;
+    }
+    let after = rss_mib();
+    println!("RSS {before:.1} MiB -> {after:.1} MiB over 15 rounds");
+    assert!(
+        after - before < 64.0,
+        "memory grew {before:.1} -> {after:.1} MiB"
+    );
+    // And the server still does real work.
+    let r = s
+        .invoke(
+            &key,
+            "shared",
+            "m",
+            &json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+/// A client that trickles its headers is disconnected after
+/// `header_read_timeout_secs`; one that trickles its body gets a 503 after
+/// `request_timeout_secs`. Either way the server keeps serving others.
+#[tokio::test]
+async fn slow_headers_and_bodies_are_cut_off() {
+    let s = spawn_with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.request_timeout_secs = 2;
+    })
+    .await;
+    let key = s.tenant("aa", "pool").await;
+
+    let started = Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(s.data_addr).await.unwrap();
+    conn.write_all(b"GET /api/v1/me HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for i in 0..40 {
+        // One header line every 250 ms: never finishing.
+        if conn
+            .write_all(format!("X-Slow-{i}: x\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(250), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                closed = true; // an error status (408) then close
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a slow-header client was still connected");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.healthy().await);
+
+    let started = Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(s.data_addr).await.unwrap();
+    conn.write_all(
+        format!("PUT /api/v1/models/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    for _ in 0..40 {
+        if conn.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(250), conn.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&text), 503, "{text}");
+    assert!(text.contains("longer than 2s"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.healthy().await);
+}
