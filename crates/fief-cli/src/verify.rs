@@ -514,6 +514,25 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
                 expect: Expect::Denied,
                 req: http.data(cred, Method::DELETE, &path),
             });
+            // A write under a bare name lands in the caller's own namespace,
+            // so only the cross-tenant forms are tried.
+            if form != "bare name" {
+                let req = if kind == "policy" {
+                    http.data(cred, Method::PUT, &path)
+                        .header("content-type", "text/plain")
+                        .body("permit (principal, action, resource);")
+                } else {
+                    http.data(cred, Method::PUT, &path)
+                        .json(&json!({"trust_policy": "permit (principal, action, resource);"}))
+                };
+                t.push(Try {
+                    kind,
+                    action: "put",
+                    form: form.into(),
+                    expect: Expect::Denied,
+                    req,
+                });
+            }
         }
         let explain = json!({"action": if kind == "policy" { "GetPolicy" } else { "GetRole" },
                              "resource": format!("frn:fief:{kind}:{}/{name}", v.tenant)});

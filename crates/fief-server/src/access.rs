@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use fief_core::{parse_name, validate_tags, ModelRef, RoleRef, Tags, TenantId};
 use fief_identity::SessionClaims;
-use fief_policy::{Action, Decision, Principal, Resource, ResourceAttrs, RoleDocument, Session};
+use fief_policy::{Action, Principal, Resource, ResourceAttrs, RoleDocument, Session};
 use fief_store::{PolicyRecord, RoleInput, RoleRecord};
 
 use crate::error::{ApiError, ApiResult};
@@ -384,19 +384,18 @@ pub async fn explain(
         )
         .await?;
     let action: Action = req.action.parse().map_err(ApiError::Validation)?;
+    if action == Action::AssumeRole {
+        return Err(ApiError::Validation(
+            "AssumeRole is decided by the role's trust policy; try the assumption instead".into(),
+        ));
+    }
     let subject = explained_principal(state, principal, &tenant, req.principal).await?;
     let resource = parse_resource(&req.resource, &tenant)?;
     if let Some(tags) = &req.resource_tags {
         validate_tags(tags)?;
     }
     let attrs = req.resource_tags.map(|tags| ResourceAttrs { tags });
-    let decision: Decision = if action == Action::AssumeRole {
-        return Err(ApiError::Validation(
-            "AssumeRole is decided by the role's trust policy; try the assumption instead".into(),
-        ));
-    } else {
-        state.decide(&subject, action, &resource, attrs).await?
-    };
+    let decision = state.decide(&subject, action, &resource, attrs).await?;
     Ok(Explanation {
         decision: if decision.allowed { "Allow" } else { "Deny" },
         policies: decision.policies,
