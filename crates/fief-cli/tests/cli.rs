@@ -1,18 +1,9 @@
 //! The `fief` binary as users run it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+mod common;
 
-fn fief() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fief"));
-    // Keep the caller's FIEF_* settings out of these runs.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FIEF_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use common::fief;
 
 #[test]
 fn demo_runs_to_the_end() {

@@ -3,20 +3,14 @@
 //! one layer off must still hold; both off must be reported as leaks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::fief;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
-
-fn fief() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fief"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FIEF_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 fn verify(data: &str, admin: &str, token: &str, json: &std::path::Path) -> Output {
     fief()

@@ -159,7 +159,6 @@ impl Hnsw {
             self.top = level;
             return Ok(());
         };
-        let mut visited = Visited::new(self.ids.len());
         let mut nearest = vec![Scored {
             score: dot(v, self.vector(entry)),
             node: entry,
@@ -173,9 +172,8 @@ impl Hnsw {
                 &nearest,
                 self.params.ef_construction,
                 layer,
-                &mut visited,
+                &mut Visited::new(self.ids.len()),
             );
-            visited = Visited::new(self.ids.len());
             let chosen = self.select(&found, node, self.max_links(layer));
             self.links[node as usize][layer] = chosen.clone();
             for neighbour in chosen {

@@ -74,8 +74,6 @@ impl FromRequestParts<SharedState> for TenantCaller {
 /// Turns a bearer credential into a principal: an API key, a fief session
 /// token, or an OIDC JWT. Every tenant it names must exist and be active.
 async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
-    let unavailable =
-        |e: fief_store::StoreError| ApiError::Unavailable(format!("credential check failed: {e}"));
     if token.starts_with(KEY_PREFIX) {
         let key = state
             .store
@@ -125,16 +123,17 @@ async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
     })
 }
 
+/// The store could not answer during authentication: fail closed (503).
+fn unavailable(e: fief_store::StoreError) -> ApiError {
+    ApiError::Unavailable(format!("credential check failed: {e}"))
+}
+
 /// The tenant a verified token names, if it exists and is active.
 async fn active_tenant(state: &AppState, claimed: &str) -> ApiResult<TenantId> {
     let no_tenant =
         || ApiError::Unauthenticated("invalid token: its tenant claim names no tenant".into());
     let id = TenantId::parse(claimed).map_err(|_| no_tenant())?;
-    let record = state
-        .store
-        .get_tenant(&id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("credential check failed: {e}")))?;
+    let record = state.store.get_tenant(&id).await.map_err(unavailable)?;
     match record {
         Some(t) if t.status == TenantStatus::Active => Ok(id),
         _ => Err(no_tenant()),
