@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 if ! python3 -c "import onnxruntime, numpy" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy
 fi
+bash scripts/setup-embedder.sh
 cargo test --workspace --locked "$@"
