@@ -3,6 +3,7 @@
 mod access;
 mod client;
 mod demo;
+mod kb;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,13 @@ enum Command {
         tenant: TenantArgs,
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Knowledge bases: documents, ingestion of a folder, queries.
+    Kb {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: kb::KbCommand,
     },
     /// Tenant policies (Cedar): validate offline, store, explain decisions.
     Policy {
@@ -262,6 +270,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Tenant { admin, command } => tenant(admin, command).await,
         Command::Key { admin, command } => key(admin, command).await,
         Command::Model { tenant, command } => model(tenant, command).await,
+        Command::Kb { tenant, command } => kb::run(&tenant_client(&tenant)?, command).await,
         Command::Policy {
             command: access::PolicyCommand::Validate { file },
             ..

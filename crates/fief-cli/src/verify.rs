@@ -69,6 +69,10 @@ struct Probe {
     policy: String,
     role: String,
     external_id: String,
+    /// A knowledge base holding a document with the canary, if the
+    /// deployment's embedder could ingest it (else the base is empty).
+    kb: String,
+    kb_document: Option<String>,
 }
 
 struct Http {
@@ -146,6 +150,12 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         for tier in ["silo", "bridge", "pool"] {
             probes.push(plant(&http, &run_id, tier).await?);
         }
+        if probes.iter().any(|p| p.kb_document.is_none()) {
+            println!(
+                "note: the gateway could not embed (503), so the probe knowledge bases hold no \
+                 document; their addressing is still probed"
+            );
+        }
         baseline(&http, &probes).await?;
         let mut attempts = Vec::new();
         for attacker in &probes {
@@ -157,6 +167,7 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         }
         for victim in &probes {
             attempts.push(integrity(&http, victim).await?);
+            attempts.push(kb_integrity(&http, victim).await?);
         }
         Ok::<_, String>(attempts)
     }
@@ -269,7 +280,37 @@ async fn plant(http: &Http, run_id: &str, tier: &'static str) -> Result<Probe, S
             "assume own role",
         )
         .await?;
+    // A knowledge base whose one document holds the canary. Without an
+    // embedder (503) the base stays empty; its addressing is still probed.
+    let kb = format!("kb-{nonce}");
+    http.ok(
+        http.data(&key, Method::POST, "/api/v1/knowledge-bases")
+            .json(&json!({ "name": kb })),
+        "create knowledge base",
+    )
+    .await?;
+    let document = format!("d-{nonce}");
+    let r = http
+        .send(
+            http.data(
+                &key,
+                Method::PUT,
+                &format!("/api/v1/knowledge-bases/{kb}/documents/{document}"),
+            )
+            .json(&json!({
+                "text": format!("Volcano field notes: the secret reference is {canary}."),
+                "metadata": {"Canary": canary},
+            })),
+        )
+        .await?;
+    let kb_document = match r.status {
+        StatusCode::CREATED => Some(document),
+        StatusCode::SERVICE_UNAVAILABLE => None,
+        other => return Err(format!("plant knowledge document: {other}: {}", r.text)),
+    };
     Ok(Probe {
+        kb,
+        kb_document,
         tenant,
         tier,
         session: s["token"].as_str().unwrap_or_default().to_owned(),
@@ -295,6 +336,24 @@ async fn baseline(http: &Http, probes: &[Probe]) -> Result<(), String> {
                     "baseline: {} cannot read its own model ({})",
                     p.tenant, r.status
                 ));
+            }
+            if p.kb_document.is_some() {
+                let r = http
+                    .send(
+                        http.data(
+                            cred,
+                            Method::POST,
+                            &format!("/api/v1/knowledge-bases/{}/query", p.kb),
+                        )
+                        .json(&json!({"query": "volcano field notes"})),
+                    )
+                    .await?;
+                if r.status != StatusCode::OK || !r.text.contains(&p.canary) {
+                    return Err(format!(
+                        "baseline: {} cannot query its own knowledge base ({})",
+                        p.tenant, r.status
+                    ));
+                }
             }
             let endpoint = if p.tier == "pool" {
                 "shared"
@@ -596,6 +655,90 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             req: http.data(cred, Method::GET, &path),
         });
     }
+    // Knowledge bases, addressed in the path, every operation.
+    let kb_forms = [
+        ("tenant/name", format!("{}%2F{}", v.tenant, v.kb)),
+        (
+            "frn",
+            format!("frn:fief:knowledge-base:{}%2F{}", v.tenant, v.kb),
+        ),
+        (
+            "percent-encoded",
+            encode_all(&format!("{}/{}", v.tenant, v.kb)),
+        ),
+        ("case variant", format!("{upper}%2F{}", v.kb)),
+        ("path traversal", format!("..%2F{}%2F{}", v.tenant, v.kb)),
+    ];
+    let doc = v.kb_document.clone().unwrap_or_else(|| "d".into());
+    for (form, p) in &kb_forms {
+        let base = format!("/api/v1/knowledge-bases/{p}");
+        for (action, method, suffix, body) in [
+            ("get", Method::GET, String::new(), None),
+            ("list documents", Method::GET, "/documents".to_owned(), None),
+            (
+                "query",
+                Method::POST,
+                "/query".to_owned(),
+                Some(json!({"query": "volcano field notes secret reference"})),
+            ),
+            (
+                "put document",
+                Method::PUT,
+                format!("/documents/{doc}"),
+                Some(json!({"text": "overwritten by another tenant"})),
+            ),
+            (
+                "delete document",
+                Method::DELETE,
+                format!("/documents/{doc}"),
+                None,
+            ),
+            ("delete", Method::DELETE, String::new(), None),
+        ] {
+            let mut req = http.data(cred, method, &format!("{base}{suffix}"));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            t.push(Try {
+                kind: "knowledge-base",
+                action,
+                form: (*form).to_owned(),
+                expect: Expect::Denied,
+                req,
+            });
+        }
+    }
+    // The attacker's own knowledge base, asked for the victim's content.
+    let own_query = format!("/api/v1/knowledge-bases/{}/query", a.kb);
+    t.push(Try {
+        kind: "knowledge-base",
+        action: "query",
+        form: "own base, the victim's text as query".into(),
+        expect: Expect::OwnOnly,
+        req: http
+            .data(cred, Method::POST, &own_query)
+            .json(&json!({"query": format!("Volcano field notes: the secret reference is {}", v.canary), "top_k": 100})),
+    });
+    for key in ["tenant", "tenant_id", "TenantId"] {
+        t.push(Try {
+            kind: "knowledge-base",
+            action: "query",
+            form: format!("own base, filter naming the victim as `{key}`"),
+            expect: Expect::Denied,
+            req: http
+                .data(cred, Method::POST, &own_query)
+                .json(&json!({"query": "volcano", "filter": {key: v.tenant}})),
+        });
+    }
+    t.push(Try {
+        kind: "knowledge-base",
+        action: "list",
+        form: "header x-fief-tenant".into(),
+        expect: Expect::OwnOnly,
+        req: http
+            .data(cred, Method::GET, "/api/v1/knowledge-bases")
+            .header("x-fief-tenant", v.tenant.as_str()),
+    });
     // Logs: the audit trail is the operator's, on the admin listener only.
     let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
     t.push(Try {
@@ -639,6 +782,36 @@ async fn integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
         status: r.status.as_u16(),
         result: if intact { "denied" } else { "LEAK" },
         detail: (!intact).then(|| format!("the victim's model changed or vanished: {body}")),
+    })
+}
+
+/// The victim's knowledge base still holds exactly what was planted.
+async fn kb_integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
+    let r = http
+        .send(http.data(
+            &v.key,
+            Method::GET,
+            &format!("/api/v1/knowledge-bases/{}/documents", v.kb),
+        ))
+        .await?;
+    let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
+    let docs: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let want: Vec<&str> = v.kb_document.iter().map(String::as_str).collect();
+    let have: Vec<&str> = docs["documents"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["id"].as_str()).collect())
+        .unwrap_or_default();
+    let intact = r.status == StatusCode::OK && have == want;
+    Ok(Attempt {
+        attacker: "(all)".into(),
+        victim: v.tenant.clone(),
+        principal: "-",
+        kind: "knowledge-base",
+        action: "integrity",
+        form: "victim lists its documents".into(),
+        status: r.status.as_u16(),
+        result: if intact { "denied" } else { "LEAK" },
+        detail: (!intact).then(|| format!("the victim's documents changed: {body}")),
     })
 }
 

@@ -7,8 +7,7 @@ mod common;
 
 use common::fief;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -37,33 +36,9 @@ fn report(path: &std::path::Path) -> Value {
 fn a_gateway_started_as_the_readme_says_has_no_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut server = fief()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "fief data plane on http://A  admin plane on http://B"
-    let urls: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
-        .collect();
-    assert_eq!(urls.len(), 2, "{line}");
-    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    let (mut server, data, admin, token) = common::serve(&data_dir);
     let json = dir.path().join("report.json");
-    let out = verify(urls[0], urls[1], token.trim(), &json);
+    let out = verify(&data, &admin, &token, &json);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let tenants = fief()
@@ -71,9 +46,9 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
             "tenant",
             "ls",
             "--admin-url",
-            urls[1],
+            &admin,
             "--admin-token",
-            token.trim(),
+            &token,
         ])
         .output()
         .unwrap();
@@ -92,7 +67,14 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
     assert!(attempts.len() > 500, "{}", attempts.len());
     // Every kind was tried on every ordered pair of the three tiers.
     for kind in [
-        "model", "endpoint", "policy", "role", "session", "tenant", "logs",
+        "model",
+        "endpoint",
+        "policy",
+        "role",
+        "session",
+        "tenant",
+        "logs",
+        "knowledge-base",
     ] {
         let pairs: std::collections::HashSet<(String, String)> = attempts
             .iter()
@@ -100,6 +82,10 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
             .map(|a| (a["attacker"].to_string(), a["victim"].to_string()))
             .collect();
         assert_eq!(pairs.len(), 6, "{kind}");
+    }
+    // With the embedder installed, the knowledge bases held the canary.
+    if std::env::var("CI").as_deref() == Ok("true") {
+        assert!(!stdout.contains("could not embed"), "{stdout}");
     }
     // The probes are gone.
     assert!(!String::from_utf8_lossy(&tenants.stdout).contains("probe-"));
@@ -162,4 +148,12 @@ async fn one_layer_off_still_holds_and_both_off_is_reported() {
             .any(|a| a["kind"] == "model" && a["action"] == "get"),
         "{leaked:?}"
     );
+    if !stdout.contains("could not embed") {
+        assert!(
+            leaked
+                .iter()
+                .any(|a| a["kind"] == "knowledge-base" && a["action"] == "query"),
+            "{leaked:?}"
+        );
+    }
 }

@@ -60,6 +60,58 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// Role sessions (`POST /api/v1/sts/assume-role`).
     pub sts: StsConfig,
+    /// Knowledge bases and `/v1/embeddings`.
+    pub knowledge: KnowledgeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeConfig {
+    /// Word pieces per chunk (the embedder reads at most 254 plus two markers).
+    pub chunk_tokens: usize,
+    /// Word pieces each chunk repeats from the end of the previous one.
+    pub chunk_overlap_tokens: usize,
+    /// A knowledge base switches from exact search to an HNSW graph at this
+    /// many chunks.
+    pub hnsw_threshold: usize,
+    /// Largest `top_k` a query may ask for.
+    pub max_top_k: usize,
+    /// Embed with an OpenAI-compatible upstream instead of the in-process
+    /// all-MiniLM-L6-v2 (which needs `scripts/setup-embedder.sh` once).
+    pub upstream: Option<EmbeddingsUpstream>,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            chunk_tokens: 200,
+            chunk_overlap_tokens: 40,
+            hnsw_threshold: 2000,
+            max_top_k: 100,
+            upstream: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsUpstream {
+    /// Base URL; fief posts to `{url}/embeddings` (e.g. `https://api.openai.com/v1`).
+    pub url: String,
+    /// The `model` field sent upstream.
+    pub model: String,
+    /// Vector length the model returns; every vector is checked against it.
+    pub dimensions: usize,
+    /// Environment variable holding the upstream's bearer token, if any
+    /// (the secret itself never sits in the config file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    30
 }
 
 /// Algorithms an OIDC provider may sign with. HMAC algorithms are not
@@ -182,6 +234,7 @@ impl Default for Config {
             islands: Vec::new(),
             oidc: None,
             sts: StsConfig::default(),
+            knowledge: KnowledgeConfig::default(),
         }
     }
 }
@@ -315,6 +368,34 @@ impl Config {
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
+        }
+        let k = &self.knowledge;
+        if !(16..=254).contains(&k.chunk_tokens) {
+            return invalid("knowledge.chunk_tokens must be between 16 and 254");
+        }
+        if k.chunk_overlap_tokens * 2 > k.chunk_tokens {
+            return invalid("knowledge.chunk_overlap_tokens must be at most half of chunk_tokens");
+        }
+        if k.hnsw_threshold == 0 || k.max_top_k == 0 || k.max_top_k > 1000 {
+            return invalid(
+                "knowledge.hnsw_threshold must be at least 1 and knowledge.max_top_k between 1 and 1000",
+            );
+        }
+        if let Some(u) = &k.upstream {
+            if u.url.starts_with("https://") {
+                return invalid(
+                    "knowledge.upstream.url: https is not supported yet (fief has no TLS client); \
+                     use http to a local proxy or the service on a private network",
+                );
+            }
+            if !u.url.starts_with("http://") {
+                return invalid("knowledge.upstream.url must be an http:// URL");
+            }
+            if u.model.is_empty() || u.dimensions == 0 || u.timeout_secs == 0 {
+                return invalid(
+                    "knowledge.upstream needs a model, dimensions > 0 and timeout_secs > 0",
+                );
+            }
         }
         if self.sts.max_session_secs < 60 || self.sts.max_session_secs > 12 * 3600 {
             return invalid("sts.max_session_secs must be between 60 and 43200");

@@ -164,21 +164,19 @@ pub struct ModelRef {
 
 impl ModelRef {
     pub fn parse(raw: &str, caller: &TenantId) -> Result<Self, CoreError> {
-        let qualified = raw.strip_prefix(FRN_MODEL_PREFIX).unwrap_or(raw);
-        match qualified.split_once('/') {
-            None if qualified.len() == raw.len() => Ok(Self {
-                owner: caller.clone(),
-                name: ModelName::parse(raw)?,
-            }),
-            None => Err(CoreError::Invalid {
-                what: "model resource name",
-                rule: "of the form frn:fief:model:<tenant>/<model>",
-            }),
-            Some((owner, name)) => Ok(Self {
-                owner: TenantId::parse(owner)?,
-                name: ModelName::parse(name)?,
-            }),
-        }
+        let (owner, name) = split_qualified(
+            raw,
+            FRN_MODEL_PREFIX,
+            caller,
+            (
+                "model resource name",
+                "of the form frn:fief:model:<tenant>/<model>",
+            ),
+        )?;
+        Ok(Self {
+            owner,
+            name: ModelName::parse(name)?,
+        })
     }
 
     /// The canonical fief resource name.
@@ -189,6 +187,23 @@ impl ModelRef {
 
 const FRN_MODEL_PREFIX: &str = "frn:fief:model:";
 const FRN_ROLE_PREFIX: &str = "frn:fief:role:";
+const FRN_KB_PREFIX: &str = "frn:fief:knowledge-base:";
+
+/// Splits `name`, `tenant/name` or `<frn prefix>tenant/name` into the
+/// claimed owner (the caller when unqualified) and the bare name.
+fn split_qualified<'a>(
+    raw: &'a str,
+    frn_prefix: &str,
+    caller: &TenantId,
+    (what, rule): (&'static str, &'static str),
+) -> Result<(TenantId, &'a str), CoreError> {
+    let qualified = raw.strip_prefix(frn_prefix).unwrap_or(raw);
+    match qualified.split_once('/') {
+        None if qualified.len() == raw.len() => Ok((caller.clone(), raw)),
+        None => Err(CoreError::Invalid { what, rule }),
+        Some((owner, name)) => Ok((TenantId::parse(owner)?, name)),
+    }
+}
 
 /// A role as a client wrote it: `name` (own tenant), `tenant/name` or
 /// `frn:fief:role:tenant/name`. Roles are the one resource a principal may
@@ -201,25 +216,75 @@ pub struct RoleRef {
 
 impl RoleRef {
     pub fn parse(raw: &str, caller: &TenantId) -> Result<Self, CoreError> {
-        let qualified = raw.strip_prefix(FRN_ROLE_PREFIX).unwrap_or(raw);
-        match qualified.split_once('/') {
-            None if qualified.len() == raw.len() => Ok(Self {
-                owner: caller.clone(),
-                name: parse_name("role name", raw)?,
-            }),
-            None => Err(CoreError::Invalid {
-                what: "role resource name",
-                rule: "of the form frn:fief:role:<tenant>/<role>",
-            }),
-            Some((owner, name)) => Ok(Self {
-                owner: TenantId::parse(owner)?,
-                name: parse_name("role name", name)?,
-            }),
-        }
+        let (owner, name) = split_qualified(
+            raw,
+            FRN_ROLE_PREFIX,
+            caller,
+            (
+                "role resource name",
+                "of the form frn:fief:role:<tenant>/<role>",
+            ),
+        )?;
+        Ok(Self {
+            owner,
+            name: parse_name("role name", name)?,
+        })
     }
 
     pub fn frn(&self) -> String {
         format!("{FRN_ROLE_PREFIX}{}/{}", self.owner, self.name)
+    }
+}
+
+/// A knowledge base as a client wrote it: `name`, `tenant/name` or
+/// `frn:fief:knowledge-base:tenant/name`. Only the caller's own are ever
+/// reachable; the other forms exist so that a cross-tenant address is a
+/// clean 403 rather than a parse error that would reveal nothing either.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KbRef {
+    pub owner: TenantId,
+    pub name: String,
+}
+
+impl KbRef {
+    pub fn parse(raw: &str, caller: &TenantId) -> Result<Self, CoreError> {
+        let (owner, name) = split_qualified(
+            raw,
+            FRN_KB_PREFIX,
+            caller,
+            (
+                "knowledge base resource name",
+                "of the form frn:fief:knowledge-base:<tenant>/<name>",
+            ),
+        )?;
+        Ok(Self {
+            owner,
+            name: parse_name("knowledge base name", name)?,
+        })
+    }
+
+    pub fn frn(&self) -> String {
+        format!("{FRN_KB_PREFIX}{}/{}", self.owner, self.name)
+    }
+}
+
+/// A document's id inside a knowledge base: 1–256 characters of letters,
+/// digits and `-_.~/`, no empty or `..` segment, so a file's relative path
+/// can be its id.
+pub fn parse_document_id(s: &str) -> Result<String, CoreError> {
+    let ok = (1..=256).contains(&s.len())
+        && s.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~' | b'/'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(CoreError::Invalid {
+            what: "document id",
+            rule:
+                "1-256 characters of letters, digits and -_.~/ with no empty, . or .. path segment",
+        })
     }
 }
 

@@ -31,7 +31,7 @@ use cedar_policy::{
 };
 use subtle::ConstantTimeEq;
 
-use fief_core::{ModelRef, RoleRef, Tags, TenantId};
+use fief_core::{KbRef, ModelRef, RoleRef, Tags, TenantId};
 
 pub use document::{line_column, DocumentErrors, Problem, MAX_DOCUMENT_BYTES};
 
@@ -123,6 +123,7 @@ pub enum Resource {
     Endpoint(TenantId),
     Policy { tenant: TenantId, id: String },
     Role(RoleRef),
+    KnowledgeBase(KbRef),
     SharedEndpoint,
     Platform,
 }
@@ -135,6 +136,7 @@ impl Resource {
             Resource::Policy { tenant, .. } => Some(tenant),
             Resource::Model(m) => Some(&m.owner),
             Resource::Role(r) => Some(&r.owner),
+            Resource::KnowledgeBase(kb) => Some(&kb.owner),
             Resource::SharedEndpoint | Resource::Platform => None,
         }
     }
@@ -146,6 +148,7 @@ impl Resource {
             Resource::Endpoint(t) => format!("frn:fief:endpoint:{t}"),
             Resource::Policy { tenant, id } => format!("frn:fief:policy:{tenant}/{id}"),
             Resource::Role(r) => r.frn(),
+            Resource::KnowledgeBase(kb) => kb.frn(),
             Resource::SharedEndpoint => "frn:fief:endpoint:shared".into(),
             Resource::Platform => "frn:fief:platform".into(),
         }
@@ -203,6 +206,14 @@ actions!(
     DeleteRole,
     ListRoles,
     AssumeRole,
+    CreateKnowledgeBase,
+    GetKnowledgeBase,
+    DeleteKnowledgeBase,
+    PutDocument,
+    DeleteDocument,
+    QueryKnowledgeBase,
+    ListKnowledgeBases,
+    CreateEmbeddings,
     CreateTenant,
     GetTenant,
     UpdateTenant,
@@ -897,6 +908,13 @@ fn resource_entity(
             owned("Policy", tenant, &format!("{tenant}/{id}"), &none, entities)
         }
         Resource::Role(role) => role_entity(&role.owner, &role.name, entities),
+        Resource::KnowledgeBase(kb) => owned(
+            "KnowledgeBase",
+            &kb.owner,
+            &format!("{}/{}", kb.owner, kb.name),
+            &none,
+            entities,
+        ),
         Resource::SharedEndpoint => no_attrs("SharedEndpoint", "shared", entities),
         Resource::Platform => no_attrs("Platform", "platform", entities),
     }
@@ -966,6 +984,14 @@ mod tests {
             (Action::ListModels, Resource::Tenant(t("aa"))),
             (Action::InvokeEndpoint, Resource::Endpoint(t("aa"))),
             (Action::InvokeSharedEndpoint, Resource::SharedEndpoint),
+            (
+                Action::QueryKnowledgeBase,
+                Resource::KnowledgeBase(KbRef {
+                    owner: t("aa"),
+                    name: "kb".into(),
+                }),
+            ),
+            (Action::CreateEmbeddings, Resource::Tenant(t("aa"))),
         ] {
             let d = engine.authorize(&key("aa"), action, &resource);
             assert!(d.allowed, "{action:?}: {:?}", d.reason);
@@ -1080,6 +1106,10 @@ mod tests {
                     Resource::Role(RoleRef {
                         owner: t("bb"),
                         name: "open".into(),
+                    }),
+                    Resource::KnowledgeBase(KbRef {
+                        owner: t("bb"),
+                        name: "kb".into(),
                     }),
                     Resource::Platform,
                 ] {

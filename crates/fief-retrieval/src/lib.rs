@@ -8,6 +8,7 @@
 //! a partition per pool tenant) is decided by the caller.
 
 mod hnsw;
+pub mod placement;
 
 pub use hnsw::{Hnsw, HnswParams};
 
@@ -17,6 +18,8 @@ pub enum RetrievalError {
     Dimension { expected: usize, got: usize },
     #[error("vector is not finite or is all zeros")]
     BadVector,
+    #[error("an index lock was poisoned by a panic")]
+    Poisoned,
 }
 
 /// One search hit: the caller's id for the vector, and its cosine similarity.
@@ -78,6 +81,14 @@ impl Exact {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// Every (id, vector) pair, in insertion order (to build a graph from).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &[f32])> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.vectors.chunks_exact(self.dim.max(1)))
     }
 
     /// Adds a unit vector under `id`.

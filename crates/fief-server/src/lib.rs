@@ -7,6 +7,7 @@ mod access;
 mod auth;
 mod error;
 mod island;
+mod knowledge;
 mod metrics;
 mod models;
 mod placement;
@@ -165,7 +166,12 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             .apply(&tenant.id, tenant.tier)
             .map_err(|e| ServerError::Startup(format!("placement of tenant {}: {e}", tenant.id)))?;
     }
+    let embedder = fief_knowledge::Embedder::from_config(config.knowledge.upstream.as_ref())
+        .map_err(|e| ServerError::Startup(format!("knowledge: {e}")))?;
+    tracing::info!("embedder: {}", embedder.describe());
+    let knowledge = fief_knowledge::Knowledge::new(config.knowledge.clone(), embedder);
     let state = Arc::new(AppState {
+        knowledge,
         placement,
         metrics: metrics::Metrics::default(),
         config,

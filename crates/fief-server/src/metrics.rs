@@ -32,9 +32,17 @@ struct Invocations {
 #[derive(Default)]
 pub struct Metrics {
     invocations: Mutex<Invocations>,
+    kb_rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
+    /// Chunks that reached a knowledge-base query but failed to open under
+    /// the caller's key (another tenant's, or tampered). Should stay 0.
+    pub fn chunks_rejected(&self, n: usize) {
+        self.kb_rejected
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records one model run on a worker pool.
     pub fn job(&self, pool: &str) {
         if let Ok(mut inv) = self.invocations.lock() {
@@ -123,6 +131,15 @@ impl Metrics {
             "gauge",
             "The model memory budget.",
             cache.budget_bytes.to_string(),
+        );
+
+        metric(
+            "fief_kb_chunks_rejected_total",
+            "counter",
+            "Knowledge-base chunks that failed authentication on the query path (never returned; should stay 0).",
+            self.kb_rejected
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
         );
 
         let Ok(inv) = self.invocations.lock() else {

@@ -22,7 +22,7 @@ use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::island::{self, Listener};
 use crate::state::SharedState;
-use crate::{access, models, request_id, tenants};
+use crate::{access, knowledge, models, request_id, tenants};
 
 pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
 
@@ -48,6 +48,27 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
             get(get_role).put(put_role).delete(delete_role),
         )
         .route("/api/v1/sts/assume-role", post(assume_role))
+        .route(
+            "/api/v1/knowledge-bases",
+            get(list_knowledge_bases).post(create_knowledge_base),
+        )
+        .route(
+            "/api/v1/knowledge-bases/{kb}",
+            get(get_knowledge_base).delete(delete_knowledge_base),
+        )
+        .route(
+            "/api/v1/knowledge-bases/{kb}/documents",
+            get(list_documents),
+        )
+        .route(
+            "/api/v1/knowledge-bases/{kb}/documents/{id}",
+            put(put_document).delete(delete_document),
+        )
+        .route(
+            "/api/v1/knowledge-bases/{kb}/query",
+            post(query_knowledge_base),
+        )
+        .route("/v1/embeddings", post(embeddings))
         .route("/endpoints/{endpoint}/invocations", post(invoke))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             island::gate(listener.clone(), req, next)
@@ -318,6 +339,96 @@ async fn delete_model(
 ) -> ApiResult<StatusCode> {
     models::delete(&state, &p, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_knowledge_bases(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"knowledge_bases": knowledge::list(&state, &p).await?}),
+    ))
+}
+
+async fn create_knowledge_base(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(req): ApiJson<knowledge::CreateKb>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(knowledge::create(&state, &p, req).await?),
+    ))
+}
+
+async fn get_knowledge_base(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(kb): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(knowledge::get(&state, &p, &kb).await?))
+}
+
+async fn delete_knowledge_base(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(kb): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    knowledge::delete(&state, &p, &kb).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_documents(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(kb): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"documents": knowledge::list_documents(&state, &p, &kb).await?}),
+    ))
+}
+
+async fn put_document(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
+    ApiJson(input): ApiJson<fief_knowledge::DocumentInput>,
+) -> ApiResult<impl IntoResponse> {
+    let view = knowledge::put_document(&state, &p, &kb, &id, input).await?;
+    let status = if view.outcome == PutOutcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn delete_document(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    knowledge::delete_document(&state, &p, &kb, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn query_knowledge_base(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(kb): ApiPath<String>,
+    ApiJson(input): ApiJson<fief_knowledge::QueryInput>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"results": knowledge::query(&state, &p, &kb, input).await?}),
+    ))
+}
+
+async fn embeddings(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(req): ApiJson<knowledge::EmbeddingsRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(knowledge::embeddings(&state, &p, req).await?))
 }
 
 async fn invoke(

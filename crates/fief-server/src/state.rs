@@ -28,6 +28,7 @@ pub struct AppState {
     pub admin_token: String,
     pub oidc: Option<OidcVerifier>,
     pub sessions: SessionSigner,
+    pub knowledge: fief_knowledge::Knowledge,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -113,6 +113,10 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
         .update_tenant(&id, req.tier, req.tags.as_ref())
         .await?;
     state.placement.apply(&id, after.tier)?;
+    if before.as_ref().is_some_and(|b| b.tier != after.tier) {
+        // Vectors reload into the new tier's placement on next use.
+        state.knowledge.forget_tenant(&id)?;
+    }
     let from = before.map_or("?", |t| t.tier.as_str());
     state.audit_admin(
         Action::UpdateTenant,
@@ -135,6 +139,7 @@ pub async fn delete(state: &AppState, raw: &str) -> ApiResult<()> {
         .authorize_scoped(&OP, Action::DeleteTenant, &resource)
         .await?;
     state.store.offboard(scope).await?;
+    state.knowledge.forget_tenant(&id)?;
     state.placement.remove(&id);
     state.cache.remove_tenant(&id);
     state.policy.invalidate(&id);

@@ -9,6 +9,9 @@
 //! Tenant content is sealed with the tenant's data key (invariant 5).
 
 mod api_keys;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
+mod knowledge;
 mod models;
 mod policies;
 mod tenants;
@@ -27,6 +30,9 @@ use fief_crypto::{DataKey, MasterKey};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
 pub use fief_policy::TenantScope;
+pub use knowledge::{
+    ChunkRecord, DocumentRecord, DocumentWrite, KnowledgeBaseRecord, NewChunk, OpenedChunks,
+};
 pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
 pub use tenants::{TenantRecord, TenantStatus};
@@ -80,6 +86,9 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
+            // Deleted rows (chunks, models, keys) are zeroed on disk, not
+            // left in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(std::time::Duration::from_secs(5));
         let db = SqlitePoolOptions::new()
             .max_connections(8)
@@ -105,7 +114,10 @@ impl Store {
     /// The tenant's data key, unwrapped on first use. Requires a scope: only
     /// an authorised request can cause a key to be unwrapped.
     async fn data_key(&self, scope: &TenantScope) -> Result<DataKey> {
-        let tenant = scope.tenant();
+        self.data_key_of(scope.tenant()).await
+    }
+
+    async fn data_key_of(&self, tenant: &TenantId) -> Result<DataKey> {
         if let Some(k) = self.cached_key(tenant) {
             return Ok(k);
         }

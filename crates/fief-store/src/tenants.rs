@@ -168,7 +168,15 @@ impl Store {
         }
 
         let mut tx = self.db.begin().await?;
-        for table in ["models", "policies", "roles", "api_keys"] {
+        for table in [
+            "kb_chunks",
+            "kb_documents",
+            "knowledge_bases",
+            "models",
+            "policies",
+            "roles",
+            "api_keys",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                 .bind(tenant.as_str())
                 .execute(&mut *tx)
@@ -179,6 +187,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.scrub().await?;
         Ok(())
     }
 
@@ -192,6 +201,9 @@ impl Store {
             ("models", "tenant_id"),
             ("policies", "tenant_id"),
             ("roles", "tenant_id"),
+            ("knowledge_bases", "tenant_id"),
+            ("kb_documents", "tenant_id"),
+            ("kb_chunks", "tenant_id"),
         ] {
             let n: i64 = sqlx::query(&format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"

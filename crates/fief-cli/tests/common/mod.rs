@@ -1,7 +1,9 @@
 //! Running the `fief` binary as users do.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// The built `fief`, without the caller's FIEF_* settings.
 pub fn fief() -> Command {
@@ -12,4 +14,40 @@ pub fn fief() -> Command {
         }
     }
     c
+}
+
+/// `fief serve` on ephemeral loopback ports over `data_dir`, as the README
+/// starts it: (the process, data URL, admin URL, admin token).
+pub fn serve(data_dir: &Path) -> (Child, String, String, String) {
+    let mut server = fief()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "fief data plane on http://A  admin plane on http://B"
+    let urls: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .collect();
+    assert_eq!(urls.len(), 2, "{line}");
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    (
+        server,
+        urls[0].to_owned(),
+        urls[1].to_owned(),
+        token.trim().to_owned(),
+    )
 }

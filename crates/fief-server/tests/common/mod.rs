@@ -2,6 +2,8 @@
 //! drive it over HTTP exactly as a client would.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod kb;
+
 use std::net::SocketAddr;
 
 use reqwest::{Method, StatusCode};
