@@ -188,6 +188,7 @@ impl ModelRef {
 const FRN_MODEL_PREFIX: &str = "frn:fief:model:";
 const FRN_ROLE_PREFIX: &str = "frn:fief:role:";
 const FRN_KB_PREFIX: &str = "frn:fief:knowledge-base:";
+const FRN_TABLE_PREFIX: &str = "frn:fief:table:";
 
 /// Splits `name`, `tenant/name` or `<frn prefix>tenant/name` into the
 /// claimed owner (the caller when unqualified) and the bare name.
@@ -265,6 +266,49 @@ impl KbRef {
 
     pub fn frn(&self) -> String {
         format!("{FRN_KB_PREFIX}{}/{}", self.owner, self.name)
+    }
+}
+
+/// A tenant table as a client wrote it: `name`, `tenant/name` or
+/// `frn:fief:table:tenant/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    pub owner: TenantId,
+    pub name: String,
+}
+
+impl TableRef {
+    pub fn parse(raw: &str, caller: &TenantId) -> Result<Self, CoreError> {
+        let (owner, name) = split_qualified(
+            raw,
+            FRN_TABLE_PREFIX,
+            caller,
+            (
+                "table resource name",
+                "of the form frn:fief:table:<tenant>/<table>",
+            ),
+        )?;
+        Ok(Self {
+            owner,
+            name: parse_name("table name", name)?,
+        })
+    }
+
+    pub fn frn(&self) -> String {
+        format!("{FRN_TABLE_PREFIX}{}/{}", self.owner, self.name)
+    }
+}
+
+/// An item key in a tenant table: 1–1024 bytes of text without control
+/// characters (`/`, spaces and any other printable text allowed).
+pub fn parse_item_key(s: &str) -> Result<String, CoreError> {
+    if (1..=1024).contains(&s.len()) && !s.chars().any(char::is_control) {
+        Ok(s.to_owned())
+    } else {
+        Err(CoreError::Invalid {
+            what: "item key",
+            rule: "1-1024 bytes of text without control characters",
+        })
     }
 }
 

@@ -10,7 +10,7 @@ static DROP_PARTITION: AtomicBool = AtomicBool::new(false);
 /// tenant condition. What is left is the seal.
 pub fn drop_query_tenant_filter(on: bool) {
     DROP_PARTITION.store(on, Ordering::SeqCst);
-    fief_store::faults::drop_chunk_tenant_filter(on);
+    fief_store::faults::drop_tenant_filter(on);
 }
 
 /// Removes the last layer too: chunks open with their own tenant's key.

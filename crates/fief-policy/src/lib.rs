@@ -31,7 +31,7 @@ use cedar_policy::{
 };
 use subtle::ConstantTimeEq;
 
-use fief_core::{KbRef, ModelRef, RoleRef, Tags, TenantId};
+use fief_core::{KbRef, ModelRef, RoleRef, TableRef, Tags, TenantId};
 
 pub use document::{line_column, DocumentErrors, Problem, MAX_DOCUMENT_BYTES};
 
@@ -124,6 +124,7 @@ pub enum Resource {
     Policy { tenant: TenantId, id: String },
     Role(RoleRef),
     KnowledgeBase(KbRef),
+    Table(TableRef),
     SharedEndpoint,
     Platform,
 }
@@ -137,6 +138,7 @@ impl Resource {
             Resource::Model(m) => Some(&m.owner),
             Resource::Role(r) => Some(&r.owner),
             Resource::KnowledgeBase(kb) => Some(&kb.owner),
+            Resource::Table(t) => Some(&t.owner),
             Resource::SharedEndpoint | Resource::Platform => None,
         }
     }
@@ -149,6 +151,7 @@ impl Resource {
             Resource::Policy { tenant, id } => format!("frn:fief:policy:{tenant}/{id}"),
             Resource::Role(r) => r.frn(),
             Resource::KnowledgeBase(kb) => kb.frn(),
+            Resource::Table(t) => t.frn(),
             Resource::SharedEndpoint => "frn:fief:endpoint:shared".into(),
             Resource::Platform => "frn:fief:platform".into(),
         }
@@ -214,6 +217,10 @@ actions!(
     QueryKnowledgeBase,
     ListKnowledgeBases,
     CreateEmbeddings,
+    PutItem,
+    GetItem,
+    DeleteItem,
+    ListItems,
     CreateTenant,
     GetTenant,
     UpdateTenant,
@@ -915,6 +922,13 @@ fn resource_entity(
             &none,
             entities,
         ),
+        Resource::Table(t) => owned(
+            "Table",
+            &t.owner,
+            &format!("{}/{}", t.owner, t.name),
+            &none,
+            entities,
+        ),
         Resource::SharedEndpoint => no_attrs("SharedEndpoint", "shared", entities),
         Resource::Platform => no_attrs("Platform", "platform", entities),
     }
@@ -1110,6 +1124,10 @@ mod tests {
                     Resource::KnowledgeBase(KbRef {
                         owner: t("bb"),
                         name: "kb".into(),
+                    }),
+                    Resource::Table(TableRef {
+                        owner: t("bb"),
+                        name: "memory".into(),
                     }),
                     Resource::Platform,
                 ] {

@@ -15,6 +15,7 @@ mod request_id;
 mod routes;
 mod signing;
 mod state;
+mod tables;
 mod tenants;
 
 use std::net::SocketAddr;

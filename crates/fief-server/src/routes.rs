@@ -22,7 +22,7 @@ use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::island::{self, Listener};
 use crate::state::SharedState;
-use crate::{access, knowledge, models, request_id, tenants};
+use crate::{access, knowledge, models, request_id, tables, tenants};
 
 pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
 
@@ -69,6 +69,11 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
             post(query_knowledge_base),
         )
         .route("/v1/embeddings", post(embeddings))
+        .route("/api/v1/tables/{table}/items", get(list_items))
+        .route(
+            "/api/v1/tables/{table}/items/{key}",
+            get(get_item).put(put_item).delete(delete_item),
+        )
         .route("/endpoints/{endpoint}/invocations", post(invoke))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             island::gate(listener.clone(), req, next)
@@ -421,6 +426,48 @@ async fn query_knowledge_base(
     Ok(Json(
         json!({"results": knowledge::query(&state, &p, &kb, input).await?}),
     ))
+}
+
+async fn put_item(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((table, key)): ApiPath<(String, String)>,
+    ApiJson(value): ApiJson<serde_json::Value>,
+) -> ApiResult<impl IntoResponse> {
+    let (item, outcome) = tables::put(&state, &p, &table, &key, value).await?;
+    let status = if outcome == PutOutcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(item)))
+}
+
+async fn get_item(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((table, key)): ApiPath<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(tables::get(&state, &p, &table, &key).await?))
+}
+
+async fn delete_item(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((table, key)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    tables::delete(&state, &p, &table, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_items(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath(table): ApiPath<String>,
+    ApiQuery(q): ApiQuery<tables::ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = tables::list(&state, &p, &table, q).await?;
+    Ok(Json(json!({"items": page.items, "next_cursor": page.next})))
 }
 
 async fn embeddings(

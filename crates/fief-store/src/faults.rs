@@ -1,16 +1,17 @@
 //! Fault injection (feature `fault-injection`, tests only): switches that
-//! remove one isolation layer of the knowledge-base query path, so a test
+//! remove one isolation layer of the data path, so a test
 //! can show what the remaining layer still stops. Process-wide, off by
 //! default; a release build does not contain them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static DROP_CHUNK_TENANT_FILTER: AtomicBool = AtomicBool::new(false);
+static DROP_TENANT_FILTER: AtomicBool = AtomicBool::new(false);
 static KEY_FROM_ROW: AtomicBool = AtomicBool::new(false);
 
-/// The chunk fetch forgets its `tenant_id = ? AND kb = ?` condition.
-pub fn drop_chunk_tenant_filter(on: bool) {
-    DROP_CHUNK_TENANT_FILTER.store(on, Ordering::SeqCst);
+/// Queries on shared tables forget their tenant condition (the chunk
+/// fetch its `tenant_id = ? AND kb = ?`, table items their `tenant_id = ?`).
+pub fn drop_tenant_filter(on: bool) {
+    DROP_TENANT_FILTER.store(on, Ordering::SeqCst);
 }
 
 /// Chunks are opened with the key and context of the row's own tenant
@@ -19,8 +20,8 @@ pub fn take_key_from_row(on: bool) {
     KEY_FROM_ROW.store(on, Ordering::SeqCst);
 }
 
-pub(crate) fn chunk_tenant_filter_dropped() -> bool {
-    DROP_CHUNK_TENANT_FILTER.load(Ordering::SeqCst)
+pub(crate) fn tenant_filter_dropped() -> bool {
+    DROP_TENANT_FILTER.load(Ordering::SeqCst)
 }
 
 pub(crate) fn key_from_row() -> bool {

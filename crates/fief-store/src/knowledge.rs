@@ -396,7 +396,7 @@ impl Store {
         let key = self.data_key(scope).await?;
         let placeholders = vec!["?"; ids.len()].join(", ");
         #[cfg(feature = "fault-injection")]
-        let filter = if crate::faults::chunk_tenant_filter_dropped() {
+        let filter = if crate::faults::tenant_filter_dropped() {
             "(? IS NOT NULL AND ? IS NOT NULL)"
         } else {
             "tenant_id = ? AND kb = ?"

@@ -14,6 +14,7 @@ pub mod faults;
 mod knowledge;
 mod models;
 mod policies;
+mod tables;
 mod tenants;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub use knowledge::{
 };
 pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
+pub use tables::{Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ pub struct Store {
     db: SqlitePool,
     objects: Arc<dyn ObjectStore>,
     objects_root: PathBuf,
+    data_dir: PathBuf,
+    silo_files: tables::SiloFiles,
     master: MasterKey,
     /// Unwrapped data keys of tenants in use; dropped (and zeroed) on offboarding.
     data_keys: Mutex<HashMap<TenantId, DataKey>>,
@@ -100,6 +104,8 @@ impl Store {
             db,
             objects: Arc::new(objects),
             objects_root,
+            data_dir: data_dir.to_owned(),
+            silo_files: tables::SiloFiles::default(),
             master,
             data_keys: Mutex::new(HashMap::new()),
         })

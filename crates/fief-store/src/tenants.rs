@@ -101,6 +101,16 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // A tier change moves the tenant's table items: copied to the new
+        // placement before the switch, removed from the old one after it.
+        let before = self.get_tenant(id).await?.map(|t| t.tier);
+        let moving = match (before, tier) {
+            (Some(from), Some(to)) if from != to => Some((from, to)),
+            _ => None,
+        };
+        if let Some((from, to)) = moving {
+            self.copy_items(id, from, to).await?;
+        }
         let done = sqlx::query(
             "UPDATE tenants SET tier = COALESCE(?, tier), tags = COALESCE(?, tags)
              WHERE id = ? AND status = 'active'",
@@ -112,6 +122,9 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tenant {id}")));
+        }
+        if let Some((from, _)) = moving {
+            self.drop_items(id, from).await?;
         }
         self.get_tenant(id)
             .await?
@@ -155,6 +168,10 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.forget_key(tenant);
+        // Table items wherever any tier would have put them.
+        for tier in [Tier::Pool, Tier::Bridge, Tier::Silo] {
+            self.drop_items(tenant, tier).await?;
+        }
 
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
         let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;

@@ -1,0 +1,103 @@
+//! The tenant tables API: JSON items under (table, key), sealed with the
+//! tenant's key, placed by tier. Authorise, then call the store. No HTTP.
+
+use serde::Deserialize;
+
+use fief_core::{parse_item_key, TableRef};
+use fief_policy::{Action, Principal, Resource, TenantScope};
+use fief_store::{Item, ItemPage, PutOutcome};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Largest page of a listing.
+pub const MAX_LIMIT: usize = 1000;
+
+async fn authorize_table(
+    state: &AppState,
+    principal: &Principal,
+    action: Action,
+    raw: &str,
+) -> ApiResult<(TenantScope, TableRef)> {
+    let caller = principal.tenant().ok_or(ApiError::AccessDenied)?;
+    let table = TableRef::parse(raw, caller)?;
+    let scope = state
+        .authorize_scoped(principal, action, &Resource::Table(table.clone()))
+        .await?;
+    Ok((scope, table))
+}
+
+pub async fn put(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    key: &str,
+    value: serde_json::Value,
+) -> ApiResult<(Item, PutOutcome)> {
+    let (scope, table) = authorize_table(state, principal, Action::PutItem, raw).await?;
+    let key = parse_item_key(key)?;
+    Ok(state
+        .store
+        .put_item(&scope, &table.name, &key, &value)
+        .await?)
+}
+
+pub async fn get(state: &AppState, principal: &Principal, raw: &str, key: &str) -> ApiResult<Item> {
+    let (scope, table) = authorize_table(state, principal, Action::GetItem, raw).await?;
+    let key = parse_item_key(key)?;
+    state
+        .store
+        .get_item(&scope, &table.name, &key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("item {key} not found")))
+}
+
+pub async fn delete(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    key: &str,
+) -> ApiResult<()> {
+    let (scope, table) = authorize_table(state, principal, Action::DeleteItem, raw).await?;
+    let key = parse_item_key(key)?;
+    if state.store.delete_item(&scope, &table.name, &key).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("item {key} not found")))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub prefix: String,
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    q: ListQuery,
+) -> ApiResult<ItemPage> {
+    let (scope, table) = authorize_table(state, principal, Action::ListItems, raw).await?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::Validation(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    if q.prefix.len() > 1024 {
+        return Err(ApiError::Validation(
+            "prefix is longer than a key can be".into(),
+        ));
+    }
+    let after = q.cursor.as_deref().map(parse_item_key).transpose()?;
+    Ok(state
+        .store
+        .list_items(&scope, &table.name, &q.prefix, after.as_deref(), limit)
+        .await?)
+}
