@@ -73,6 +73,8 @@ struct Probe {
     /// deployment's embedder could ingest it (else the base is empty).
     kb: String,
     kb_document: Option<String>,
+    /// A tenant table holding one item whose value is the canary.
+    table: String,
 }
 
 struct Http {
@@ -168,6 +170,7 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         for victim in &probes {
             attempts.push(integrity(&http, victim).await?);
             attempts.push(kb_integrity(&http, victim).await?);
+            attempts.push(table_integrity(&http, victim).await?);
         }
         Ok::<_, String>(attempts)
     }
@@ -308,7 +311,19 @@ async fn plant(http: &Http, run_id: &str, tier: &'static str) -> Result<Probe, S
         StatusCode::SERVICE_UNAVAILABLE => None,
         other => return Err(format!("plant knowledge document: {other}: {}", r.text)),
     };
+    let table = format!("t-{nonce}");
+    http.ok(
+        http.data(
+            &key,
+            Method::PUT,
+            &format!("/api/v1/tables/{table}/items/item-{nonce}"),
+        )
+        .json(&json!({ "Canary": canary })),
+        "plant table item",
+    )
+    .await?;
     Ok(Probe {
+        table,
         kb,
         kb_document,
         tenant,
@@ -708,6 +723,51 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             });
         }
     }
+    // Tenant tables, addressed in the path, every operation.
+    for (form, p) in [
+        ("tenant/name", format!("{}%2F{}", v.tenant, v.table)),
+        ("frn", format!("frn:fief:table:{}%2F{}", v.tenant, v.table)),
+        (
+            "percent-encoded",
+            encode_all(&format!("{}/{}", v.tenant, v.table)),
+        ),
+        ("case variant", format!("{upper}%2F{}", v.table)),
+    ] {
+        let item = format!("/api/v1/tables/{p}/items/item-{}", &v.table[2..]);
+        for (action, req) in [
+            ("get item", http.data(cred, Method::GET, &item)),
+            (
+                "list",
+                http.data(cred, Method::GET, &format!("/api/v1/tables/{p}/items")),
+            ),
+            (
+                "put item",
+                http.data(cred, Method::PUT, &item)
+                    .json(&json!("overwritten")),
+            ),
+            ("delete item", http.data(cred, Method::DELETE, &item)),
+        ] {
+            t.push(Try {
+                kind: "table",
+                action,
+                form: form.to_owned(),
+                expect: Expect::Denied,
+                req,
+            });
+        }
+    }
+    // The attacker's own table under the victim's names: its own, or nothing.
+    t.push(Try {
+        kind: "table",
+        action: "get item",
+        form: "own table, the victim's table and item names".into(),
+        expect: Expect::OwnOnly,
+        req: http.data(
+            cred,
+            Method::GET,
+            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
+        ),
+    });
     // The attacker's own knowledge base, asked for the victim's content.
     let own_query = format!("/api/v1/knowledge-bases/{}/query", a.kb);
     t.push(Try {
@@ -812,6 +872,33 @@ async fn kb_integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
         status: r.status.as_u16(),
         result: if intact { "denied" } else { "LEAK" },
         detail: (!intact).then(|| format!("the victim's documents changed: {body}")),
+    })
+}
+
+/// The victim's table item still holds the canary, at version 1.
+async fn table_integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
+    let r = http
+        .send(http.data(
+            &v.key,
+            Method::GET,
+            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
+        ))
+        .await?;
+    let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
+    let item: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let intact = r.status == StatusCode::OK
+        && item["version"] == json!(1)
+        && item["value"]["Canary"] == json!(v.canary);
+    Ok(Attempt {
+        attacker: "(all)".into(),
+        victim: v.tenant.clone(),
+        principal: "-",
+        kind: "table",
+        action: "integrity",
+        form: "victim reads its canary item".into(),
+        status: r.status.as_u16(),
+        result: if intact { "denied" } else { "LEAK" },
+        detail: (!intact).then(|| format!("the victim's item changed or vanished: {body}")),
     })
 }
 

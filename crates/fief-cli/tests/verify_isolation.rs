@@ -75,6 +75,7 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
         "tenant",
         "logs",
         "knowledge-base",
+        "table",
     ] {
         let pairs: std::collections::HashSet<(String, String)> = attempts
             .iter()
@@ -146,6 +147,12 @@ async fn one_layer_off_still_holds_and_both_off_is_reported() {
         leaked
             .iter()
             .any(|a| a["kind"] == "model" && a["action"] == "get"),
+        "{leaked:?}"
+    );
+    assert!(
+        leaked
+            .iter()
+            .any(|a| a["kind"] == "table" && a["action"] == "get item"),
         "{leaked:?}"
     );
     if !stdout.contains("could not embed") {

@@ -62,6 +62,19 @@ pub struct Config {
     pub sts: StsConfig,
     /// Knowledge bases and `/v1/embeddings`.
     pub knowledge: KnowledgeConfig,
+    /// The tenant tables on PostgreSQL instead of SQLite; off when absent.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// Two roles: `url` is what requests run as (NOSUPERUSER, NOBYPASSRLS,
+/// owning no table: checked at start-up), `admin_url` the owner that
+/// migrates and creates bridge schemas and silo databases. Both can come
+/// from the environment (`FIEF_POSTGRES__URL`, `FIEF_POSTGRES__ADMIN_URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub admin_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +248,7 @@ impl Default for Config {
             oidc: None,
             sts: StsConfig::default(),
             knowledge: KnowledgeConfig::default(),
+            postgres: None,
         }
     }
 }

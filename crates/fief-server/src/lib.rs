@@ -135,7 +135,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let admin_token = admin_token(&dir, secrets.admin_token)?;
     let policy = PolicyEngine::new()?;
     let audit = AuditLog::open(&dir.join(AUDIT_LOG_FILE))?;
-    let store = Store::open(&dir, master).await?;
+    let postgres = config
+        .postgres
+        .as_ref()
+        .map(|p| (p.url.as_str(), p.admin_url.as_str()));
+    let store = Store::open_with(&dir, master, postgres).await?;
     let cache = ModelCache::new(
         config.models.cache_bytes,
         config.models.max_concurrent_loads,

@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use common::kb::canary;
+use common::pg::TestPg;
 use common::TestServer;
 
 const TIERS: [(&str, &str); 4] = [
@@ -42,8 +43,27 @@ async fn get(s: &TestServer, key: &str, table: &str, item: &str) -> common::Resp
     .await
 }
 
-/// Names of the database objects that hold `tenant`'s items.
-async fn catalog(s: &TestServer, tenant: &str) -> Vec<String> {
+/// Where `tenant`'s items live, as the backend's catalogs say.
+async fn catalog(s: &TestServer, pg: Option<&TestPg>, tenant: &str) -> Vec<String> {
+    match pg {
+        Some(pg) => pg.catalog(tenant).await,
+        None => sqlite_catalog(s, tenant).await,
+    }
+}
+
+/// What `catalog` shows for a tenant of `tier` holding `rows` items.
+fn expected(pg: Option<&TestPg>, tier: &str, tenant: &str, rows: usize) -> Vec<String> {
+    let ident = tenant.replace('-', "_");
+    vec![match (pg, tier) {
+        (_, "pool") => format!("{rows} shared rows"),
+        (None, "bridge") => format!("items_{ident}"),
+        (None, _) => "silo directory".to_owned(),
+        (Some(_), "bridge") => format!("schema fief_t_{ident}"),
+        (Some(pg), _) => format!("database {}_t_{ident}", pg.database),
+    }]
+}
+
+async fn sqlite_catalog(s: &TestServer, tenant: &str) -> Vec<String> {
     let url = format!(
         "sqlite://{}?mode=ro",
         s.dir.path().join("fief.db").display()
@@ -71,8 +91,22 @@ async fn catalog(s: &TestServer, tenant: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn items_per_tier_stay_with_their_tenant() {
-    let s = common::spawn().await;
+async fn items_per_tier_stay_with_their_tenant_on_sqlite() {
+    items_suite(common::spawn().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_per_tier_stay_with_their_tenant_on_postgres() {
+    let Some(pg) = common::pg::database().await else {
+        return;
+    };
+    let config = pg.config.clone();
+    let s = common::spawn_with(move |c| c.postgres = Some(config)).await;
+    items_suite(s, Some(&pg)).await;
+    pg.cleanup().await;
+}
+
+async fn items_suite(s: TestServer, pg: Option<&TestPg>) {
     let mut keys = Vec::new();
     let canaries: Vec<String> = TIERS.iter().map(|(t, _)| canary(t)).collect();
     for ((tenant, tier), c) in TIERS.iter().zip(&canaries) {
@@ -92,15 +126,13 @@ async fn items_per_tier_stay_with_their_tenant() {
         keys.push(key);
     }
     // Where the items live follows the tier.
-    assert_eq!(
-        catalog(&s, "tb-bridge").await,
-        vec!["items_tb_bridge".to_owned()]
-    );
-    assert_eq!(
-        catalog(&s, "tb-pool-a").await,
-        vec!["5 shared rows".to_owned()]
-    );
-    assert!(s.dir.path().join("tenants/tb-silo/tables.db").exists());
+    for (tenant, tier) in TIERS {
+        assert_eq!(
+            catalog(&s, pg, tenant).await,
+            expected(pg, tier, tenant, 5),
+            "{tenant}"
+        );
+    }
 
     for ((tenant, _), (key, own)) in TIERS.iter().zip(keys.iter().zip(&canaries)) {
         let r = get(&s, key, "memory", "session%2F3").await;
@@ -209,7 +241,7 @@ async fn items_per_tier_stay_with_their_tenant() {
     );
 
     // Values are sealed at rest: no canary in any database file.
-    for entry in walk(s.dir.path()) {
+    for entry in walk(s.dir.path()).into_iter().filter(|_| pg.is_none()) {
         let bytes = std::fs::read(&entry).unwrap();
         for c in &canaries {
             assert!(
@@ -237,13 +269,11 @@ async fn items_per_tier_stay_with_their_tenant() {
             r.text
         );
         assert_eq!(r.json()["value"]["turns"][0], canaries[2].as_str());
-        let left: Vec<String> = catalog(&s, "tb-pool-a").await;
-        let want: Vec<String> = match tier {
-            "bridge" => vec!["items_tb_pool_a".into()],
-            "silo" => vec!["silo directory".into()],
-            _ => vec!["5 shared rows".into()],
-        };
-        assert_eq!(left, want, "after moving to {tier}");
+        assert_eq!(
+            catalog(&s, pg, "tb-pool-a").await,
+            expected(pg, tier, "tb-pool-a", 5),
+            "after moving to {tier}"
+        );
     }
 
     // Offboarding: no row, table or file of the tenant remains.
@@ -252,11 +282,8 @@ async fn items_per_tier_stay_with_their_tenant() {
             .send(s.admin_req(Method::DELETE, &format!("/admin/v1/tenants/{tenant}")))
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-        assert!(
-            catalog(&s, tenant).await.is_empty(),
-            "{tenant}: {:?}",
-            catalog(&s, tenant).await
-        );
+        let left = catalog(&s, pg, tenant).await;
+        assert!(left.is_empty(), "{tenant}: {left:?}");
     }
 }
 
@@ -276,8 +303,23 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Thousands of interleaved, concurrent requests of four tenants (every
 /// tier) over the same table and key names: every answer is the caller's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_never_see_another_tenants_rows() {
-    let s = common::spawn().await;
+async fn concurrent_requests_never_see_another_tenants_rows_on_sqlite() {
+    concurrency_suite(common::spawn().await).await;
+}
+
+/// Over PostgreSQL the runtime pool has 8 connections, each reused by every
+/// tenant in turn: the tenant set per transaction must never linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_see_another_tenants_rows_on_postgres() {
+    let Some(pg) = common::pg::database().await else {
+        return;
+    };
+    let config = pg.config.clone();
+    concurrency_suite(common::spawn_with(move |c| c.postgres = Some(config)).await).await;
+    pg.cleanup().await;
+}
+
+async fn concurrency_suite(s: TestServer) {
     let mut tenants = Vec::new();
     for (tenant, tier) in TIERS {
         let id = format!("{tenant}-c");

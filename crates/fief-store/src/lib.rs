@@ -14,6 +14,7 @@ pub mod faults;
 mod knowledge;
 mod models;
 mod policies;
+mod postgres;
 mod tables;
 mod tenants;
 
@@ -53,6 +54,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Config(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("data directory {path}: {source}")]
@@ -70,6 +73,8 @@ pub struct Store {
     objects_root: PathBuf,
     data_dir: PathBuf,
     silo_files: tables::SiloFiles,
+    /// Tenant tables on PostgreSQL, when configured (else SQLite).
+    pg: Option<postgres::PgTables>,
     master: MasterKey,
     /// Unwrapped data keys of tenants in use; dropped (and zeroed) on offboarding.
     data_keys: Mutex<HashMap<TenantId, DataKey>>,
@@ -78,6 +83,17 @@ pub struct Store {
 impl Store {
     /// Opens the store under `data_dir`, creating it and running migrations.
     pub async fn open(data_dir: &Path, master: MasterKey) -> Result<Self> {
+        Self::open_with(data_dir, master, None).await
+    }
+
+    /// Like [`open`](Self::open), with the tenant tables on PostgreSQL:
+    /// `(runtime URL, admin URL)`. Refuses a runtime role that row-level
+    /// security would not bind.
+    pub async fn open_with(
+        data_dir: &Path,
+        master: MasterKey,
+        postgres: Option<(&str, &str)>,
+    ) -> Result<Self> {
         let io = |source| StoreError::Io {
             path: data_dir.to_owned(),
             source,
@@ -106,6 +122,10 @@ impl Store {
             objects_root,
             data_dir: data_dir.to_owned(),
             silo_files: tables::SiloFiles::default(),
+            pg: match postgres {
+                Some((url, admin)) => Some(postgres::PgTables::open(url, admin).await?),
+                None => None,
+            },
             master,
             data_keys: Mutex::new(HashMap::new()),
         })

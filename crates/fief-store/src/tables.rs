@@ -17,6 +17,7 @@ use sqlx::{Row, SqlitePool};
 use fief_core::{TenantId, Tier};
 use fief_crypto::SealContext;
 
+use crate::postgres::Selection;
 use crate::{now, PutOutcome, Result, Store, StoreError, TenantScope};
 
 /// One stored item, opened.
@@ -60,6 +61,42 @@ const SILO_TABLE: &str = "items";
 #[derive(Default)]
 pub(crate) struct SiloFiles {
     pools: Mutex<HashMap<TenantId, SqlitePool>>,
+}
+
+fn item_outcome(
+    key: &str,
+    value: &serde_json::Value,
+    version: i64,
+    updated_at: String,
+) -> (Item, PutOutcome) {
+    let item = Item {
+        key: key.to_owned(),
+        value: value.clone(),
+        version,
+        updated_at,
+    };
+    let outcome = if version == 1 {
+        PutOutcome::Created
+    } else {
+        PutOutcome::Replaced
+    };
+    (item, outcome)
+}
+
+/// A stored row before opening: (key, sealed value, version, updated_at).
+type Sealed = (String, Vec<u8>, i64, String);
+
+fn sqlite_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Sealed>> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key")?,
+                r.try_get("sealed")?,
+                r.try_get("version")?,
+                r.try_get("updated_at")?,
+            ))
+        })
+        .collect()
 }
 
 impl Store {
@@ -189,7 +226,12 @@ impl Store {
         let data_key = self.data_key(scope).await?;
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = data_key.seal(&context(tenant, table, key), &bytes)?;
-        let place = self.place(tenant, self.tier_of(tenant).await?).await?;
+        let tier = self.tier_of(tenant).await?;
+        if let Some(pg) = &self.pg {
+            let (version, updated_at) = pg.put(tenant, tier, table, key, sealed).await?;
+            return Ok(item_outcome(key, value, version, updated_at));
+        }
+        let place = self.place(tenant, tier).await?;
         let updated_at = now();
         let (columns, values) = if place.shared {
             ("tenant_id, ", "?, ")
@@ -210,18 +252,7 @@ impl Store {
             .bind(sealed)
             .bind(&updated_at);
         let version: i64 = q.fetch_one(&place.db).await?.try_get("version")?;
-        let item = Item {
-            key: key.to_owned(),
-            value: value.clone(),
-            version,
-            updated_at,
-        };
-        let outcome = if version == 1 {
-            PutOutcome::Created
-        } else {
-            PutOutcome::Replaced
-        };
-        Ok((item, outcome))
+        Ok(item_outcome(key, value, version, updated_at))
     }
 
     pub async fn get_item(
@@ -231,7 +262,27 @@ impl Store {
         key: &str,
     ) -> Result<Option<Item>> {
         let tenant = scope.tenant();
-        let place = self.place(tenant, self.tier_of(tenant).await?).await?;
+        let tier = self.tier_of(tenant).await?;
+        if let Some(pg) = &self.pg {
+            let rows = pg
+                .select(
+                    tenant,
+                    tier,
+                    table,
+                    Selection {
+                        key: Some(key),
+                        prefix: "",
+                        after: "",
+                        limit: 2,
+                    },
+                )
+                .await?;
+            let rows = rows
+                .into_iter()
+                .map(|r| (r.key, r.sealed, r.version, r.updated_at));
+            return Ok(self.open_items(scope, table, rows.collect()).await?.pop());
+        }
+        let place = self.place(tenant, tier).await?;
         let sql = format!(
             "SELECT key, sealed, version, updated_at FROM {} WHERE {} tbl = ? AND key = ?",
             place.table,
@@ -241,13 +292,17 @@ impl Store {
             .bind(table)
             .bind(key);
         let rows = q.fetch_all(&place.db).await?;
-        let mut items = self.open_items(scope, table, &rows).await?;
+        let mut items = self.open_items(scope, table, sqlite_rows(&rows)?).await?;
         Ok(items.pop())
     }
 
     pub async fn delete_item(&self, scope: &TenantScope, table: &str, key: &str) -> Result<bool> {
         let tenant = scope.tenant();
-        let place = self.place(tenant, self.tier_of(tenant).await?).await?;
+        let tier = self.tier_of(tenant).await?;
+        if let Some(pg) = &self.pg {
+            return pg.delete(tenant, tier, table, key).await;
+        }
+        let place = self.place(tenant, tier).await?;
         let sql = format!(
             "DELETE FROM {} WHERE {} tbl = ? AND key = ?",
             place.table,
@@ -270,7 +325,50 @@ impl Store {
         limit: usize,
     ) -> Result<ItemPage> {
         let tenant = scope.tenant();
-        let place = self.place(tenant, self.tier_of(tenant).await?).await?;
+        let tier = self.tier_of(tenant).await?;
+        let rows: Vec<Sealed> = if let Some(pg) = &self.pg {
+            pg.select(
+                tenant,
+                tier,
+                table,
+                Selection {
+                    key: None,
+                    prefix,
+                    after: after.unwrap_or(""),
+                    limit: limit as i64 + 1,
+                },
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.sealed, r.version, r.updated_at))
+            .collect()
+        } else {
+            self.sqlite_list(tenant, tier, table, prefix, after, limit)
+                .await?
+        };
+        let more = rows.len() > limit;
+        let mut items = self
+            .open_items(scope, table, rows.into_iter().take(limit).collect())
+            .await?;
+        items.truncate(limit);
+        let next = if more {
+            items.last().map(|i| i.key.clone())
+        } else {
+            None
+        };
+        Ok(ItemPage { items, next })
+    }
+
+    async fn sqlite_list(
+        &self,
+        tenant: &TenantId,
+        tier: Tier,
+        table: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Sealed>> {
+        let place = self.place(tenant, tier).await?;
         // `substr(key, 1, n) = prefix` rather than LIKE: no wildcard escaping.
         let sql = format!(
             "SELECT key, sealed, version, updated_at FROM {} WHERE {} tbl = ?
@@ -284,18 +382,7 @@ impl Store {
             .bind(prefix)
             .bind(after.unwrap_or(""))
             .bind(limit as i64 + 1);
-        let rows = q.fetch_all(&place.db).await?;
-        let more = rows.len() > limit;
-        let mut items = self
-            .open_items(scope, table, &rows[..rows.len().min(limit)])
-            .await?;
-        items.truncate(limit);
-        let next = if more {
-            items.last().map(|i| i.key.clone())
-        } else {
-            None
-        };
-        Ok(ItemPage { items, next })
+        sqlite_rows(&q.fetch_all(&place.db).await?)
     }
 
     /// Opens rows under the scope's key and a context naming the scope's
@@ -304,13 +391,11 @@ impl Store {
         &self,
         scope: &TenantScope,
         table: &str,
-        rows: &[sqlx::sqlite::SqliteRow],
+        rows: Vec<Sealed>,
     ) -> Result<Vec<Item>> {
         let data_key = self.data_key(scope).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let key: String = r.try_get("key")?;
-            let sealed: Vec<u8> = r.try_get("sealed")?;
+        for (key, sealed, version, updated_at) in rows {
             let Ok(bytes) = data_key.open(&context(scope.tenant(), table, &key), &sealed) else {
                 continue;
             };
@@ -318,8 +403,8 @@ impl Store {
                 value: serde_json::from_slice(&bytes)
                     .map_err(|e| StoreError::Corrupt(format!("table item: {e}")))?,
                 key,
-                version: r.try_get("version")?,
-                updated_at: r.try_get("updated_at")?,
+                version,
+                updated_at,
             });
         }
         Ok(out)
@@ -331,6 +416,9 @@ impl Store {
     /// table and key, not the placement. An interruption leaves a copy, not
     /// a loss.
     pub(crate) async fn copy_items(&self, tenant: &TenantId, from: Tier, to: Tier) -> Result<()> {
+        if let Some(pg) = &self.pg {
+            return pg.copy(tenant, from, to).await;
+        }
         let src = self.place(tenant, from).await?;
         let dst = self.place(tenant, to).await?;
         let select = format!(
@@ -369,6 +457,9 @@ impl Store {
     /// Removes every item a tenant has where `tier` places them: the rows of
     /// the shared table, the bridge table, or the silo file.
     pub(crate) async fn drop_items(&self, tenant: &TenantId, tier: Tier) -> Result<()> {
+        if let Some(pg) = &self.pg {
+            return pg.drop_tenant(tenant, tier).await;
+        }
         match tier {
             Tier::Pool => {
                 sqlx::query("DELETE FROM table_items WHERE tenant_id = ?")
@@ -415,6 +506,9 @@ impl Store {
     /// What remains of a tenant's items anywhere (for offboarding checks):
     /// shared rows, a bridge table, a silo file.
     pub async fn table_residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
+        if let Some(pg) = &self.pg {
+            return pg.residue(tenant).await;
+        }
         let mut found = Vec::new();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM table_items WHERE tenant_id = ?")
             .bind(tenant.as_str())
