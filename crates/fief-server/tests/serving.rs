@@ -282,7 +282,9 @@ async fn tar_gz_packages_are_served_and_bad_ones_refused() {
 async fn a_slow_cold_load_is_model_not_ready_then_warm() {
     let s = spawn().await;
     let key = s.tenant("aa", "pool").await;
-    let mlp = fief_serving::onnx_builder::Mlp::seeded(&[64, 512, 512, 10], 6);
+    // Large enough (~9 MB) that its load cannot finish before the deadline
+    // is first checked, even on a loaded machine (a 1 MB model sometimes did).
+    let mlp = fief_serving::onnx_builder::Mlp::seeded(&[64, 1536, 1536, 10], 6);
     assert_eq!(
         s.put_model(&key, "big", mlp.to_onnx()).await.status,
         StatusCode::CREATED
