@@ -168,9 +168,7 @@ pub async fn run(args: VerifyArgs) -> CliResult {
             }
         }
         for victim in &probes {
-            attempts.push(integrity(&http, victim).await?);
-            attempts.push(kb_integrity(&http, victim).await?);
-            attempts.push(table_integrity(&http, victim).await?);
+            attempts.extend(integrity(&http, victim).await?);
         }
         Ok::<_, String>(attempts)
     }
@@ -821,84 +819,66 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
     t
 }
 
-/// The victim's canary data is exactly as planted: refused writes must not
-/// have happened anyway.
-async fn integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
-    let r = http
-        .send(http.data(&v.key, Method::GET, &format!("/api/v1/models/{}", v.model)))
-        .await?;
-    let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
-    let model: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let intact = r.status == StatusCode::OK
-        && model["version"] == json!(1)
-        && model["tags"]["Canary"] == json!(v.canary);
-    Ok(Attempt {
-        attacker: "(all)".into(),
-        victim: v.tenant.clone(),
-        principal: "-",
-        kind: "model",
-        action: "integrity",
-        form: "victim reads its canary model".into(),
-        status: r.status.as_u16(),
-        result: if intact { "denied" } else { "LEAK" },
-        detail: (!intact).then(|| format!("the victim's model changed or vanished: {body}")),
-    })
-}
-
-/// The victim's knowledge base still holds exactly what was planted.
-async fn kb_integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
-    let r = http
-        .send(http.data(
-            &v.key,
-            Method::GET,
+/// The victim's canary data is exactly as planted, in every kind: refused
+/// writes must not have happened anyway.
+async fn integrity(http: &Http, v: &Probe) -> Result<Vec<Attempt>, String> {
+    let want_docs: Vec<&str> = v.kb_document.iter().map(String::as_str).collect();
+    Ok(vec![
+        unchanged(
+            http,
+            v,
+            ("model", "victim reads its canary model", "model"),
+            &format!("/api/v1/models/{}", v.model),
+            |m| m["version"] == json!(1) && m["tags"]["Canary"] == json!(v.canary),
+        )
+        .await?,
+        unchanged(
+            http,
+            v,
+            ("knowledge-base", "victim lists its documents", "documents"),
             &format!("/api/v1/knowledge-bases/{}/documents", v.kb),
-        ))
-        .await?;
-    let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
-    let docs: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let want: Vec<&str> = v.kb_document.iter().map(String::as_str).collect();
-    let have: Vec<&str> = docs["documents"]
-        .as_array()
-        .map(|d| d.iter().filter_map(|x| x["id"].as_str()).collect())
-        .unwrap_or_default();
-    let intact = r.status == StatusCode::OK && have == want;
-    Ok(Attempt {
-        attacker: "(all)".into(),
-        victim: v.tenant.clone(),
-        principal: "-",
-        kind: "knowledge-base",
-        action: "integrity",
-        form: "victim lists its documents".into(),
-        status: r.status.as_u16(),
-        result: if intact { "denied" } else { "LEAK" },
-        detail: (!intact).then(|| format!("the victim's documents changed: {body}")),
-    })
+            |d| {
+                let have: Vec<&str> = d["documents"]
+                    .as_array()
+                    .map(|d| d.iter().filter_map(|x| x["id"].as_str()).collect())
+                    .unwrap_or_default();
+                have == want_docs
+            },
+        )
+        .await?,
+        unchanged(
+            http,
+            v,
+            ("table", "victim reads its canary item", "item"),
+            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
+            |i| i["version"] == json!(1) && i["value"]["Canary"] == json!(v.canary),
+        )
+        .await?,
+    ])
 }
 
-/// The victim's table item still holds the canary, at version 1.
-async fn table_integrity(http: &Http, v: &Probe) -> Result<Attempt, String> {
-    let r = http
-        .send(http.data(
-            &v.key,
-            Method::GET,
-            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
-        ))
-        .await?;
+/// One integrity check: the victim GETs `path` and `intact` judges the body.
+async fn unchanged(
+    http: &Http,
+    v: &Probe,
+    (kind, form, what): (&'static str, &str, &str),
+    path: &str,
+    intact: impl Fn(&Value) -> bool,
+) -> Result<Attempt, String> {
+    let r = http.send(http.data(&v.key, Method::GET, path)).await?;
     let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
-    let item: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let intact = r.status == StatusCode::OK
-        && item["version"] == json!(1)
-        && item["value"]["Canary"] == json!(v.canary);
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let intact = r.status == StatusCode::OK && intact(&value);
     Ok(Attempt {
         attacker: "(all)".into(),
         victim: v.tenant.clone(),
         principal: "-",
-        kind: "table",
+        kind,
         action: "integrity",
-        form: "victim reads its canary item".into(),
+        form: form.into(),
         status: r.status.as_u16(),
         result: if intact { "denied" } else { "LEAK" },
-        detail: (!intact).then(|| format!("the victim's item changed or vanished: {body}")),
+        detail: (!intact).then(|| format!("the victim's {what} changed or vanished: {body}")),
     })
 }
 

@@ -9,16 +9,7 @@ mod common;
 use common::fief;
 
 fn installed() -> bool {
-    let dir = std::env::var("FIEF_EMBEDDER_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            let base = std::env::var("XDG_DATA_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|_| {
-                    std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".local/share")
-                });
-            base.join("fief/embedder")
-        });
+    let dir = fief_embed::default_dir().unwrap();
     let ok = dir.join("model.onnx").is_file();
     if !ok {
         assert_ne!(

@@ -10,26 +10,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use fief_config::{Config, PostgresConfig};
 
 mod common;
 use common::*;
-
-async fn tenant(http: &reqwest::Client, admin: &str, token: &str, id: &str, tier: &str) -> String {
-    let v: Value = http
-        .post(format!("{admin}/admin/v1/tenants"))
-        .bearer_auth(token)
-        .json(&json!({"id": id, "tier": tier}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["api_key"].as_str().unwrap().to_owned()
-}
 
 /// `n` requests over `c` concurrent clients; `put` or `get`.
 async fn run(
@@ -140,15 +126,12 @@ fn main() {
             let server = fief_server::start(config, fief_server::Secrets::default())
                 .await
                 .unwrap();
-            let (data, admin) = (
-                format!("http://{}", server.data_addr),
-                format!("http://{}", server.admin_addr),
-            );
+            let data = format!("http://{}", server.data_addr);
             let http = reqwest::Client::new();
             for tier in ["pool", "bridge", "silo"] {
-                let key = tenant(
+                let key = create_tenant_in(
                     &http,
-                    &admin,
+                    server.admin_addr,
                     &server.admin_token,
                     &format!("bench-{tier}"),
                     tier,

@@ -36,14 +36,13 @@ async fn authorize_kb(
     principal: &Principal,
     action: Action,
     raw: &str,
-) -> ApiResult<(TenantScope, Tier, KbRef)> {
+) -> ApiResult<(TenantScope, KbRef)> {
     let caller = principal.tenant().ok_or(ApiError::AccessDenied)?;
     let kb = KbRef::parse(raw, caller)?;
     let scope = state
         .authorize_scoped(principal, action, &Resource::KnowledgeBase(kb.clone()))
         .await?;
-    let tier = tier(state, &scope).await?;
-    Ok((scope, tier, kb))
+    Ok((scope, kb))
 }
 
 async fn authorize_tenant(
@@ -79,7 +78,7 @@ pub async fn create(
     principal: &Principal,
     req: CreateKb,
 ) -> ApiResult<KnowledgeBaseRecord> {
-    let (scope, _, kb) =
+    let (scope, kb) =
         authorize_kb(state, principal, Action::CreateKnowledgeBase, &req.name).await?;
     let record = state
         .knowledge
@@ -104,7 +103,8 @@ pub async fn get(
     principal: &Principal,
     raw: &str,
 ) -> ApiResult<KnowledgeBaseView> {
-    let (scope, tier, kb) = authorize_kb(state, principal, Action::GetKnowledgeBase, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::GetKnowledgeBase, raw).await?;
+    let tier = tier(state, &scope).await?;
     Ok(state
         .knowledge
         .get(&state.store, &scope, tier, &kb.name)
@@ -112,7 +112,7 @@ pub async fn get(
 }
 
 pub async fn delete(state: &AppState, principal: &Principal, raw: &str) -> ApiResult<()> {
-    let (scope, _, kb) = authorize_kb(state, principal, Action::DeleteKnowledgeBase, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::DeleteKnowledgeBase, raw).await?;
     state
         .knowledge
         .delete(&state.store, &scope, &kb.name)
@@ -130,7 +130,7 @@ pub async fn list_documents(
     principal: &Principal,
     raw: &str,
 ) -> ApiResult<Vec<DocumentRecord>> {
-    let (scope, _, kb) = authorize_kb(state, principal, Action::GetKnowledgeBase, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::GetKnowledgeBase, raw).await?;
     Ok(state
         .knowledge
         .list_documents(&state.store, &scope, &kb.name)
@@ -144,7 +144,8 @@ pub async fn put_document(
     doc: &str,
     input: DocumentInput,
 ) -> ApiResult<DocumentView> {
-    let (scope, tier, kb) = authorize_kb(state, principal, Action::PutDocument, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::PutDocument, raw).await?;
+    let tier = tier(state, &scope).await?;
     let doc = parse_document_id(doc)?;
     let view = state
         .knowledge
@@ -165,7 +166,8 @@ pub async fn delete_document(
     raw: &str,
     doc: &str,
 ) -> ApiResult<()> {
-    let (scope, tier, kb) = authorize_kb(state, principal, Action::DeleteDocument, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::DeleteDocument, raw).await?;
+    let tier = tier(state, &scope).await?;
     let doc = parse_document_id(doc)?;
     state
         .knowledge
@@ -185,7 +187,8 @@ pub async fn query(
     raw: &str,
     input: QueryInput,
 ) -> ApiResult<Vec<QueryHit>> {
-    let (scope, tier, kb) = authorize_kb(state, principal, Action::QueryKnowledgeBase, raw).await?;
+    let (scope, kb) = authorize_kb(state, principal, Action::QueryKnowledgeBase, raw).await?;
+    let tier = tier(state, &scope).await?;
     let (hits, stats) = state
         .knowledge
         .query(&state.store, &scope, tier, &kb.name, input)

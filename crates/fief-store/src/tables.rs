@@ -61,7 +61,15 @@ const SILO_TABLE: &str = "items";
 #[derive(Default)]
 pub(crate) struct SiloFiles {
     pools: Mutex<HashMap<TenantId, SqlitePool>>,
+    /// Bridge tables known to exist, so a request runs no DDL.
+    bridges: Mutex<std::collections::HashSet<TenantId>>,
 }
+
+/// Columns of a tenant's own items table (bridge table, silo file).
+const OWN_TABLE_COLUMNS: &str = "(
+    tbl TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL,
+    version INTEGER NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (tbl, key)) STRICT";
 
 fn item_outcome(
     key: &str,
@@ -135,10 +143,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::query(&format!(
-            "CREATE TABLE IF NOT EXISTS {SILO_TABLE} (
-                tbl TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL,
-                version INTEGER NOT NULL, updated_at TEXT NOT NULL,
-                PRIMARY KEY (tbl, key)) STRICT"
+            "CREATE TABLE IF NOT EXISTS {SILO_TABLE} {OWN_TABLE_COLUMNS}"
         ))
         .execute(&pool)
         .await?;
@@ -166,14 +171,21 @@ impl Store {
             },
             Tier::Bridge => {
                 let table = bridge_table(tenant);
-                sqlx::query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (
-                        tbl TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL,
-                        version INTEGER NOT NULL, updated_at TEXT NOT NULL,
-                        PRIMARY KEY (tbl, key)) STRICT"
-                ))
-                .execute(&self.db)
-                .await?;
+                let known = self
+                    .silo_files
+                    .bridges
+                    .lock()
+                    .is_ok_and(|b| b.contains(tenant));
+                if !known {
+                    sqlx::query(&format!(
+                        "CREATE TABLE IF NOT EXISTS {table} {OWN_TABLE_COLUMNS}"
+                    ))
+                    .execute(&self.db)
+                    .await?;
+                    if let Ok(mut b) = self.silo_files.bridges.lock() {
+                        b.insert(tenant.clone());
+                    }
+                }
                 Place {
                     db: self.db.clone(),
                     table,
@@ -468,6 +480,9 @@ impl Store {
                     .await?;
             }
             Tier::Bridge => {
+                if let Ok(mut b) = self.silo_files.bridges.lock() {
+                    b.remove(tenant);
+                }
                 sqlx::query(&format!("DROP TABLE IF EXISTS {}", bridge_table(tenant)))
                     .execute(&self.db)
                     .await?;

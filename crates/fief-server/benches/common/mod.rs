@@ -50,10 +50,21 @@ pub async fn create_tenant(
     token: &str,
     id: &str,
 ) -> String {
+    create_tenant_in(http, admin, token, id, "pool").await
+}
+
+/// A tenant of `tier`; returns its first API key.
+pub async fn create_tenant_in(
+    http: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    token: &str,
+    id: &str,
+    tier: &str,
+) -> String {
     let created: Value = http
         .post(format!("http://{admin}/admin/v1/tenants"))
         .bearer_auth(token)
-        .json(&json!({"id": id, "tier": "pool"}))
+        .json(&json!({"id": id, "tier": tier}))
         .send()
         .await
         .unwrap()
