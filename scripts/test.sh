@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs the independent ONNX runtime the
 # reference test compares against (onnxruntime, from PyPI), then runs every
-# test of the workspace.
+# test of the workspace, then the gateway's suites again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! python3 -c "import onnxruntime, numpy" 2>/dev/null; then
@@ -9,3 +9,14 @@ if ! python3 -c "import onnxruntime, numpy" 2>/dev/null; then
 fi
 bash scripts/setup-embedder.sh
 cargo test --workspace --locked "$@"
+
+# The gateway's suites again with every row on PostgreSQL: each test server
+# gets a throwaway database and a NOBYPASSRLS runtime role from
+# FIEF_TEST_DATABASE_URL (tests/common/pg.rs). Required under CI=true.
+if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
+    FIEF_TEST_STORE=postgres cargo test --locked -p fief-server \
+        --test isolation --test identity --test knowledge --test proptest_isolation \
+        --test hostile_catalogue --test islands "$@"
+else
+    echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
+fi

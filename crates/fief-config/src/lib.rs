@@ -62,13 +62,16 @@ pub struct Config {
     pub sts: StsConfig,
     /// Knowledge bases and `/v1/embeddings`.
     pub knowledge: KnowledgeConfig,
-    /// The tenant tables on PostgreSQL instead of SQLite; off when absent.
+    /// Every row (platform metadata and tenant content) on PostgreSQL
+    /// instead of SQLite; off when absent. Model bytes stay in the object
+    /// store under the data directory either way.
     pub postgres: Option<PostgresConfig>,
 }
 
 /// Two roles: `url` is what requests run as (NOSUPERUSER, NOBYPASSRLS,
 /// owning no table: checked at start-up), `admin_url` the owner that
-/// migrates and creates bridge schemas and silo databases. Both can come
+/// migrates and creates bridge schemas and silo databases (it needs CREATE
+/// on the database, and CREATEDB for silo tenants). Both can come
 /// from the environment (`FIEF_POSTGRES__URL`, `FIEF_POSTGRES__ADMIN_URL`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

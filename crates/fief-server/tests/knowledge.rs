@@ -29,29 +29,66 @@ fn only_own(body: &str, own: &str, all: &[String], context: &str) {
     }
 }
 
-/// Sealed chunk blobs of one document, read straight from the database.
+/// Sealed chunk blobs of a pool tenant's documents, read straight from the
+/// database.
 async fn sealed_blobs(s: &TestServer, tenant: &str, doc: Option<&str>) -> Vec<Vec<u8>> {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        s.dir.path().join("fief.db").display()
-    );
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT sealed_text, sealed_vector FROM kb_chunks
-         WHERE tenant_id = ? AND (? IS NULL OR document = ?)",
-    )
-    .bind(tenant)
-    .bind(doc)
-    .bind(doc)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = if let Some(pg) = &s.pg {
+        // A superuser: row-level security does not hide the rows from it.
+        let pool = sqlx::PgPool::connect(&pg.admin_url).await.unwrap();
+        let rows = sqlx::query_as(
+            "SELECT sealed_text, sealed_vector FROM fief_pool.kb_chunks
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR document = $2)",
+        )
+        .bind(tenant)
+        .bind(doc)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            s.dir.path().join("fief.db").display()
+        );
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows = sqlx::query_as(
+            "SELECT sealed_text, sealed_vector FROM kb_chunks
+             WHERE tenant_id = ? AND (? IS NULL OR document = ?)",
+        )
+        .bind(tenant)
+        .bind(doc)
+        .bind(doc)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows
+    };
     rows.into_iter().flat_map(|(a, b)| [a, b]).collect()
 }
 
-/// How many of `blobs` still appear (by a 48-byte window) in the database files.
-fn on_disk(s: &TestServer, blobs: &[Vec<u8>]) -> usize {
+/// How many of `blobs` are still stored. On SQLite: found (by a 48-byte
+/// window) anywhere in the database files, free pages and WAL included. On
+/// PostgreSQL: in a live row (dead tuples wait for vacuum; they are sealed,
+/// and offboarding destroys the key).
+async fn on_disk(s: &TestServer, blobs: &[Vec<u8>]) -> usize {
+    if let Some(pg) = &s.pg {
+        let pool = sqlx::PgPool::connect(&pg.admin_url).await.unwrap();
+        let mut n = 0;
+        for b in blobs {
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM fief_pool.kb_chunks WHERE sealed_text = $1 OR sealed_vector = $1",
+            )
+            .bind(b)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            n += usize::from(found.is_some());
+        }
+        pool.close().await;
+        return n;
+    }
     let mut files = Vec::new();
     for name in ["fief.db", "fief.db-wal"] {
         if let Ok(bytes) = std::fs::read(s.dir.path().join(name)) {
@@ -230,7 +267,7 @@ async fn every_tier_gets_only_its_own_chunks_and_the_right_documents() {
     // Deleting a document: gone from search at once and from the files.
     let blobs = sealed_blobs(&s, "kb-pool-a", Some("tax")).await;
     assert_eq!(blobs.len(), 2);
-    assert_eq!(on_disk(&s, &blobs), 2, "the check sees live chunks");
+    assert_eq!(on_disk(&s, &blobs).await, 2, "the check sees live chunks");
     let r = s
         .send(s.data_req(
             &keys[2],
@@ -257,7 +294,7 @@ async fn every_tier_gets_only_its_own_chunks_and_the_right_documents() {
         TOPICS.len() - 1
     );
     assert_eq!(
-        on_disk(&s, &blobs),
+        on_disk(&s, &blobs).await,
         0,
         "deleted chunks remain in the database files"
     );
@@ -280,7 +317,7 @@ async fn every_tier_gets_only_its_own_chunks_and_the_right_documents() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert_eq!(
-        on_disk(&s, &blobs),
+        on_disk(&s, &blobs).await,
         0,
         "an offboarded tenant's chunks remain on disk"
     );

@@ -56,7 +56,7 @@ fn expected(pg: Option<&TestPg>, tier: &str, tenant: &str, rows: usize) -> Vec<S
     let ident = tenant.replace('-', "_");
     vec![match (pg, tier) {
         (_, "pool") => format!("{rows} shared rows"),
-        (None, "bridge") => format!("items_{ident}"),
+        (None, "bridge") => format!("t_{ident}_items"),
         (None, _) => "silo directory".to_owned(),
         (Some(_), "bridge") => format!("schema fief_t_{ident}"),
         (Some(pg), _) => format!("database {}_t_{ident}", pg.database),
@@ -71,15 +71,20 @@ async fn sqlite_catalog(s: &TestServer, tenant: &str) -> Vec<String> {
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let mut found: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
-            .bind(format!("items_{}", tenant.replace('-', "_")))
+            .bind(format!("t_{}_items", tenant.replace('-', "_")))
             .fetch_all(&pool)
             .await
             .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM table_items WHERE tenant_id = ?")
-        .bind(tenant)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let mut rows = 0i64;
+    for table in common::pg::CONTENT_TABLES {
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = ?"))
+                .bind(tenant)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        rows += n;
+    }
     if rows > 0 {
         found.push(format!("{rows} shared rows"));
     }

@@ -232,7 +232,7 @@ async fn postgres_refuses_a_runtime_role_that_rls_would_not_bind() {
     let superuser = pg.admin_url.clone();
     for (url, admin_url, needle) in [
         // The owner migrates, so it owns the tables it would run as.
-        (as_role(&owner), as_role(&owner), "owns fief_pool.items"),
+        (as_role(&owner), as_role(&owner), "fief_pool.items"),
         (as_role(&bypass), pg.admin_url.clone(), "has BYPASSRLS"),
         (superuser.clone(), superuser.clone(), "is a superuser"),
     ] {
@@ -249,6 +249,7 @@ async fn postgres_refuses_a_runtime_role_that_rls_would_not_bind() {
     let admin = sqlx::PgPool::connect(&pg.admin_url).await.unwrap();
     for s in [
         "DROP SCHEMA IF EXISTS fief_pool CASCADE".to_owned(),
+        "DROP SCHEMA IF EXISTS fief_platform CASCADE".to_owned(),
         format!("DROP OWNED BY {owner}"),
         format!("DROP OWNED BY {bypass}"),
         format!("DROP ROLE {owner}"),

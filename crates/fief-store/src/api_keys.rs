@@ -8,11 +8,11 @@
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, Sqlite, Transaction};
 use subtle::ConstantTimeEq;
 
 use fief_core::TenantId;
 
+use crate::db::{q, Row, Tx};
 use crate::{now, Result, Store, StoreError};
 
 pub const KEY_PREFIX: &str = "fief_";
@@ -58,7 +58,7 @@ fn parse_token(token: &str) -> Option<(&str, &str)> {
 }
 
 pub(crate) async fn insert_key(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     tenant: &TenantId,
     name: &str,
     role: Option<&str>,
@@ -66,15 +66,18 @@ pub(crate) async fn insert_key(
     let id = random_hex(ID_HEX / 2);
     let secret = random_hex(SECRET_HEX / 2);
     let created_at = now();
-    sqlx::query("INSERT INTO api_keys (id, tenant_id, secret_hash, name, role, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&id)
-        .bind(tenant.as_str())
-        .bind(secret_hash(&secret))
-        .bind(name)
-        .bind(role)
-        .bind(&created_at)
-        .execute(&mut **tx)
-        .await?;
+    q(
+        "INSERT INTO api_keys (id, tenant_id, secret_hash, name, role, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(tenant.as_str())
+    .bind(secret_hash(&secret))
+    .bind(name)
+    .bind(role)
+    .bind(&created_at)
+    .exec(tx)
+    .await?;
     let token = format!("{KEY_PREFIX}{id}_{secret}");
     let record = ApiKeyRecord {
         id,
@@ -87,15 +90,15 @@ pub(crate) async fn insert_key(
     Ok(NewApiKey { record, token })
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord> {
-    let tenant: String = row.try_get("tenant_id")?;
+fn from_row(row: &Row) -> Result<ApiKeyRecord> {
+    let tenant: String = row.get("tenant_id")?;
     Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
+        id: row.get("id")?,
         tenant_id: TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        name: row.get("name")?,
+        role: row.get("role")?,
+        created_at: row.get("created_at")?,
+        revoked_at: row.get("revoked_at")?,
     })
 }
 
@@ -108,27 +111,21 @@ impl Store {
         name: &str,
         role: Option<&str>,
     ) -> Result<NewApiKey> {
-        let mut tx = self.db.begin().await?;
-        let active: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM tenants WHERE id = ? AND status = 'active'")
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if active.is_none() {
-            return Err(StoreError::NotFound(format!("tenant {tenant}")));
-        }
         if let Some(role) = role {
-            let exists: Option<(String,)> =
-                sqlx::query_as("SELECT name FROM roles WHERE tenant_id = ? AND name = ?")
-                    .bind(tenant.as_str())
-                    .bind(role)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
+            // Roles are tenant content, in the tenant's place.
+            if self.role_of(tenant, role).await?.is_none() {
                 return Err(StoreError::NotFound(format!(
                     "role {role} of tenant {tenant}"
                 )));
             }
+        }
+        let mut tx = self.platform.begin().await?;
+        let active = q("SELECT id FROM tenants WHERE id = $1 AND status = 'active'")
+            .bind(tenant.as_str())
+            .opt(&mut tx)
+            .await?;
+        if active.is_none() {
+            return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
         let key = insert_key(&mut tx, tenant, name, role).await?;
         tx.commit().await?;
@@ -136,26 +133,26 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
+        let rows = q(
+            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys
+             WHERE tenant_id = $1 ORDER BY created_at, id",
         )
         .bind(tenant.as_str())
-        .fetch_all(&self.db)
+        .all(&self.platform)
         .await?;
         rows.iter().map(from_row).collect()
     }
 
     /// Revokes a key of this tenant; `false` if there is no such live key.
     pub async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
-        )
+        let done = q("UPDATE api_keys SET revoked_at = $1
+             WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
         .bind(now())
         .bind(key_id)
         .bind(tenant.as_str())
-        .execute(&self.db)
+        .exec(&self.platform)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Looks a presented token up by its id and compares the secret's hash in
@@ -165,18 +162,18 @@ impl Store {
         let Some((id, secret)) = parse_token(token) else {
             return Ok(None);
         };
-        let row = sqlx::query(
+        let row = q(
             "SELECT k.id, k.tenant_id, k.name, k.role, k.created_at, k.revoked_at, k.secret_hash
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-             WHERE k.id = ? AND k.revoked_at IS NULL AND t.status = 'active'",
+             WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'",
         )
         .bind(id)
-        .fetch_optional(&self.db)
+        .opt(&self.platform)
         .await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let stored: Vec<u8> = row.try_get("secret_hash")?;
+        let stored: Vec<u8> = row.get("secret_hash")?;
         if bool::from(stored.ct_eq(&secret_hash(secret))) {
             from_row(&row).map(Some)
         } else {

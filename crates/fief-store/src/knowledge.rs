@@ -6,12 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
 use fief_core::TenantId;
 use fief_crypto::{DataKey, SealContext};
 
+use crate::db::{q, Row};
+use crate::placement::{tenant_filter, Place};
 use crate::{now, PutOutcome, Result, Store, StoreError, TenantScope};
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,19 +93,28 @@ fn vector_from(bytes: &[u8]) -> Result<Vec<f32>> {
         .collect())
 }
 
-fn kb_from_row(row: &SqliteRow) -> Result<KnowledgeBaseRecord> {
+fn kb_from_row(row: &Row) -> Result<KnowledgeBaseRecord> {
     Ok(KnowledgeBaseRecord {
-        name: row.try_get("name")?,
-        documents: row.try_get("documents")?,
-        chunks: row.try_get("chunks")?,
-        created_at: row.try_get("created_at")?,
+        name: row.get("name")?,
+        documents: row.get("documents")?,
+        chunks: row.get("chunks")?,
+        created_at: row.get("created_at")?,
     })
 }
 
-const KB_SELECT: &str = "SELECT k.name, k.created_at,
-        (SELECT COUNT(*) FROM kb_documents d WHERE d.tenant_id = k.tenant_id AND d.kb = k.name) AS documents,
-        (SELECT COALESCE(SUM(d.chunks), 0) FROM kb_documents d WHERE d.tenant_id = k.tenant_id AND d.kb = k.name) AS chunks
-     FROM knowledge_bases k";
+/// Knowledge bases with their counts, on `place`; the caller adds the
+/// `WHERE` (on `k.`) and binds the tenant as `$1`.
+fn kb_select(place: &Place) -> String {
+    let documents = place.t("kb_documents");
+    format!(
+        "SELECT k.name, k.created_at,
+            (SELECT COUNT(*) FROM {documents} d WHERE d.tenant_id = k.tenant_id AND d.kb = k.name) AS documents,
+            (SELECT CAST(COALESCE(SUM(d.chunks), 0) AS BIGINT) FROM {documents} d
+              WHERE d.tenant_id = k.tenant_id AND d.kb = k.name) AS chunks
+         FROM {} k",
+        place.t("knowledge_bases")
+    )
+}
 
 impl Store {
     pub async fn create_knowledge_base(
@@ -114,16 +123,21 @@ impl Store {
         name: &str,
     ) -> Result<KnowledgeBaseRecord> {
         let created_at = now();
-        let inserted = sqlx::query(
-            "INSERT INTO knowledge_bases (tenant_id, name, created_at) VALUES (?, ?, ?)
-             ON CONFLICT (tenant_id, name) DO NOTHING",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(name)
-        .bind(&created_at)
-        .execute(&self.db)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let place = self.place(scope).await?;
+        let inserted = place
+            .run(
+                scope.tenant(),
+                q(format!(
+                    "INSERT INTO {} (tenant_id, name, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant_id, name) DO NOTHING",
+                    place.t("knowledge_bases")
+                ))
+                .bind(scope.tenant().as_str())
+                .bind(name)
+                .bind(&created_at),
+            )
+            .await?;
+        if inserted == 0 {
             return Err(StoreError::Conflict(format!("knowledge base {name}")));
         }
         Ok(KnowledgeBaseRecord {
@@ -138,15 +152,17 @@ impl Store {
         &self,
         scope: &TenantScope,
     ) -> Result<Vec<KnowledgeBaseRecord>> {
-        sqlx::query(&format!(
-            "{KB_SELECT} WHERE k.tenant_id = ? ORDER BY k.name"
-        ))
-        .bind(scope.tenant().as_str())
-        .fetch_all(&self.db)
-        .await?
-        .iter()
-        .map(kb_from_row)
-        .collect()
+        let place = self.place(scope).await?;
+        let sql = format!(
+            "{} WHERE k.tenant_id = $1 ORDER BY k.name",
+            kb_select(&place)
+        );
+        place
+            .fetch(scope.tenant(), q(sql).bind(scope.tenant().as_str()))
+            .await?
+            .iter()
+            .map(kb_from_row)
+            .collect()
     }
 
     pub async fn get_knowledge_base(
@@ -154,12 +170,18 @@ impl Store {
         scope: &TenantScope,
         name: &str,
     ) -> Result<Option<KnowledgeBaseRecord>> {
-        sqlx::query(&format!("{KB_SELECT} WHERE k.tenant_id = ? AND k.name = ?"))
-            .bind(scope.tenant().as_str())
-            .bind(name)
-            .fetch_optional(&self.db)
+        let place = self.place(scope).await?;
+        let sql = format!(
+            "{} WHERE k.tenant_id = $1 AND k.name = $2",
+            kb_select(&place)
+        );
+        place
+            .fetch(
+                scope.tenant(),
+                q(sql).bind(scope.tenant().as_str()).bind(name),
+            )
             .await?
-            .as_ref()
+            .first()
             .map(kb_from_row)
             .transpose()
     }
@@ -167,21 +189,31 @@ impl Store {
     /// Deletes a knowledge base with its documents and chunks, and scrubs
     /// them from the database files. Returns false if it did not exist.
     pub async fn delete_knowledge_base(&self, scope: &TenantScope, name: &str) -> Result<bool> {
-        let tenant = scope.tenant().as_str();
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM kb_chunks WHERE tenant_id = ? AND kb = ?")
-            .bind(tenant)
+        let tenant = scope.tenant();
+        let place = self.place(scope).await?;
+        let mut tx = place.begin(tenant).await?;
+        let mut deleted = 0;
+        for table in ["kb_chunks", "kb_documents"] {
+            q(format!(
+                "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2",
+                place.t(table)
+            ))
+            .bind(tenant.as_str())
             .bind(name)
-            .execute(&mut *tx)
+            .exec(&mut tx)
             .await?;
-        let deleted = sqlx::query("DELETE FROM knowledge_bases WHERE tenant_id = ? AND name = ?")
-            .bind(tenant)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        }
+        deleted += q(format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND name = $2",
+            place.t("knowledge_bases")
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .exec(&mut tx)
+        .await?;
         tx.commit().await?;
-        self.scrub().await?;
-        Ok(deleted.rows_affected() > 0)
+        place.scrub().await?;
+        Ok(deleted > 0)
     }
 
     /// Creates or replaces a document: its old chunks go, the new ones are
@@ -213,73 +245,79 @@ impl Store {
             ));
         }
 
-        let mut tx = self.db.begin().await?;
-        let exists: Option<(i64,)> =
-            sqlx::query_as("SELECT 1 FROM knowledge_bases WHERE tenant_id = ? AND name = ?")
-                .bind(tenant.as_str())
-                .bind(kb)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let place = self.place(scope).await?;
+        let mut tx = place.begin(tenant).await?;
+        let exists = q(format!(
+            "SELECT name FROM {} WHERE tenant_id = $1 AND name = $2",
+            place.t("knowledge_bases")
+        ))
+        .bind(tenant.as_str())
+        .bind(kb)
+        .opt(&mut tx)
+        .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("knowledge base {kb}")));
         }
-        let removed: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM kb_chunks WHERE tenant_id = ? AND kb = ? AND document = ? RETURNING id",
-        )
+        let removed = ids(q(format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND document = $3 RETURNING id",
+            place.t("kb_chunks")
+        ))
         .bind(tenant.as_str())
         .bind(kb)
         .bind(doc)
-        .fetch_all(&mut *tx)
-        .await?;
+        .all(&mut tx)
+        .await?)?;
         let now = now();
-        let replaced = sqlx::query(
-            "UPDATE kb_documents SET chunks = ?, bytes = ?, updated_at = ?
-             WHERE tenant_id = ? AND kb = ? AND id = ?",
-        )
+        let replaced = q(format!(
+            "UPDATE {} SET chunks = $4, bytes = $5, updated_at = $6
+             WHERE tenant_id = $1 AND kb = $2 AND id = $3",
+            place.t("kb_documents")
+        ))
+        .bind(tenant.as_str())
+        .bind(kb)
+        .bind(doc)
         .bind(chunks.len() as i64)
         .bind(bytes as i64)
         .bind(&now)
-        .bind(tenant.as_str())
-        .bind(kb)
-        .bind(doc)
-        .execute(&mut *tx)
+        .exec(&mut tx)
         .await?
-        .rows_affected()
             > 0;
         if !replaced {
-            sqlx::query(
-                "INSERT INTO kb_documents (tenant_id, kb, id, chunks, bytes, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
+            q(format!(
+                "INSERT INTO {} (tenant_id, kb, id, chunks, bytes, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                place.t("kb_documents")
+            ))
             .bind(tenant.as_str())
             .bind(kb)
             .bind(doc)
             .bind(chunks.len() as i64)
             .bind(bytes as i64)
             .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
+            .exec(&mut tx)
             .await?;
         }
+        let insert = format!(
+            "INSERT INTO {} (tenant_id, kb, document, seq, sealed_text, sealed_vector)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            place.t("kb_chunks")
+        );
         let mut added = Vec::with_capacity(sealed.len());
         for (seq, text, vector) in sealed {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO kb_chunks (tenant_id, kb, document, seq, sealed_text, sealed_vector)
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(tenant.as_str())
-            .bind(kb)
-            .bind(doc)
-            .bind(seq)
-            .bind(text)
-            .bind(vector)
-            .fetch_one(&mut *tx)
-            .await?;
-            added.push(id);
+            let row = q(insert.clone())
+                .bind(tenant.as_str())
+                .bind(kb)
+                .bind(doc)
+                .bind(seq)
+                .bind(text)
+                .bind(vector)
+                .one(&mut tx)
+                .await?;
+            added.push(row.get("id")?);
         }
         tx.commit().await?;
         if !removed.is_empty() {
-            self.scrub().await?;
+            place.scrub().await?;
         }
         Ok(DocumentWrite {
             outcome: if replaced {
@@ -300,28 +338,32 @@ impl Store {
         kb: &str,
         doc: &str,
     ) -> Result<Option<Vec<i64>>> {
-        let tenant = scope.tenant().as_str();
-        let mut tx = self.db.begin().await?;
-        let removed: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM kb_chunks WHERE tenant_id = ? AND kb = ? AND document = ? RETURNING id",
-        )
-        .bind(tenant)
+        let tenant = scope.tenant();
+        let place = self.place(scope).await?;
+        let mut tx = place.begin(tenant).await?;
+        let removed = ids(q(format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND document = $3 RETURNING id",
+            place.t("kb_chunks")
+        ))
+        .bind(tenant.as_str())
         .bind(kb)
         .bind(doc)
-        .fetch_all(&mut *tx)
+        .all(&mut tx)
+        .await?)?;
+        let deleted = q(format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND id = $3",
+            place.t("kb_documents")
+        ))
+        .bind(tenant.as_str())
+        .bind(kb)
+        .bind(doc)
+        .exec(&mut tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM kb_documents WHERE tenant_id = ? AND kb = ? AND id = ?")
-                .bind(tenant)
-                .bind(kb)
-                .bind(doc)
-                .execute(&mut *tx)
-                .await?;
         tx.commit().await?;
-        if deleted.rows_affected() == 0 {
+        if deleted == 0 {
             return Ok(None);
         }
-        self.scrub().await?;
+        place.scrub().await?;
         Ok(Some(removed))
     }
 
@@ -330,22 +372,27 @@ impl Store {
         scope: &TenantScope,
         kb: &str,
     ) -> Result<Vec<DocumentRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, chunks, bytes, created_at, updated_at FROM kb_documents
-             WHERE tenant_id = ? AND kb = ? ORDER BY id",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(kb)
-        .fetch_all(&self.db)
-        .await?;
+        let place = self.place(scope).await?;
+        let rows = place
+            .fetch(
+                scope.tenant(),
+                q(format!(
+                    "SELECT id, chunks, bytes, created_at, updated_at FROM {}
+                     WHERE tenant_id = $1 AND kb = $2 ORDER BY id",
+                    place.t("kb_documents")
+                ))
+                .bind(scope.tenant().as_str())
+                .bind(kb),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(DocumentRecord {
-                    id: r.try_get("id")?,
-                    chunks: r.try_get("chunks")?,
-                    bytes: r.try_get("bytes")?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
+                    id: r.get("id")?,
+                    chunks: r.get("chunks")?,
+                    bytes: r.get("bytes")?,
+                    created_at: r.get("created_at")?,
+                    updated_at: r.get("updated_at")?,
                 })
             })
             .collect()
@@ -359,22 +406,24 @@ impl Store {
     ) -> Result<Vec<(i64, Vec<f32>)>> {
         let tenant = scope.tenant();
         let key = self.data_key(scope).await?;
-        let rows = sqlx::query(
-            "SELECT id, document, seq, sealed_vector FROM kb_chunks WHERE tenant_id = ? AND kb = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(kb)
-        .fetch_all(&self.db)
-        .await?;
+        let place = self.place(scope).await?;
+        let rows = place
+            .fetch(
+                tenant,
+                q(format!(
+                    "SELECT id, document, seq, sealed_vector FROM {} WHERE tenant_id = $1 AND kb = $2",
+                    place.t("kb_chunks")
+                ))
+                .bind(tenant.as_str())
+                .bind(kb),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
-                let doc: String = r.try_get("document")?;
-                let sealed: Vec<u8> = r.try_get("sealed_vector")?;
-                let opened = key.open(
-                    &vector_context(tenant, kb, &doc, r.try_get("seq")?),
-                    &sealed,
-                )?;
-                Ok((r.try_get("id")?, vector_from(&opened)?))
+                let doc: String = r.get("document")?;
+                let sealed: Vec<u8> = r.get("sealed_vector")?;
+                let opened = key.open(&vector_context(tenant, kb, &doc, r.get("seq")?), &sealed)?;
+                Ok((r.get("id")?, vector_from(&opened)?))
             })
             .collect()
     }
@@ -394,36 +443,40 @@ impl Store {
         }
         let tenant = scope.tenant();
         let key = self.data_key(scope).await?;
-        let placeholders = vec!["?"; ids.len()].join(", ");
+        let place = self.place(scope).await?;
+        let placeholders: Vec<String> = (3..ids.len() + 3).map(|i| format!("${i}")).collect();
         #[cfg(feature = "fault-injection")]
-        let filter = if crate::faults::tenant_filter_dropped() {
-            "(? IS NOT NULL AND ? IS NOT NULL)"
+        let kb_filter = if crate::faults::tenant_filter_dropped() {
+            "CAST($2 AS TEXT) IS NOT NULL"
         } else {
-            "tenant_id = ? AND kb = ?"
+            "kb = $2"
         };
         #[cfg(not(feature = "fault-injection"))]
-        let filter = "tenant_id = ? AND kb = ?";
+        let kb_filter = "kb = $2";
         let sql = format!(
-            "SELECT id, tenant_id, kb, document, seq, sealed_text FROM kb_chunks
-             WHERE ({filter}) AND id IN ({placeholders})"
+            "SELECT id, tenant_id, kb, document, seq, sealed_text FROM {}
+             WHERE {} AND {kb_filter} AND id IN ({})",
+            place.t("kb_chunks"),
+            tenant_filter(),
+            placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(kb);
+        let mut query = q(sql).bind(tenant.as_str()).bind(kb);
         for id in ids {
-            query = query.bind(id);
+            query = query.bind(*id);
         }
-        let rows = query.fetch_all(&self.db).await?;
+        let rows = place.fetch(tenant, query).await?;
         let mut opened = OpenedChunks::default();
         for r in &rows {
-            let document: String = r.try_get("document")?;
-            let seq: i64 = r.try_get("seq")?;
-            let sealed: Vec<u8> = r.try_get("sealed_text")?;
+            let document: String = r.get("document")?;
+            let seq: i64 = r.get("seq")?;
+            let sealed: Vec<u8> = r.get("sealed_text")?;
             let (key, ctx) = self.chunk_key(scope, &key, r, kb, &document, seq).await?;
             match key.open(&ctx, &sealed) {
                 Ok(bytes) => {
                     let payload: SealedPayload = serde_json::from_slice(&bytes)
                         .map_err(|e| StoreError::Corrupt(format!("chunk payload: {e}")))?;
                     opened.chunks.push(ChunkRecord {
-                        id: r.try_get("id")?,
+                        id: r.get("id")?,
                         document,
                         seq,
                         text: payload.text,
@@ -447,29 +500,23 @@ impl Store {
         &self,
         scope: &TenantScope,
         key: &DataKey,
-        _row: &SqliteRow,
+        _row: &Row,
         kb: &str,
         doc: &str,
         seq: i64,
     ) -> Result<(DataKey, SealContext)> {
         #[cfg(feature = "fault-injection")]
         if crate::faults::key_from_row() {
-            let owner: String = _row.try_get("tenant_id")?;
-            let row_kb: String = _row.try_get("kb")?;
+            let owner: String = _row.get("tenant_id")?;
+            let row_kb: String = _row.get("kb")?;
             let owner = TenantId::parse(&owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let key = self.data_key_of(&owner).await?;
             return Ok((key, text_context(&owner, &row_kb, doc, seq)));
         }
         Ok((key.clone(), text_context(scope.tenant(), kb, doc, seq)))
     }
+}
 
-    /// Overwrites freed pages and truncates the write-ahead log, so deleted
-    /// chunks leave the database files at once (with `secure_delete`, SQLite
-    /// zeroes freed content; the checkpoint moves it out of the WAL).
-    pub(crate) async fn scrub(&self) -> Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.db)
-            .await?;
-        Ok(())
-    }
+fn ids(rows: Vec<Row>) -> Result<Vec<i64>> {
+    rows.iter().map(|r| r.get("id")).collect()
 }

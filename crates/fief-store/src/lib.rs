@@ -1,20 +1,22 @@
-//! The embedded store: SQLite (sqlx) for metadata and an object store
-//! (`object_store`, local file system) for artifacts, both under the data
-//! directory.
+//! The store: rows on SQLite (embedded, under the data directory) or
+//! PostgreSQL (`[postgres]`), and an object store (`object_store`, local
+//! file system) for artifacts.
 //!
-//! Two kinds of accessor live here. Platform accessors (tenants, API keys)
-//! hold no tenant content. Tenant-data accessors require a
+//! Two kinds of accessor live here. Platform accessors (tenants, API keys,
+//! signing keys) hold no tenant content. Tenant-data accessors require a
 //! [`TenantScope`], which only the authorisation layer can mint
-//! (invariant 3), and every query they run filters by that scope's tenant.
+//! (invariant 3); they run on the tenant's place for its tier
+//! (`placement.rs`) and every statement filters by the scope's tenant.
 //! Tenant content is sealed with the tenant's data key (invariant 5).
 
 mod api_keys;
+mod db;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod knowledge;
 mod models;
+mod placement;
 mod policies;
-mod postgres;
 mod tables;
 mod tenants;
 
@@ -24,11 +26,12 @@ use std::sync::{Arc, Mutex};
 
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
 
-use fief_core::TenantId;
+use fief_core::{TenantId, Tier};
+
+use db::{q, Db};
 use fief_crypto::{DataKey, MasterKey};
+use placement::{Place, Placement};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
 pub use fief_policy::TenantScope;
@@ -68,27 +71,28 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
-    db: SqlitePool,
+    /// Platform tables: `fief.db`, or `fief_platform` on PostgreSQL.
+    platform: Db,
+    /// Where each tenant's content lives, by tier.
+    placement: Placement,
     objects: Arc<dyn ObjectStore>,
     objects_root: PathBuf,
-    data_dir: PathBuf,
-    silo_files: tables::SiloFiles,
-    /// Tenant tables on PostgreSQL, when configured (else SQLite).
-    pg: Option<postgres::PgTables>,
     master: MasterKey,
     /// Unwrapped data keys of tenants in use; dropped (and zeroed) on offboarding.
     data_keys: Mutex<HashMap<TenantId, DataKey>>,
 }
 
 impl Store {
-    /// Opens the store under `data_dir`, creating it and running migrations.
+    /// Opens the embedded store under `data_dir`, creating it and running
+    /// migrations.
     pub async fn open(data_dir: &Path, master: MasterKey) -> Result<Self> {
         Self::open_with(data_dir, master, None).await
     }
 
-    /// Like [`open`](Self::open), with the tenant tables on PostgreSQL:
-    /// `(runtime URL, admin URL)`. Refuses a runtime role that row-level
-    /// security would not bind.
+    /// Like [`open`](Self::open), with every row on PostgreSQL when
+    /// `postgres` is `(runtime URL, admin URL)`; objects stay under
+    /// `data_dir`. Refuses a runtime role that row-level security would not
+    /// bind.
     pub async fn open_with(
         data_dir: &Path,
         master: MasterKey,
@@ -101,39 +105,49 @@ impl Store {
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let objects_root = data_dir.join("objects");
         std::fs::create_dir_all(&objects_root).map_err(io)?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("fief.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            // Deleted rows (chunks, models, keys) are zeroed on disk, not
-            // left in free pages.
-            .pragma("secure_delete", "ON")
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let db = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&db).await?;
+        let (platform, placement) = match postgres {
+            Some((url, admin)) => {
+                let pg = placement::PgPlacement::open(url, admin).await?;
+                (pg.runtime.clone(), Placement::Pg(Box::new(pg)))
+            }
+            None => {
+                let main = placement::sqlite_file(&data_dir.join("fief.db"), 8).await?;
+                if let Db::Sqlite(pool) = &main {
+                    sqlx::migrate!("./migrations").run(pool).await?;
+                }
+                let sqlite = placement::SqlitePlacement::new(main.clone(), data_dir);
+                (main, Placement::Sqlite(sqlite))
+            }
+        };
         let objects = LocalFileSystem::new_with_prefix(&objects_root)?.with_automatic_cleanup(true);
         Ok(Self {
-            db,
+            platform,
+            placement,
             objects: Arc::new(objects),
             objects_root,
-            data_dir: data_dir.to_owned(),
-            silo_files: tables::SiloFiles::default(),
-            pg: match postgres {
-                Some((url, admin)) => Some(postgres::PgTables::open(url, admin).await?),
-                None => None,
-            },
             master,
             data_keys: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The place of the scope's tenant's content, by its current tier.
+    async fn place(&self, scope: &TenantScope) -> Result<Place> {
+        let tenant = scope.tenant();
+        self.placement
+            .place(tenant, self.tier_of(tenant).await?)
+            .await
+    }
+
+    async fn tier_of(&self, tenant: &TenantId) -> Result<Tier> {
+        self.get_tenant(tenant)
+            .await?
+            .map(|t| t.tier)
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))
+    }
+
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.db).await?;
+        q("SELECT 1").exec(&self.platform).await?;
         Ok(())
     }
 
@@ -147,12 +161,12 @@ impl Store {
         if let Some(k) = self.cached_key(tenant) {
             return Ok(k);
         }
-        let wrapped: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT wrapped_key FROM tenants WHERE id = ? AND status = 'active'")
-                .bind(tenant.as_str())
-                .fetch_optional(&self.db)
-                .await?;
-        let (wrapped,) = wrapped.ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))?;
+        let row = q("SELECT wrapped_key FROM tenants WHERE id = $1 AND status = 'active'")
+            .bind(tenant.as_str())
+            .opt(&self.platform)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))?;
+        let wrapped: Vec<u8> = row.get("wrapped_key")?;
         let key = DataKey::unwrap(&self.master, tenant, &wrapped)?;
         if let Ok(mut keys) = self.data_keys.lock() {
             keys.insert(tenant.clone(), key.clone());

@@ -5,11 +5,11 @@ use object_store::path::Path as ObjectPath;
 use object_store::PutPayload;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use fief_core::{ModelName, ModelSignature, Tags, TenantId};
 use fief_crypto::SealContext;
 
+use crate::db::{q, Row};
 use crate::{now, Result, Store, StoreError, TenantScope};
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,20 +40,20 @@ fn seal_context(tenant: &TenantId, name: &ModelName, version: i64) -> SealContex
     SealContext::new(tenant, "model", &format!("{name}@v{version}"))
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord> {
+fn from_row(row: &Row) -> Result<ModelRecord> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("model row: {e}"));
-    let name: String = row.try_get("name")?;
-    let signature: String = row.try_get("signature")?;
-    let tags: String = row.try_get("tags")?;
+    let name: String = row.get("name")?;
+    let signature: String = row.get("signature")?;
+    let tags: String = row.get("tags")?;
     Ok(ModelRecord {
         name: ModelName::parse(&name).map_err(|e| corrupt(&e))?,
-        version: row.try_get("version")?,
-        size_bytes: row.try_get("size_bytes")?,
-        sha256: row.try_get("sha256")?,
+        version: row.get("version")?,
+        size_bytes: row.get("size_bytes")?,
+        sha256: row.get("sha256")?,
         signature: serde_json::from_str(&signature).map_err(|e| corrupt(&e))?,
         tags: serde_json::from_str(&tags).map_err(|e| corrupt(&e))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -83,25 +83,30 @@ impl Store {
         let size = i64::try_from(bytes.len()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // The version guard turns a concurrent replacement into a conflict
         // instead of a lost update.
-        let written = sqlx::query(
-            "INSERT INTO models (tenant_id, name, version, size_bytes, sha256, signature, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+        let place = self.place(scope).await?;
+        let written = place
+            .run(
+                tenant,
+                q(format!(
+                    "INSERT INTO {t} AS m (tenant_id, name, version, size_bytes, sha256, signature, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
              ON CONFLICT (tenant_id, name) DO UPDATE SET
                version = excluded.version, size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
                signature = excluded.signature, updated_at = excluded.updated_at
-             WHERE models.version = ?3 - 1",
-        )
+             WHERE m.version = $3 - 1",
+                    t = place.t("models")
+                ))
         .bind(tenant.as_str())
         .bind(name.as_str())
         .bind(version)
         .bind(size)
         .bind(&sha256)
         .bind(&signature_json)
-        .bind(&now)
-        .execute(&self.db)
-        .await;
+        .bind(&now),
+            )
+            .await;
         match written {
-            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(1) => {}
             other => {
                 // Do not leave an orphaned object behind.
                 let _ = self.objects.delete(&path).await;
@@ -135,23 +140,33 @@ impl Store {
         scope: &TenantScope,
         name: &ModelName,
     ) -> Result<Option<ModelRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM models WHERE tenant_id = ? AND name = ?"
-        ))
-        .bind(scope.tenant().as_str())
-        .bind(name.as_str())
-        .fetch_optional(&self.db)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        let place = self.place(scope).await?;
+        let rows = place
+            .fetch(
+                scope.tenant(),
+                q(format!(
+                    "SELECT {COLUMNS} FROM {} WHERE tenant_id = $1 AND name = $2",
+                    place.t("models")
+                ))
+                .bind(scope.tenant().as_str())
+                .bind(name.as_str()),
+            )
+            .await?;
+        rows.first().map(from_row).transpose()
     }
 
     pub async fn list_models(&self, scope: &TenantScope) -> Result<Vec<ModelRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM models WHERE tenant_id = ? ORDER BY name"
-        ))
-        .bind(scope.tenant().as_str())
-        .fetch_all(&self.db)
-        .await?;
+        let place = self.place(scope).await?;
+        let rows = place
+            .fetch(
+                scope.tenant(),
+                q(format!(
+                    "SELECT {COLUMNS} FROM {} WHERE tenant_id = $1 ORDER BY name",
+                    place.t("models")
+                ))
+                .bind(scope.tenant().as_str()),
+            )
+            .await?;
         rows.iter().map(from_row).collect()
     }
 
@@ -163,16 +178,21 @@ impl Store {
         tags: &Tags,
     ) -> Result<bool> {
         let json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let done = sqlx::query(
-            "UPDATE models SET tags = ?, updated_at = ? WHERE tenant_id = ? AND name = ?",
-        )
-        .bind(json)
-        .bind(now())
-        .bind(scope.tenant().as_str())
-        .bind(name.as_str())
-        .execute(&self.db)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let place = self.place(scope).await?;
+        let done = place
+            .run(
+                scope.tenant(),
+                q(format!(
+                    "UPDATE {} SET tags = $2, updated_at = $3 WHERE tenant_id = $1 AND name = $4",
+                    place.t("models")
+                ))
+                .bind(scope.tenant().as_str())
+                .bind(json)
+                .bind(now())
+                .bind(name.as_str()),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Deletes a model; `false` if the tenant has no such model.
@@ -180,19 +200,25 @@ impl Store {
         let Some(record) = self.get_model(scope, name).await? else {
             return Ok(false);
         };
-        let done =
-            sqlx::query("DELETE FROM models WHERE tenant_id = ? AND name = ? AND version = ?")
+        let place = self.place(scope).await?;
+        let done = place
+            .run(
+                scope.tenant(),
+                q(format!(
+                    "DELETE FROM {} WHERE tenant_id = $1 AND name = $2 AND version = $3",
+                    place.t("models")
+                ))
                 .bind(scope.tenant().as_str())
                 .bind(name.as_str())
-                .bind(record.version)
-                .execute(&self.db)
-                .await?;
-        if done.rows_affected() == 1 {
+                .bind(record.version),
+            )
+            .await?;
+        if done == 1 {
             self.objects
                 .delete(&object_path(scope.tenant(), name, record.version))
                 .await?;
         }
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Reads and decrypts a model's bytes.

@@ -7,10 +7,10 @@
 //! reads key hashes before it knows who is calling.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use fief_core::TenantId;
 
+use crate::db::{q, Row, Q};
 use crate::{now, Result, Store, StoreError, TenantScope};
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,26 +49,26 @@ pub struct PolicyDocuments {
     pub roles: Vec<RoleRecord>,
 }
 
-fn policy_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PolicyRecord> {
+fn policy_from_row(row: &Row) -> Result<PolicyRecord> {
     Ok(PolicyRecord {
-        id: row.try_get("id")?,
-        policy: row.try_get("body")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.get("id")?,
+        policy: row.get("body")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
-fn role_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RoleRecord> {
-    let policies: String = row.try_get("policies")?;
+fn role_from_row(row: &Row) -> Result<RoleRecord> {
+    let policies: String = row.get("policies")?;
     Ok(RoleRecord {
-        name: row.try_get("name")?,
-        trust_policy: row.try_get("trust_policy")?,
+        name: row.get("name")?,
+        trust_policy: row.get("trust_policy")?,
         policies: serde_json::from_str(&policies)
             .map_err(|e| StoreError::Corrupt(format!("role policies: {e}")))?,
-        external_id: row.try_get("external_id")?,
-        max_session_secs: row.try_get("max_session_secs")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        external_id: row.get("external_id")?,
+        max_session_secs: row.get("max_session_secs")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -76,32 +76,51 @@ const ROLE_COLUMNS: &str =
     "name, trust_policy, policies, external_id, max_session_secs, created_at, updated_at";
 
 impl Store {
+    /// Runs a statement on `tenant`'s place, with the tenant bound as `$1`;
+    /// `{t}` in `sql` names `table` there.
+    async fn on_place(
+        &self,
+        tenant: &TenantId,
+        table: &str,
+        sql: &str,
+        bind: impl FnOnce(Q) -> Q,
+    ) -> Result<Vec<Row>> {
+        let place = self
+            .placement
+            .place(tenant, self.tier_of(tenant).await?)
+            .await?;
+        let sql = sql.replace("{t}", &place.t(table));
+        place
+            .fetch(tenant, bind(q(sql).bind(tenant.as_str())))
+            .await
+    }
+
     /// Creates or replaces a policy document; `true` if it was created.
     pub async fn put_policy(&self, scope: &TenantScope, id: &str, body: &str) -> Result<bool> {
-        let now = now();
         let existed = self.get_policy(scope, id).await?.is_some();
-        sqlx::query(
-            "INSERT INTO policies (tenant_id, id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (tenant_id, id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        self.on_place(
+            scope.tenant(),
+            "policies",
+            "INSERT INTO {t} (tenant_id, id, body, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET body = excluded.body,
+                     updated_at = excluded.updated_at",
+            |q| q.bind(id).bind(body).bind(now()),
         )
-        .bind(scope.tenant().as_str())
-        .bind(id)
-        .bind(body)
-        .bind(&now)
-        .execute(&self.db)
         .await?;
         Ok(!existed)
     }
 
     pub async fn get_policy(&self, scope: &TenantScope, id: &str) -> Result<Option<PolicyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, body, created_at, updated_at FROM policies WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(id)
-        .fetch_optional(&self.db)
-        .await?;
-        row.as_ref().map(policy_from_row).transpose()
+        let rows = self
+            .on_place(
+                scope.tenant(),
+                "policies",
+                "SELECT id, body, created_at, updated_at FROM {t} WHERE tenant_id = $1 AND id = $2",
+                |q| q.bind(id),
+            )
+            .await?;
+        rows.first().map(policy_from_row).transpose()
     }
 
     pub async fn list_policies(&self, scope: &TenantScope) -> Result<Vec<PolicyRecord>> {
@@ -109,22 +128,28 @@ impl Store {
     }
 
     async fn policies_of(&self, tenant: &TenantId) -> Result<Vec<PolicyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, body, created_at, updated_at FROM policies WHERE tenant_id = ? ORDER BY id",
+        self.on_place(
+            tenant,
+            "policies",
+            "SELECT id, body, created_at, updated_at FROM {t} WHERE tenant_id = $1 ORDER BY id",
+            |q| q,
         )
-        .bind(tenant.as_str())
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(policy_from_row).collect()
+        .await?
+        .iter()
+        .map(policy_from_row)
+        .collect()
     }
 
     pub async fn delete_policy(&self, scope: &TenantScope, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM policies WHERE tenant_id = ? AND id = ?")
-            .bind(scope.tenant().as_str())
-            .bind(id)
-            .execute(&self.db)
+        let rows = self
+            .on_place(
+                scope.tenant(),
+                "policies",
+                "DELETE FROM {t} WHERE tenant_id = $1 AND id = $2 RETURNING id",
+                |q| q.bind(id),
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(!rows.is_empty())
     }
 
     /// Creates or replaces a role; `true` if it was created.
@@ -134,25 +159,27 @@ impl Store {
         name: &str,
         role: &RoleInput,
     ) -> Result<bool> {
-        let now = now();
-        let existed = self.get_role(scope, name).await?.is_some();
         let policies = serde_json::to_string(&role.policies)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO roles (tenant_id, name, trust_policy, policies, external_id, max_session_secs, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET trust_policy = excluded.trust_policy,
-               policies = excluded.policies, external_id = excluded.external_id,
-               max_session_secs = excluded.max_session_secs, updated_at = excluded.updated_at",
+        let existed = self.get_role(scope, name).await?.is_some();
+        self.on_place(
+            scope.tenant(),
+            "roles",
+            "INSERT INTO {t} (tenant_id, name, trust_policy, policies, external_id,
+                     max_session_secs, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET trust_policy = excluded.trust_policy,
+                   policies = excluded.policies, external_id = excluded.external_id,
+                   max_session_secs = excluded.max_session_secs, updated_at = excluded.updated_at",
+            |q| {
+                q.bind(name)
+                    .bind(&role.trust_policy)
+                    .bind(policies)
+                    .bind(role.external_id.clone())
+                    .bind(role.max_session_secs)
+                    .bind(now())
+            },
         )
-        .bind(scope.tenant().as_str())
-        .bind(name)
-        .bind(&role.trust_policy)
-        .bind(policies)
-        .bind(&role.external_id)
-        .bind(role.max_session_secs)
-        .bind(&now)
-        .execute(&self.db)
         .await?;
         Ok(!existed)
     }
@@ -171,15 +198,20 @@ impl Store {
         self.role_of(tenant, name).await
     }
 
-    async fn role_of(&self, tenant: &TenantId, name: &str) -> Result<Option<RoleRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ROLE_COLUMNS} FROM roles WHERE tenant_id = ? AND name = ?"
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_optional(&self.db)
-        .await?;
-        row.as_ref().map(role_from_row).transpose()
+    pub(crate) async fn role_of(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<RoleRecord>> {
+        let rows = self
+            .on_place(
+                tenant,
+                "roles",
+                &format!("SELECT {ROLE_COLUMNS} FROM {{t}} WHERE tenant_id = $1 AND name = $2"),
+                |q| q.bind(name),
+            )
+            .await?;
+        rows.first().map(role_from_row).transpose()
     }
 
     pub async fn list_roles(&self, scope: &TenantScope) -> Result<Vec<RoleRecord>> {
@@ -187,22 +219,28 @@ impl Store {
     }
 
     async fn roles_of(&self, tenant: &TenantId) -> Result<Vec<RoleRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ROLE_COLUMNS} FROM roles WHERE tenant_id = ? ORDER BY name"
-        ))
-        .bind(tenant.as_str())
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(role_from_row).collect()
+        self.on_place(
+            tenant,
+            "roles",
+            &format!("SELECT {ROLE_COLUMNS} FROM {{t}} WHERE tenant_id = $1 ORDER BY name"),
+            |q| q,
+        )
+        .await?
+        .iter()
+        .map(role_from_row)
+        .collect()
     }
 
     pub async fn delete_role(&self, scope: &TenantScope, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM roles WHERE tenant_id = ? AND name = ?")
-            .bind(scope.tenant().as_str())
-            .bind(name)
-            .execute(&self.db)
+        let rows = self
+            .on_place(
+                scope.tenant(),
+                "roles",
+                "DELETE FROM {t} WHERE tenant_id = $1 AND name = $2 RETURNING name",
+                |q| q.bind(name),
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(!rows.is_empty())
     }
 
     /// Platform accessor: a tenant's documents, for the authorisation layer.
@@ -220,39 +258,37 @@ impl Store {
         let sealed = self
             .master
             .seal_platform_secret(&signing_key_purpose(kid), pkcs8)?;
-        sqlx::query("INSERT INTO signing_keys (kid, sealed, created_at) VALUES (?, ?, ?)")
+        q("INSERT INTO signing_keys (kid, sealed, created_at) VALUES ($1, $2, $3)")
             .bind(kid)
             .bind(sealed)
             .bind(now())
-            .execute(&self.db)
+            .exec(&self.platform)
             .await?;
         Ok(())
     }
 
     /// Every signing key, oldest first: (kid, PKCS#8, created_at).
     pub async fn signing_keys(&self) -> Result<Vec<(String, Vec<u8>, String)>> {
-        let rows = sqlx::query(
-            "SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.db)
-        .await?;
+        let rows = q("SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at, kid")
+            .all(&self.platform)
+            .await?;
         rows.iter()
             .map(|row| {
-                let kid: String = row.try_get("kid")?;
-                let sealed: Vec<u8> = row.try_get("sealed")?;
+                let kid: String = row.get("kid")?;
+                let sealed: Vec<u8> = row.get("sealed")?;
                 let pkcs8 = self
                     .master
                     .open_platform_secret(&signing_key_purpose(&kid), &sealed)?;
-                Ok((kid, pkcs8, row.try_get("created_at")?))
+                Ok((kid, pkcs8, row.get("created_at")?))
             })
             .collect()
     }
 
     /// Removes a retired signing key.
     pub async fn remove_signing_key(&self, kid: &str) -> Result<()> {
-        sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+        q("DELETE FROM signing_keys WHERE kid = $1")
             .bind(kid)
-            .execute(&self.db)
+            .exec(&self.platform)
             .await?;
         Ok(())
     }

@@ -3,12 +3,12 @@
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
-use sqlx::Row;
 
 use fief_core::{Tags, TenantId, Tier};
 use fief_crypto::DataKey;
 
 use crate::api_keys::{insert_key, NewApiKey};
+use crate::db::{q, Db, Row};
 use crate::{now, Result, Store, StoreError, TenantScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,13 +30,13 @@ pub struct TenantRecord {
 
 const COLUMNS: &str = "id, tier, tags, status, created_at";
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TenantRecord> {
+fn from_row(row: &Row) -> Result<TenantRecord> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("tenant {what}: {e}"));
-    let id: String = row.try_get("id")?;
-    let tier: String = row.try_get("tier")?;
-    let tags: String = row.try_get("tags")?;
-    let status: String = row.try_get("status")?;
+    let id: String = row.get("id")?;
+    let tier: String = row.get("tier")?;
+    let tags: String = row.get("tags")?;
+    let status: String = row.get("status")?;
     Ok(TenantRecord {
         id: TenantId::parse(&id).map_err(|e| corrupt("id", &e))?,
         tier: tier.parse().map_err(|e| corrupt("tier", &e))?,
@@ -46,7 +46,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TenantRecord> {
         } else {
             TenantStatus::Offboarding
         },
-        created_at: row.try_get("created_at")?,
+        created_at: row.get("created_at")?,
     })
 }
 
@@ -62,19 +62,19 @@ impl Store {
         let created_at = now();
         let tags_json =
             serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
+        let mut tx = self.platform.begin().await?;
+        let inserted = q(
             "INSERT INTO tenants (id, tier, tags, status, wrapped_key, created_at)
-             VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, 'active', $4, $5) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
         .bind(tier.as_str())
         .bind(&tags_json)
-        .bind(&wrapped)
+        .bind(wrapped)
         .bind(&created_at)
-        .execute(&mut *tx)
+        .exec(&mut tx)
         .await?;
-        if inserted.rows_affected() == 0 {
+        if inserted == 0 {
             return Err(StoreError::Conflict(format!("tenant {id}")));
         }
         let key = insert_key(&mut tx, id, "initial", None).await?;
@@ -89,8 +89,10 @@ impl Store {
         Ok((record, key))
     }
 
-    /// Changes a tenant's tier and/or tags. Placement follows the tier; the
-    /// tenant's data (rows, objects, key) is not touched, so nothing is lost.
+    /// Changes a tenant's tier and/or tags. A tier change moves the tenant's
+    /// content to the new tier's place: copied there before the switch,
+    /// removed from the old one after it, so an interruption leaves a copy,
+    /// never a loss. Objects and the key stay where they are.
     pub async fn update_tenant(
         &self,
         id: &TenantId,
@@ -101,30 +103,30 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // A tier change moves the tenant's table items: copied to the new
-        // placement before the switch, removed from the old one after it.
         let before = self.get_tenant(id).await?.map(|t| t.tier);
         let moving = match (before, tier) {
             (Some(from), Some(to)) if from != to => Some((from, to)),
             _ => None,
         };
         if let Some((from, to)) = moving {
-            self.copy_items(id, from, to).await?;
+            // A leftover copy from an interrupted move goes first.
+            self.placement.drop_tenant(id, to).await?;
+            self.placement.copy(id, from, to).await?;
         }
-        let done = sqlx::query(
-            "UPDATE tenants SET tier = COALESCE(?, tier), tags = COALESCE(?, tags)
-             WHERE id = ? AND status = 'active'",
+        let done = q(
+            "UPDATE tenants SET tier = COALESCE($1, tier), tags = COALESCE($2, tags)
+             WHERE id = $3 AND status = 'active'",
         )
         .bind(tier.map(Tier::as_str))
         .bind(tags_json)
         .bind(id.as_str())
-        .execute(&self.db)
+        .exec(&self.platform)
         .await?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::NotFound(format!("tenant {id}")));
         }
         if let Some((from, _)) = moving {
-            self.drop_items(id, from).await?;
+            self.placement.drop_tenant(id, from).await?;
         }
         self.get_tenant(id)
             .await?
@@ -132,16 +134,16 @@ impl Store {
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants ORDER BY id"))
-            .fetch_all(&self.db)
+        let rows = q(format!("SELECT {COLUMNS} FROM tenants ORDER BY id"))
+            .all(&self.platform)
             .await?;
         rows.iter().map(from_row).collect()
     }
 
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants WHERE id = ?"))
+        let row = q(format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
             .bind(id.as_str())
-            .fetch_optional(&self.db)
+            .opt(&self.platform)
             .await?;
         row.as_ref().map(from_row).transpose()
     }
@@ -151,26 +153,24 @@ impl Store {
     /// anywhere can no longer be decrypted). Safe to retry after a failure.
     pub async fn offboard(&self, scope: TenantScope) -> Result<()> {
         let tenant = scope.tenant();
-        let mut tx = self.db.begin().await?;
-        let marked = sqlx::query("UPDATE tenants SET status = 'offboarding' WHERE id = ?")
+        let mut tx = self.platform.begin().await?;
+        let marked = q("UPDATE tenants SET status = 'offboarding' WHERE id = $1")
             .bind(tenant.as_str())
-            .execute(&mut *tx)
+            .exec(&mut tx)
             .await?;
-        if marked.rows_affected() == 0 {
+        if marked == 0 {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
-        sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
+        q("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(tenant.as_str())
+            .exec(&mut tx)
+            .await?;
         tx.commit().await?;
         self.forget_key(tenant);
-        // Table items wherever any tier would have put them.
+        // Content wherever any tier would have put it.
         for tier in [Tier::Pool, Tier::Bridge, Tier::Silo] {
-            self.drop_items(tenant, tier).await?;
+            self.placement.drop_tenant(tenant, tier).await?;
         }
 
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
@@ -184,55 +184,46 @@ impl Store {
             std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
         }
 
-        let mut tx = self.db.begin().await?;
-        for table in [
-            "kb_chunks",
-            "kb_documents",
-            "knowledge_bases",
-            "models",
-            "policies",
-            "roles",
-            "api_keys",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM tenants WHERE id = ?")
+        // Last, the wrapped key: a retry can still find the tenant until here.
+        let mut tx = self.platform.begin().await?;
+        q("DELETE FROM api_keys WHERE tenant_id = $1")
             .bind(tenant.as_str())
-            .execute(&mut *tx)
+            .exec(&mut tx)
+            .await?;
+        q("DELETE FROM tenants WHERE id = $1")
+            .bind(tenant.as_str())
+            .exec(&mut tx)
             .await?;
         tx.commit().await?;
-        self.scrub().await?;
+        if let Db::Sqlite(_) = self.platform {
+            q("PRAGMA wal_checkpoint(TRUNCATE)")
+                .exec(&self.platform)
+                .await?;
+        }
         Ok(())
     }
 
-    /// Counts what the store still holds for a tenant: (rows, objects). Used
-    /// by tests and by operators to check that offboarding left nothing.
-    pub async fn residue(&self, tenant: &TenantId) -> Result<(i64, usize)> {
-        let mut rows = 0i64;
-        for (table, column) in [
-            ("tenants", "id"),
-            ("api_keys", "tenant_id"),
-            ("models", "tenant_id"),
-            ("policies", "tenant_id"),
-            ("roles", "tenant_id"),
-            ("knowledge_bases", "tenant_id"),
-            ("kb_documents", "tenant_id"),
-            ("kb_chunks", "tenant_id"),
-        ] {
-            let n: i64 = sqlx::query(&format!(
-                "SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"
+    /// Everything the store still holds for a tenant, named: platform rows,
+    /// content in any tier's place (rows, tables, schema, file, database),
+    /// objects. Empty after offboarding; operators and tests check it.
+    pub async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for (table, column) in [("tenants", "id"), ("api_keys", "tenant_id")] {
+            let n: i64 = q(format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1"
             ))
             .bind(tenant.as_str())
-            .fetch_one(&self.db)
+            .one(&self.platform)
             .await?
-            .try_get("n")?;
-            rows += n;
+            .get("n")?;
+            if n > 0 {
+                found.push(format!("{n} rows in {table}"));
+            }
         }
+        found.extend(self.placement.residue(tenant).await?);
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
         let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
-        Ok((rows, objects.len()))
+        found.extend(objects.iter().map(|o| format!("object {}", o.location)));
+        Ok(found)
     }
 }

@@ -16,6 +16,9 @@ use fief_serving::onnx_builder::Mlp;
 
 pub struct TestServer {
     pub running: Option<fief_server::Running>,
+    /// The throwaway PostgreSQL database every row is in, when the suite
+    /// runs with `FIEF_TEST_STORE=postgres` (else SQLite under `dir`).
+    pub pg: Option<std::sync::Arc<pg::TestPg>>,
     pub data: String,
     pub admin: String,
     pub data_addr: SocketAddr,
@@ -35,11 +38,31 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 
 /// A gateway over an existing data directory (e.g. to start with a cold cache).
 pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let pg = match std::env::var("FIEF_TEST_STORE").as_deref() {
+        Ok("postgres") => pg::database().await.map(std::sync::Arc::new),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("FIEF_TEST_STORE={other}: expected sqlite or postgres"),
+    };
+    start_in(dir, pg, tweak).await
+}
+
+async fn start_in(
+    dir: tempfile::TempDir,
+    pg: Option<std::sync::Arc<pg::TestPg>>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
     let mut config = Config::ephemeral(dir.path());
+    config.postgres = pg.as_ref().map(|p| p.config.clone());
     tweak(&mut config);
+    let on_postgres = config.postgres.is_some();
     let running = fief_server::start(config, fief_server::Secrets::default())
         .await
         .unwrap();
+    assert_eq!(
+        dir.path().join("fief.db").exists(),
+        !on_postgres,
+        "rows go to exactly one backend"
+    );
     TestServer {
         data: format!("http://{}", running.data_addr),
         admin: format!("http://{}", running.admin_addr),
@@ -48,6 +71,7 @@ pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -
         admin_token: running.admin_token.clone(),
         http: reqwest::Client::new(),
         running: Some(running),
+        pg,
         dir,
     }
 }
@@ -74,7 +98,7 @@ impl TestServer {
     /// Stops this gateway and starts a new one over the same data directory.
     pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         self.running.take().unwrap().shutdown().await.unwrap();
-        spawn_in(self.dir, tweak).await
+        start_in(self.dir, self.pg.take(), tweak).await
     }
 
     /// One sample from the admin plane's Prometheus text.

@@ -4,12 +4,25 @@
 
 use fief_config::PostgresConfig;
 
+/// Every table of tenant content, in each placement (fief-store's
+/// `placement.rs`).
+pub const CONTENT_TABLES: [&str; 7] = [
+    "knowledge_bases",
+    "kb_documents",
+    "kb_chunks",
+    "models",
+    "policies",
+    "roles",
+    "items",
+];
+
 pub struct TestPg {
     pub config: PostgresConfig,
     pub admin_url: String,
     pub database: String,
     pub role: String,
     base: String,
+    cleaned: bool,
 }
 
 fn with_db(url: &str, db: &str) -> String {
@@ -59,12 +72,18 @@ pub async fn database() -> Option<TestPg> {
         database,
         role,
         base,
+        cleaned: false,
     })
 }
 
 impl TestPg {
     /// Drops the test's databases (silo ones included) and its role.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
+        self.drop_all().await;
+    }
+
+    async fn drop_all(&mut self) {
+        self.cleaned = true;
         let admin = sqlx::PgPool::connect(&self.base).await.unwrap();
         let dbs: Vec<String> =
             sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
@@ -103,16 +122,48 @@ impl TestPg {
             .unwrap(),
         );
         // The admin here is a superuser, which row-level security does not bind.
-        let rows: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM fief_pool.items WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_one(&admin)
-                .await
-                .unwrap_or(0);
+        let mut rows = 0i64;
+        for table in CONTENT_TABLES {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM fief_pool.{table} WHERE tenant_id = $1"
+            ))
+            .bind(tenant)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            rows += n;
+        }
         if rows > 0 {
             found.push(format!("{rows} shared rows"));
         }
         admin.close().await;
         found
+    }
+}
+
+impl Drop for TestPg {
+    /// A test that does not call `cleanup` (a server started under
+    /// `FIEF_TEST_STORE=postgres`) still leaves no database behind.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let mut this = TestPg {
+            config: self.config.clone(),
+            admin_url: self.admin_url.clone(),
+            database: self.database.clone(),
+            role: self.role.clone(),
+            base: self.base.clone(),
+            cleaned: true,
+        };
+        self.cleaned = true;
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(this.drop_all());
+        })
+        .join();
     }
 }
