@@ -372,3 +372,98 @@ async fn concurrency_suite(s: TestServer) {
         r.unwrap();
     }
 }
+
+/// Items written by the first build (a bridge tenant's in `items_<tenant>`,
+/// a silo tenant's in `tenants/<id>/tables.db`, neither with a tenant
+/// column) are moved into the tenant's place at start-up, not left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_of_the_first_layout_move_into_place_at_start_up() {
+    let s = common::spawn_with(|c| c.postgres = None).await;
+    let bridge = s.tenant("up-bridge", "bridge").await;
+    let silo = s.tenant("up-silo", "silo").await;
+    for key in [&bridge, &silo] {
+        let r = put(&s, key, "memory", "old", json!({"kept": true})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let dir = s.dir.path().to_owned();
+    let s = {
+        let mut s = s;
+        s.running.take().unwrap().shutdown().await.unwrap();
+        // Rewrite both items into the first layout.
+        let old_columns = "(tbl TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL,
+            version INTEGER NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (tbl, key)) STRICT";
+        let main =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("fief.db").display()))
+                .await
+                .unwrap();
+        for s in [
+            format!("CREATE TABLE items_up_bridge {old_columns}"),
+            "INSERT INTO items_up_bridge SELECT tbl, key, sealed, version, updated_at FROM t_up_bridge_items".into(),
+            "DELETE FROM t_up_bridge_items".into(),
+        ] {
+            sqlx::query(&s).execute(&main).await.unwrap();
+        }
+        main.close().await;
+        let silo_dir = dir.join("tenants/up-silo");
+        // One connection: ATTACH holds for the connection that ran it.
+        let mut new = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            silo_dir.join("data.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "ATTACH DATABASE '{}' AS old",
+            silo_dir.join("tables.db").display()
+        ))
+        .execute(&mut new)
+        .await
+        .unwrap();
+        for s in [
+            format!("CREATE TABLE old.items {old_columns}"),
+            "INSERT INTO old.items SELECT tbl, key, sealed, version, updated_at FROM main.items"
+                .into(),
+            "DELETE FROM main.items".into(),
+        ] {
+            sqlx::query(&s).execute(&mut new).await.unwrap();
+        }
+        sqlx::Connection::close(new).await.unwrap();
+        common::spawn_in(s.dir, |c| c.postgres = None).await
+    };
+    for key in [&bridge, &silo] {
+        let r = get(&s, key, "memory", "old").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json()["value"]["kept"], true);
+    }
+    assert!(!dir.join("tenants/up-silo/tables.db").exists());
+    let main = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("fief.db").display()))
+        .await
+        .unwrap();
+    let left: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'items_up_bridge'")
+            .fetch_optional(&main)
+            .await
+            .unwrap();
+    assert_eq!(left, None);
+}
+
+/// A data directory with an embedded store does not silently start empty
+/// on PostgreSQL: its rows would vanish from view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_data_directory_with_an_embedded_store() {
+    let Some(pg) = common::pg::database().await else {
+        return;
+    };
+    let mut s = common::spawn_with(|c| c.postgres = None).await;
+    s.tenant("kept", "pool").await;
+    s.running.take().unwrap().shutdown().await.unwrap();
+    let mut config = fief_config::Config::ephemeral(s.dir.path());
+    config.postgres = Some(pg.config.clone());
+    let refused = fief_server::start(config, fief_server::Secrets::default()).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("holds an embedded (SQLite) store"),
+        "{message}"
+    );
+    pg.cleanup().await;
+}

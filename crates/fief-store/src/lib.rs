@@ -106,6 +106,15 @@ impl Store {
         let objects_root = data_dir.join("objects");
         std::fs::create_dir_all(&objects_root).map_err(io)?;
         let (platform, placement) = match postgres {
+            Some(_) if data_dir.join("fief.db").exists() => {
+                // Rows of an embedded store would silently vanish from view.
+                return Err(StoreError::Config(format!(
+                    "{} holds an embedded (SQLite) store, and [postgres] is configured; fief does \
+                     not move rows between backends. Start without [postgres], or use a new data \
+                     directory",
+                    data_dir.join("fief.db").display()
+                )));
+            }
             Some((url, admin)) => {
                 let pg = placement::PgPlacement::open(url, admin).await?;
                 (pg.runtime.clone(), Placement::Pg(Box::new(pg)))
@@ -116,6 +125,7 @@ impl Store {
                     sqlx::migrate!("./migrations").run(pool).await?;
                 }
                 let sqlite = placement::SqlitePlacement::new(main.clone(), data_dir);
+                sqlite.upgrade_legacy_items().await?;
                 (main, Placement::Sqlite(sqlite))
             }
         };

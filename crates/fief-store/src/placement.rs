@@ -372,6 +372,86 @@ impl SqlitePlacement {
         }
     }
 
+    /// Moves table items written by the first build, which kept a bridge
+    /// tenant's items in `items_<tenant>` and a silo tenant's in
+    /// `tenants/<id>/tables.db` (neither with a tenant column), into the
+    /// tenant's place. Runs at start-up; nothing to do after the first time.
+    pub async fn upgrade_legacy_items(&self) -> Result<()> {
+        let legacy = q("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'items\\_%' ESCAPE '\\'")
+            .all(&self.main)
+            .await?;
+        for row in legacy {
+            let table: String = row.get("name")?;
+            let Some(tenant) = table
+                .strip_prefix("items_")
+                .and_then(|t| TenantId::parse(&t.replace('_', "-")).ok())
+            else {
+                continue;
+            };
+            let place = self.place(&tenant, Tier::Bridge).await?;
+            let mut tx = place.begin(&tenant).await?;
+            q(format!(
+                "INSERT OR IGNORE INTO {} (tenant_id, tbl, key, sealed, version, updated_at)
+                 SELECT $1, tbl, key, sealed, version, updated_at FROM {table}",
+                place.t("items")
+            ))
+            .bind(tenant.as_str())
+            .exec(&mut tx)
+            .await?;
+            q(format!("DROP TABLE {table}")).exec(&mut tx).await?;
+            tx.commit().await?;
+        }
+        let tenants = self.data_dir.join("tenants");
+        let Ok(dirs) = std::fs::read_dir(&tenants) else {
+            return Ok(());
+        };
+        for dir in dirs.flatten() {
+            let old = dir.path().join("tables.db");
+            let name = dir.file_name();
+            let Some(tenant) = name.to_str().and_then(|n| TenantId::parse(n).ok()) else {
+                continue;
+            };
+            if !old.is_file() {
+                continue;
+            }
+            let from = sqlite_file(&old, 1).await?;
+            let rows = q("SELECT tbl, key, sealed, version, updated_at FROM items")
+                .all(&from)
+                .await?;
+            from.close().await;
+            let place = self.place(&tenant, Tier::Silo).await?;
+            let mut tx = place.begin(&tenant).await?;
+            for r in &rows {
+                q(format!(
+                    "INSERT OR IGNORE INTO {} (tenant_id, tbl, key, sealed, version, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    place.t("items")
+                ))
+                .bind(tenant.as_str())
+                .bind_arg(r.arg("tbl", Kind::Text)?)
+                .bind_arg(r.arg("key", Kind::Text)?)
+                .bind_arg(r.arg("sealed", Kind::Blob)?)
+                .bind_arg(r.arg("version", Kind::Int)?)
+                .bind_arg(r.arg("updated_at", Kind::Text)?)
+                .exec(&mut tx)
+                .await?;
+            }
+            tx.commit().await?;
+            for p in [
+                old.clone(),
+                old.with_extension("db-wal"),
+                old.with_extension("db-shm"),
+            ] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(StoreError::Io { path: p, source }),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn silo_path(&self, tenant: &TenantId) -> PathBuf {
         self.data_dir
             .join("tenants")
@@ -561,6 +641,16 @@ fn content_schema(schema: &str, runtime: &str) -> Vec<String> {
     // The chunk ids' sequence, for inserts by the runtime role.
     s.push(format!(
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO \"{runtime}\""
+    ));
+    // Items written by the first PostgreSQL build kept `updated_at` as a
+    // timestamptz; every placement now stores the same RFC 3339 text.
+    s.push(format!(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = '{schema}' AND table_name = 'items' AND column_name = 'updated_at' \
+         AND data_type <> 'text') THEN \
+         ALTER TABLE {schema}.items ALTER COLUMN updated_at DROP DEFAULT; \
+         ALTER TABLE {schema}.items ALTER COLUMN updated_at TYPE text USING \
+         to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'); END IF; END $$"
     ));
     s
 }
