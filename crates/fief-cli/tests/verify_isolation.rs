@@ -1,9 +1,13 @@
 //! `fief verify-isolation` against a gateway started as the README says, and
 //! against gateways with isolation layers switched off (test-only switches):
-//! one layer off must still hold; both off must be reported as leaks.
+//! one layer off must still hold; both off must be reported as leaks. The
+//! switched-off runs happen on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "../../fief-server/tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 
 use common::fief;
 
@@ -94,16 +98,22 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
 
 /// Runs the verifier (a separate process) against an in-process gateway whose
 /// isolation layers the test switches off.
-async fn verify_in_process(guardrail: bool, filter: bool) -> (bool, String, Value) {
+/// On PostgreSQL each run gets a database of its own (a new data directory
+/// means a new master key).
+async fn verify_in_process(guardrail: bool, filter: bool, postgres: bool) -> (bool, String, Value) {
+    let pg = if postgres {
+        Some(pg::database().await.expect("FIEF_TEST_DATABASE_URL"))
+    } else {
+        None
+    };
     fief_policy::faults::skip_guardrail(!guardrail);
     fief_policy::faults::take_scope_from_address(!filter);
     let dir = tempfile::tempdir().unwrap();
-    let running = fief_server::start(
-        fief_config::Config::ephemeral(dir.path()),
-        fief_server::Secrets::default(),
-    )
-    .await
-    .unwrap();
+    let mut config = fief_config::Config::ephemeral(dir.path());
+    config.postgres = pg.as_ref().map(|p| p.config.clone());
+    let running = fief_server::start(config, fief_server::Secrets::default())
+        .await
+        .unwrap();
     let (data, admin) = (
         format!("http://{}", running.data_addr),
         format!("http://{}", running.admin_addr),
@@ -117,23 +127,35 @@ async fn verify_in_process(guardrail: bool, filter: bool) -> (bool, String, Valu
     running.shutdown().await.unwrap();
     fief_policy::faults::skip_guardrail(false);
     fief_policy::faults::take_scope_from_address(false);
+    if let Some(pg) = pg {
+        pg.cleanup().await;
+    }
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.success(), stdout, report(&json))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_layer_off_still_holds_and_both_off_is_reported() {
+    layers_off_on(false).await;
+    // Skipped without FIEF_TEST_DATABASE_URL (a failure under CI=true).
+    if let Some(pg) = pg::database().await {
+        pg.cleanup().await;
+        layers_off_on(true).await;
+    }
+}
+
+async fn layers_off_on(postgres: bool) {
     // The guardrail off: the probes' permit-all policies let requests
     // through (reported as ALLOWED, so the run fails), but the storage scope
     // (always the caller's own tenant) holds: nothing of the victim leaks.
-    let (ok, stdout, r) = verify_in_process(false, true).await;
+    let (ok, stdout, r) = verify_in_process(false, true, postgres).await;
     assert!(!ok && r["leaks"] == 0, "{stdout}");
     assert!(r["allowed"].as_u64().unwrap() > 0, "{stdout}");
     // The application filter off: the guardrail holds, everything is denied.
-    let (ok, stdout, r) = verify_in_process(true, false).await;
+    let (ok, stdout, r) = verify_in_process(true, false, postgres).await;
     assert!(ok && r["leaks"] == 0 && r["allowed"] == 0, "{stdout}");
     // Both off: the probes' permit-all policies reach each other's data.
-    let (ok, stdout, r) = verify_in_process(false, false).await;
+    let (ok, stdout, r) = verify_in_process(false, false, postgres).await;
     assert!(!ok, "{stdout}");
     assert!(stdout.contains("LEAK"), "{stdout}");
     assert!(r["leaks"].as_u64().unwrap() > 0);

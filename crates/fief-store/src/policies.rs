@@ -278,7 +278,14 @@ impl Store {
                 let sealed: Vec<u8> = row.get("sealed")?;
                 let pkcs8 = self
                     .master
-                    .open_platform_secret(&signing_key_purpose(&kid), &sealed)?;
+                    .open_platform_secret(&signing_key_purpose(&kid), &sealed)
+                    .map_err(|_| {
+                        StoreError::Config(format!(
+                            "session signing key {kid} does not open under this master key: \
+                             every gateway on one database needs the same master key \
+                             (FIEF_MASTER_KEY, or the data directory's master.key)"
+                        ))
+                    })?;
                 Ok((kid, pkcs8, row.get("created_at")?))
             })
             .collect()
