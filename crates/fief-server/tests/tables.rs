@@ -467,3 +467,36 @@ async fn postgres_refuses_a_data_directory_with_an_embedded_store() {
     );
     pg.cleanup().await;
 }
+
+/// Writes racing a tier change are neither lost nor refused: the move waits
+/// for running operations, and operations wait for the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_tier_change_are_kept() {
+    let s = std::sync::Arc::new(common::spawn().await);
+    let key = s.tenant("tb-moving", "pool").await;
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let (s, key) = (s.clone(), key.clone());
+        writes.push(tokio::spawn(async move {
+            let r = put(&s, &key, "memory", &format!("k{i:03}"), json!({"i": i})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "k{i:03}: {}", r.text);
+        }));
+    }
+    for tier in ["silo", "bridge", "pool"] {
+        let r = s
+            .send(
+                s.admin_req(Method::PATCH, "/admin/v1/tenants/tb-moving")
+                    .json(&json!({ "tier": tier })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    for w in writes {
+        w.await.unwrap();
+    }
+    for i in 0..200 {
+        let r = get(&s, &key, "memory", &format!("k{i:03}")).await;
+        assert_eq!(r.status, StatusCode::OK, "k{i:03} lost: {}", r.text);
+        assert_eq!(r.json()["value"]["i"], i);
+    }
+}

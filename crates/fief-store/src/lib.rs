@@ -80,6 +80,23 @@ pub struct Store {
     master: MasterKey,
     /// Unwrapped data keys of tenants in use; dropped (and zeroed) on offboarding.
     data_keys: Mutex<HashMap<TenantId, DataKey>>,
+    /// Per tenant: content operations hold it shared, a tier change holds it
+    /// exclusively, so no operation runs on a place while the tenant's
+    /// content moves out of it (within this process).
+    moves: Mutex<HashMap<TenantId, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+/// A tenant's place, held for one operation: a tier change waits for it.
+pub(crate) struct Placed {
+    place: Place,
+    _moving: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl std::ops::Deref for Placed {
+    type Target = Place;
+    fn deref(&self) -> &Place {
+        &self.place
+    }
 }
 
 impl Store {
@@ -137,15 +154,36 @@ impl Store {
             objects_root,
             master,
             data_keys: Mutex::new(HashMap::new()),
+            moves: Mutex::new(HashMap::new()),
         })
     }
 
     /// The place of the scope's tenant's content, by its current tier.
-    async fn place(&self, scope: &TenantScope) -> Result<Place> {
-        let tenant = scope.tenant();
-        self.placement
+    async fn place(&self, scope: &TenantScope) -> Result<Placed> {
+        self.place_of(scope.tenant()).await
+    }
+
+    /// [`place`](Self::place) for the store's own reads by tenant id (the
+    /// authorisation layer's policy documents). Do not call it again while
+    /// holding one: a waiting tier change would block the second.
+    async fn place_of(&self, tenant: &TenantId) -> Result<Placed> {
+        let moving = self.move_lock(tenant)?.read_owned().await;
+        let place = self
+            .placement
             .place(tenant, self.tier_of(tenant).await?)
-            .await
+            .await?;
+        Ok(Placed {
+            place,
+            _moving: moving,
+        })
+    }
+
+    fn move_lock(&self, tenant: &TenantId) -> Result<Arc<tokio::sync::RwLock<()>>> {
+        let mut moves = self
+            .moves
+            .lock()
+            .map_err(|_| StoreError::Corrupt("tier-move registry poisoned".into()))?;
+        Ok(moves.entry(tenant.clone()).or_default().clone())
     }
 
     async fn tier_of(&self, tenant: &TenantId) -> Result<Tier> {

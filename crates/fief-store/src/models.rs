@@ -84,27 +84,32 @@ impl Store {
         // The version guard turns a concurrent replacement into a conflict
         // instead of a lost update.
         let place = self.place(scope).await?;
+        let upsert = format!(
+            "INSERT INTO {} AS m (tenant_id, name, version, size_bytes, sha256, signature,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET
+               version = excluded.version, size_bytes = excluded.size_bytes,
+               sha256 = excluded.sha256, signature = excluded.signature,
+               updated_at = excluded.updated_at
+             WHERE m.version = $3 - 1",
+            place.t("models")
+        );
         let written = place
             .run(
                 tenant,
-                q(format!(
-                    "INSERT INTO {t} AS m (tenant_id, name, version, size_bytes, sha256, signature, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET
-               version = excluded.version, size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
-               signature = excluded.signature, updated_at = excluded.updated_at
-             WHERE m.version = $3 - 1",
-                    t = place.t("models")
-                ))
-        .bind(tenant.as_str())
-        .bind(name.as_str())
-        .bind(version)
-        .bind(size)
-        .bind(&sha256)
-        .bind(&signature_json)
-        .bind(&now),
+                q(upsert)
+                    .bind(tenant.as_str())
+                    .bind(name.as_str())
+                    .bind(version)
+                    .bind(size)
+                    .bind(&sha256)
+                    .bind(&signature_json)
+                    .bind(&now),
             )
             .await;
+        // Released before the read below, which takes the place again.
+        drop(place);
         match written {
             Ok(1) => {}
             other => {

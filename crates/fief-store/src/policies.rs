@@ -85,10 +85,7 @@ impl Store {
         sql: &str,
         bind: impl FnOnce(Q) -> Q,
     ) -> Result<Vec<Row>> {
-        let place = self
-            .placement
-            .place(tenant, self.tier_of(tenant).await?)
-            .await?;
+        let place = self.place_of(tenant).await?;
         let sql = sql.replace("{t}", &place.t(table));
         place
             .fetch(tenant, bind(q(sql).bind(tenant.as_str())))

@@ -103,6 +103,8 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // No content operation of this tenant runs during the move.
+        let _moving = self.move_lock(id)?.write_owned().await;
         let before = self.get_tenant(id).await?.map(|t| t.tier);
         let moving = match (before, tier) {
             (Some(from), Some(to)) if from != to => Some((from, to)),
