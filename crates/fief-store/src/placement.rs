@@ -358,6 +358,22 @@ pub(crate) async fn sqlite_file(path: &Path, connections: u32) -> Result<Db> {
     ))
 }
 
+/// Removes a SQLite database file with its WAL and shared-memory files.
+fn remove_sqlite_file(path: &Path) -> Result<()> {
+    for p in [
+        path.to_owned(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Io { path: p, source }),
+        }
+    }
+    Ok(())
+}
+
 fn bridge_prefix(tenant: &TenantId) -> String {
     format!("t_{}_", ident(tenant))
 }
@@ -437,17 +453,7 @@ impl SqlitePlacement {
                 .await?;
             }
             tx.commit().await?;
-            for p in [
-                old.clone(),
-                old.with_extension("db-wal"),
-                old.with_extension("db-shm"),
-            ] {
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(StoreError::Io { path: p, source }),
-                }
-            }
+            remove_sqlite_file(&old)?;
         }
         Ok(())
     }
@@ -537,17 +543,7 @@ impl SqlitePlacement {
                     db.close().await;
                 }
                 let path = self.silo_path(tenant);
-                for p in [
-                    path.clone(),
-                    path.with_extension("db-wal"),
-                    path.with_extension("db-shm"),
-                ] {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(source) => return Err(StoreError::Io { path: p, source }),
-                    }
-                }
+                remove_sqlite_file(&path)?;
                 if let Some(dir) = path.parent() {
                     // Only if empty: nothing else of the tenant's is lost.
                     let _ = std::fs::remove_dir(dir);
