@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use fief_core::TenantId;
 use fief_crypto::{DataKey, SealContext};
 
-use crate::db::{q, Row};
+use crate::db::{q, Row, Tx};
 use crate::placement::{tenant_filter, Place};
 use crate::{now, PutOutcome, Result, Store, StoreError, TenantScope};
 
@@ -192,7 +192,6 @@ impl Store {
         let tenant = scope.tenant();
         let place = self.place(scope).await?;
         let mut tx = place.begin(tenant).await?;
-        let mut deleted = 0;
         for table in ["kb_chunks", "kb_documents"] {
             q(format!(
                 "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2",
@@ -203,7 +202,7 @@ impl Store {
             .exec(&mut tx)
             .await?;
         }
-        deleted += q(format!(
+        let deleted = q(format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND name = $2",
             place.t("knowledge_bases")
         ))
@@ -258,15 +257,7 @@ impl Store {
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("knowledge base {kb}")));
         }
-        let removed = ids(q(format!(
-            "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND document = $3 RETURNING id",
-            place.t("kb_chunks")
-        ))
-        .bind(tenant.as_str())
-        .bind(kb)
-        .bind(doc)
-        .all(&mut tx)
-        .await?)?;
+        let removed = delete_chunks(&place, &mut tx, tenant, kb, doc).await?;
         let now = now();
         let replaced = q(format!(
             "UPDATE {} SET chunks = $4, bytes = $5, updated_at = $6
@@ -341,15 +332,7 @@ impl Store {
         let tenant = scope.tenant();
         let place = self.place(scope).await?;
         let mut tx = place.begin(tenant).await?;
-        let removed = ids(q(format!(
-            "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND document = $3 RETURNING id",
-            place.t("kb_chunks")
-        ))
-        .bind(tenant.as_str())
-        .bind(kb)
-        .bind(doc)
-        .all(&mut tx)
-        .await?)?;
+        let removed = delete_chunks(&place, &mut tx, tenant, kb, doc).await?;
         let deleted = q(format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND id = $3",
             place.t("kb_documents")
@@ -517,6 +500,24 @@ impl Store {
     }
 }
 
-fn ids(rows: Vec<Row>) -> Result<Vec<i64>> {
-    rows.iter().map(|r| r.get("id")).collect()
+/// Deletes a document's chunks in `tx`; their ids, for the caller's index.
+async fn delete_chunks(
+    place: &Place,
+    tx: &mut Tx,
+    tenant: &TenantId,
+    kb: &str,
+    doc: &str,
+) -> Result<Vec<i64>> {
+    q(format!(
+        "DELETE FROM {} WHERE tenant_id = $1 AND kb = $2 AND document = $3 RETURNING id",
+        place.t("kb_chunks")
+    ))
+    .bind(tenant.as_str())
+    .bind(kb)
+    .bind(doc)
+    .all(tx)
+    .await?
+    .iter()
+    .map(|r| r.get("id"))
+    .collect()
 }

@@ -951,3 +951,40 @@ impl PgPlacement {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy on tier change reads `CONTENT`'s column lists; a column the
+    /// DDL gains and `CONTENT` lacks would silently not move.
+    #[tokio::test]
+    async fn content_lists_every_column_of_the_ddl() {
+        let Ok(db) = sqlx::SqlitePool::connect("sqlite::memory:").await else {
+            panic!("in-memory SQLite");
+        };
+        let db = Db::Sqlite(db);
+        for s in content_ddl(false, "", "") {
+            assert!(q(s).exec(&db).await.is_ok());
+        }
+        for (table, columns) in CONTENT {
+            let mut listed: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+            if *table == "kb_chunks" {
+                listed.push("id");
+            }
+            listed.sort_unstable();
+            let Ok(rows) = q(format!("SELECT name FROM pragma_table_info('{table}')"))
+                .all(&db)
+                .await
+            else {
+                panic!("{table}: table_info");
+            };
+            let mut actual: Vec<String> = rows
+                .iter()
+                .map(|r| r.get::<String>("name").unwrap_or_default())
+                .collect();
+            actual.sort_unstable();
+            assert_eq!(actual, listed, "{table}");
+        }
+    }
+}
