@@ -16,7 +16,7 @@ cargo test --workspace --locked "$@"
 if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
     FIEF_TEST_STORE=postgres cargo test --locked -p fief-server \
         --test isolation --test identity --test knowledge --test proptest_isolation \
-        --test hostile_catalogue --test islands "$@"
+        --test hostile_catalogue --test islands --test lifecycle "$@"
 else
     echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
 fi

@@ -36,6 +36,8 @@ pub enum AuditError {
 pub enum Kind {
     Authz,
     Admin,
+    /// Refused credentials, aggregated per credential kind and source.
+    Authn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,9 @@ pub struct Event {
     pub principal: String,
     /// The principal's tenant, when the principal is a tenant's.
     pub tenant: Option<String>,
+    /// Which incarnation of that tenant (ids may be reused after offboarding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     pub action: String,
     pub resource: String,
     pub decision: Decision,
@@ -115,11 +120,15 @@ impl AuditLog {
         } else {
             (0, GENESIS.to_owned())
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?
+        };
         Ok(Self {
             path: path.to_owned(),
             tail: Mutex::new(Tail {
@@ -305,20 +314,27 @@ mod tests {
 
     fn event(i: usize) -> Event {
         Event {
-            kind: if i % 2 == 0 { Kind::Authz } else { Kind::Admin },
+            kind: if i.is_multiple_of(2) {
+                Kind::Authz
+            } else {
+                Kind::Admin
+            },
             request_id: format!("req-{i}"),
             principal: format!("Fief::ApiKey::\"k{i}\""),
             tenant: Some("aa".into()),
+            incarnation: i
+                .is_multiple_of(5)
+                .then(|| "0123456789abcdef0123456789abcdef".into()),
             action: "InvokeModel".into(),
             resource: "frn:fief:model:aa/m".into(),
-            decision: if i % 3 == 0 {
+            decision: if i.is_multiple_of(3) {
                 Decision::Deny
             } else {
                 Decision::Allow
             },
             policies: vec!["platform-guardrail".into()],
             reason: None,
-            source: (i % 4 == 0).then(|| "api-key:src (bb)".into()),
+            source: i.is_multiple_of(4).then(|| "api-key:src (bb)".into()),
         }
     }
 

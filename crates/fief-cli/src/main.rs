@@ -188,6 +188,10 @@ enum KeyCommand {
         /// Bind the key to a role of the tenant: it gets only the role's permissions.
         #[arg(long)]
         role: Option<String>,
+        /// A tag policies see on the key, KEY=VALUE (repeatable); a trust
+        /// policy may let the key carry it into a role session.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
     Ls {
         tenant: String,
@@ -435,14 +439,20 @@ pub(crate) fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Valu
 async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
     let c = admin_client(&admin)?;
     match command {
-        KeyCommand::Create { tenant, name, role } => {
+        KeyCommand::Create {
+            tenant,
+            name,
+            role,
+            tags,
+        } => {
+            let tags = parse_tags(&tags)?;
             let (_, body) = c
                 .send(
                     c.request(
                         Method::POST,
                         &format!("/admin/v1/tenants/{tenant}/api-keys"),
                     )
-                    .json(&json!({"name": name, "role": role})),
+                    .json(&json!({"name": name, "role": role, "tags": tags})),
                 )
                 .await?;
             println!(

@@ -148,6 +148,8 @@ pub async fn run(args: VerifyArgs) -> CliResult {
     };
     let run_id = random_hex(3);
     let mut probes = Vec::new();
+    // Lifecycle probes that were offboarded and created again.
+    let mut reborn: Vec<String> = Vec::new();
     let outcome = async {
         for tier in ["silo", "bridge", "pool"] {
             probes.push(plant(&http, &run_id, tier).await?);
@@ -170,19 +172,22 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         for victim in &probes {
             attempts.extend(integrity(&http, victim).await?);
         }
+        for tier in ["silo", "bridge", "pool"] {
+            attempts.extend(lifecycle(&http, &run_id, tier, &probes, &mut reborn).await?);
+        }
         Ok::<_, String>(attempts)
     }
     .await;
     // Remove the probes whatever happened.
     let mut cleanup_errors = Vec::new();
-    for p in &probes {
+    for tenant in probes.iter().map(|p| &p.tenant).chain(&reborn) {
         let r = http
-            .send(http.admin(Method::DELETE, &format!("/admin/v1/tenants/{}", p.tenant)))
+            .send(http.admin(Method::DELETE, &format!("/admin/v1/tenants/{tenant}")))
             .await;
         match r {
             Ok(r) if r.status == StatusCode::NO_CONTENT => {}
-            Ok(r) => cleanup_errors.push(format!("{}: {}", p.tenant, r.status)),
-            Err(e) => cleanup_errors.push(format!("{}: {e}", p.tenant)),
+            Ok(r) => cleanup_errors.push(format!("{tenant}: {}", r.status)),
+            Err(e) => cleanup_errors.push(format!("{tenant}: {e}")),
         }
     }
     let attempts = outcome.map_err(|e| format!("verify-isolation could not run: {e}"))?;
@@ -221,11 +226,27 @@ pub async fn run(args: VerifyArgs) -> CliResult {
 
 /// Creates a probe tenant and plants a canary in every kind it can own.
 async fn plant(http: &Http, run_id: &str, tier: &'static str) -> Result<Probe, String> {
-    let tenant = format!("probe-{run_id}-{tier}");
+    plant_named(
+        http,
+        &format!("probe-{run_id}-{tier}"),
+        tier,
+        &random_hex(4),
+    )
+    .await
+}
+
+/// Creates probe tenant `tenant` and plants a fresh canary in every kind,
+/// under names made from `nonce` (the same nonce gives the same names).
+async fn plant_named(
+    http: &Http,
+    tenant: &str,
+    tier: &'static str,
+    nonce: &str,
+) -> Result<Probe, String> {
+    let tenant = tenant.to_owned();
     // The canary is secret content; names use a separate nonce, because an
     // error message may rightly echo a name the attacker itself sent.
     let canary = format!("cnry{}", random_hex(8));
-    let nonce = random_hex(4);
     let body = http
         .ok(
             http.admin(Method::POST, "/admin/v1/tenants")
@@ -880,6 +901,192 @@ async fn unchanged(
         result: if intact { "denied" } else { "LEAK" },
         detail: (!intact).then(|| format!("the victim's {what} changed or vanished: {body}")),
     })
+}
+
+/// The lifecycle probe of one tier: a tenant whose every kind of
+/// credential (API key, scoped key, role session, a session another tenant
+/// assumed) is recorded, then offboarded and created again with the same id,
+/// writing resources of the same names. Every old credential, on every
+/// route, must be refused, and the new tenant's canary must appear nowhere.
+async fn lifecycle(
+    http: &Http,
+    run_id: &str,
+    tier: &'static str,
+    probes: &[Probe],
+    reborn: &mut Vec<String>,
+) -> Result<Vec<Attempt>, String> {
+    let id = format!("probe-{run_id}-life-{tier}");
+    let first = plant_named(http, &id, tier, &format!("life{tier}")).await?;
+    // Its role trusts another probe too, which assumes it with the external id.
+    let peer = probes.first().ok_or("no probe tenants")?;
+    http.ok(
+        http.data(&first.key, Method::PUT, &format!("/api/v1/roles/{}-x", first.role))
+            .json(&json!({
+                "trust_policy": format!("permit (principal in Fief::Tenant::\"{}\", action == Fief::Action::\"AssumeRole\", resource);", peer.tenant),
+                "policies": ["permit (principal, action, resource);"],
+                "external_id": first.external_id,
+            })),
+        "plant cross-tenant role",
+    )
+    .await?;
+    let assumed = http
+        .ok(
+            http.data(&peer.key, Method::POST, "/api/v1/sts/assume-role")
+                .json(&json!({
+                    "role": format!("{id}/{}-x", first.role),
+                    "session_name": "verify-life",
+                    "external_id": first.external_id,
+                })),
+            "assume the lifecycle probe's role from another tenant",
+        )
+        .await?;
+    let scoped = http
+        .ok(
+            http.admin(Method::POST, &format!("/admin/v1/tenants/{id}/api-keys"))
+                .json(&json!({"name": "verify-scoped", "role": first.role})),
+            "create scoped key",
+        )
+        .await?;
+    let old: Vec<(&'static str, String)> = vec![
+        ("api-key", first.key.clone()),
+        (
+            "scoped-key",
+            scoped["api_key"].as_str().unwrap_or_default().to_owned(),
+        ),
+        ("session", first.session.clone()),
+        (
+            "cross-tenant session",
+            assumed["token"].as_str().unwrap_or_default().to_owned(),
+        ),
+    ];
+    let r = http
+        .send(http.admin(Method::DELETE, &format!("/admin/v1/tenants/{id}")))
+        .await?;
+    if r.status != StatusCode::NO_CONTENT {
+        return Err(format!(
+            "offboard lifecycle probe {id}: {} {}",
+            r.status, r.text
+        ));
+    }
+    // The same id, the same names, new content.
+    let second = plant_named(http, &id, tier, &format!("life{tier}")).await?;
+    reborn.push(id.clone());
+    let endpoint = if tier == "pool" {
+        "shared".to_owned()
+    } else {
+        id.clone()
+    };
+    let item = format!(
+        "/api/v1/tables/{}/items/item-{}",
+        second.table,
+        &second.table[2..]
+    );
+    let mut out = Vec::new();
+    for (principal, cred) in &old {
+        let routes: Vec<(&'static str, &'static str, reqwest::RequestBuilder)> = vec![
+            (
+                "tenant",
+                "whoami",
+                http.data(cred, Method::GET, "/api/v1/me"),
+            ),
+            (
+                "model",
+                "list",
+                http.data(cred, Method::GET, "/api/v1/models"),
+            ),
+            (
+                "model",
+                "get",
+                http.data(
+                    cred,
+                    Method::GET,
+                    &format!("/api/v1/models/{}", second.model),
+                ),
+            ),
+            (
+                "model",
+                "invoke",
+                invocation(
+                    http,
+                    cred,
+                    &endpoint,
+                    &second.model,
+                    json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}),
+                ),
+            ),
+            (
+                "policy",
+                "get",
+                http.data(
+                    cred,
+                    Method::GET,
+                    &format!("/api/v1/policies/{}", second.policy),
+                ),
+            ),
+            (
+                "role",
+                "get",
+                http.data(cred, Method::GET, &format!("/api/v1/roles/{}", second.role)),
+            ),
+            (
+                "session",
+                "assume-role",
+                http.data(cred, Method::POST, "/api/v1/sts/assume-role")
+                    .json(&json!({"role": second.role, "session_name": "replay"})),
+            ),
+            ("table", "get item", http.data(cred, Method::GET, &item)),
+            (
+                "table",
+                "put item",
+                http.data(cred, Method::PUT, &item)
+                    .json(&json!("overwritten")),
+            ),
+            (
+                "knowledge-base",
+                "query",
+                http.data(
+                    cred,
+                    Method::POST,
+                    &format!("/api/v1/knowledge-bases/{}/query", second.kb),
+                )
+                .json(&json!({"query": "volcano field notes secret reference"})),
+            ),
+        ];
+        for (kind, action, req) in routes {
+            let r = http.send(req).await?;
+            let (result, detail) = if r.status.is_server_error() {
+                ("UNEXPECTED", Some(format!("server error {}", r.status)))
+            } else if r.text.contains(&second.canary) {
+                (
+                    "LEAK",
+                    Some("the new tenant's canary reached an old credential".to_owned()),
+                )
+            } else if r.status != StatusCode::UNAUTHORIZED {
+                (
+                    "ALLOWED",
+                    Some(format!(
+                        "an offboarded tenant's credential got {}",
+                        r.status
+                    )),
+                )
+            } else {
+                ("denied", None)
+            };
+            out.push(Attempt {
+                attacker: format!("{id} (offboarded)"),
+                victim: format!("{id} (re-created)"),
+                principal,
+                kind,
+                action,
+                form: "old credential".into(),
+                status: r.status.as_u16(),
+                result,
+                detail,
+            });
+        }
+    }
+    out.extend(integrity(http, &second).await?);
+    Ok(out)
 }
 
 /// (attacker, victim, kind, action)

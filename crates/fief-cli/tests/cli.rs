@@ -172,3 +172,104 @@ fn policy_validate_checks_files_offline() {
     assert!(stderr.contains("bad.cedar:2:"), "{stderr}");
     assert!(stderr.contains("department"), "{stderr}");
 }
+
+/// Two gateways on one data directory would interleave their audit appends
+/// (a chain that no longer verifies) and disagree in their caches.
+#[test]
+fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _, _, _) = common::serve(dir.path());
+    let out = fief()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by process {}", first.id()))
+            && stderr.contains("fief.lock"),
+        "{stderr}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Once the holder is gone, the directory serves again.
+    let (mut again, _, _, _) = common::serve(dir.path());
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+/// Every file fief writes under the data directory is its owner's only
+/// (0600; directories 0700), whatever the umask it was started with.
+#[tokio::test]
+async fn every_file_under_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, data_url, admin_url, token) = common::serve(&data);
+    let http = reqwest::Client::new();
+    for (id, tier) in [
+        ("perm-pool", "pool"),
+        ("perm-bridge", "bridge"),
+        ("perm-silo", "silo"),
+    ] {
+        let r = http
+            .post(format!("{admin_url}/admin/v1/tenants"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"id": id, "tier": tier}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let key = r.json::<serde_json::Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let onnx = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 3], 1).to_onnx();
+        for (path, body, ct) in [
+            ("/api/v1/models/m", onnx, "application/octet-stream"),
+            (
+                "/api/v1/tables/t/items/k",
+                b"{\"v\": 1}".to_vec(),
+                "application/json",
+            ),
+        ] {
+            let r = http
+                .put(format!("{data_url}{path}"))
+                .bearer_auth(&key)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut seen = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    // fief.db (+ WAL), a silo file, objects, keys, the token, the audit log, the lock.
+    assert!(seen >= 8, "only {seen} files");
+}

@@ -83,10 +83,33 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
     ] {
         let pairs: std::collections::HashSet<(String, String)> = attempts
             .iter()
-            .filter(|a| a["kind"] == kind && a["attacker"] != "(all)")
+            .filter(|a| {
+                a["kind"] == kind && a["attacker"] != "(all)" && a["form"] != "old credential"
+            })
             .map(|a| (a["attacker"].to_string(), a["victim"].to_string()))
             .collect();
         assert_eq!(pairs.len(), 6, "{kind}");
+    }
+    // Lifecycle: per tier, every old credential kind of an offboarded probe,
+    // on every route, against a new tenant with the same id and names.
+    for tier in ["silo", "bridge", "pool"] {
+        let replays: Vec<&serde_json::Value> = attempts
+            .iter()
+            .filter(|a| {
+                a["form"] == "old credential"
+                    && a["attacker"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("-life-{tier} "))
+            })
+            .collect();
+        let kinds: std::collections::HashSet<&str> = replays
+            .iter()
+            .map(|a| a["principal"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 4, "{tier}: {kinds:?}");
+        assert!(replays.len() >= 40, "{tier}: {}", replays.len());
+        assert!(replays.iter().all(|a| a["status"] == 401), "{tier}");
     }
     // With the embedder installed, the knowledge bases held the canary.
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -107,7 +130,7 @@ async fn verify_in_process(guardrail: bool, filter: bool, postgres: bool) -> (bo
         None
     };
     fief_policy::faults::skip_guardrail(!guardrail);
-    fief_policy::faults::take_scope_from_address(!filter);
+    fief_store::faults::take_scope_from_address(!filter);
     let dir = tempfile::tempdir().unwrap();
     let mut config = fief_config::Config::ephemeral(dir.path());
     config.postgres = pg.as_ref().map(|p| p.config.clone());
@@ -126,7 +149,7 @@ async fn verify_in_process(guardrail: bool, filter: bool, postgres: bool) -> (bo
         .unwrap();
     running.shutdown().await.unwrap();
     fief_policy::faults::skip_guardrail(false);
-    fief_policy::faults::take_scope_from_address(false);
+    fief_store::faults::take_scope_from_address(false);
     if let Some(pg) = pg {
         pg.cleanup().await;
     }

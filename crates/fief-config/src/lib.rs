@@ -66,6 +66,25 @@ pub struct Config {
     /// instead of SQLite; off when absent. Model bytes stay in the object
     /// store under the data directory either way.
     pub postgres: Option<PostgresConfig>,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Refused credentials are audited as one entry per credential kind,
+    /// source address and window of this many seconds, so a flood of bad
+    /// credentials cannot fill the disk.
+    pub auth_failure_window_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            auth_failure_window_secs: 60,
+        }
+    }
 }
 
 /// Two roles: `url` is what requests run as (NOSUPERUSER, NOBYPASSRLS,
@@ -252,6 +271,7 @@ impl Default for Config {
             sts: StsConfig::default(),
             knowledge: KnowledgeConfig::default(),
             postgres: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -382,6 +402,9 @@ impl Config {
         }
         if self.request_timeout_secs == 0 {
             return invalid("request_timeout_secs must be greater than 0");
+        }
+        if !(1..=3600).contains(&self.audit.auth_failure_window_secs) {
+            return invalid("audit.auth_failure_window_secs must be between 1 and 3600");
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;

@@ -73,6 +73,47 @@ impl<'de> Deserialize<'de> for TenantId {
     }
 }
 
+/// One incarnation of a tenant: an immutable random id (32 lowercase hex)
+/// made at onboarding. Tenant ids may be reused after offboarding; every
+/// credential, cache entry and data key belongs to one incarnation, so
+/// nothing of an offboarded tenant reaches a later one with the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Incarnation(String);
+
+impl Incarnation {
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(CoreError::Invalid {
+                what: "tenant incarnation",
+                rule: "32 lowercase hex characters",
+            })
+        }
+    }
+    /// A new incarnation from 16 random bytes.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Incarnation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Checks a name inside a tenant's namespace (models, roles, policies).
 pub fn parse_name(what: &'static str, s: &str) -> Result<String, CoreError> {
     let b = s.as_bytes();

@@ -11,7 +11,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use fief_core::TenantId;
+use fief_core::{Incarnation, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -114,17 +114,46 @@ impl DataKey {
         Self(raw)
     }
 
-    /// Wraps this key under the master key, bound to its tenant.
-    pub fn wrap(&self, master: &MasterKey, tenant: &TenantId) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&master.cipher(), &wrap_aad(tenant), &self.0)
+    /// Wraps this key under the master key, bound to its tenant and the
+    /// tenant's incarnation: a wrapped key of an offboarded tenant does not
+    /// open for a later tenant with the same id.
+    pub fn wrap(
+        &self,
+        master: &MasterKey,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&master.cipher(), &wrap_aad(tenant, incarnation), &self.0)
     }
 
     pub fn unwrap(
         master: &MasterKey,
         tenant: &TenantId,
+        incarnation: &Incarnation,
         wrapped: &[u8],
     ) -> Result<Self, CryptoError> {
-        let mut raw = open_with(&master.cipher(), &wrap_aad(tenant), wrapped)?;
+        Self::from_wrapped(open_with(
+            &master.cipher(),
+            &wrap_aad(tenant, incarnation),
+            wrapped,
+        )?)
+    }
+
+    /// Opens a key wrapped by the first format (bound to the tenant id
+    /// only), so start-up can rewrap it with its incarnation.
+    pub fn unwrap_legacy(
+        master: &MasterKey,
+        tenant: &TenantId,
+        wrapped: &[u8],
+    ) -> Result<Self, CryptoError> {
+        Self::from_wrapped(open_with(
+            &master.cipher(),
+            &legacy_wrap_aad(tenant),
+            wrapped,
+        )?)
+    }
+
+    fn from_wrapped(mut raw: Vec<u8>) -> Result<Self, CryptoError> {
         let key: Result<[u8; KEY_LEN], _> = raw.as_slice().try_into();
         raw.zeroize();
         key.map(Self).map_err(|_| CryptoError::Decrypt)
@@ -165,7 +194,11 @@ fn platform_aad(purpose: &str) -> Vec<u8> {
     format!("fief:v1:platform:{purpose}").into_bytes()
 }
 
-fn wrap_aad(tenant: &TenantId) -> Vec<u8> {
+fn wrap_aad(tenant: &TenantId, incarnation: &Incarnation) -> Vec<u8> {
+    format!("fief:v2:data-key:{tenant}:{incarnation}").into_bytes()
+}
+
+fn legacy_wrap_aad(tenant: &TenantId) -> Vec<u8> {
     format!("fief:v1:data-key:{tenant}").into_bytes()
 }
 
@@ -231,15 +264,21 @@ mod tests {
     }
 
     #[test]
-    fn wrapped_keys_are_bound_to_tenant() {
+    fn wrapped_keys_are_bound_to_tenant_and_incarnation() {
         let master = MasterKey::from_hex(&"11".repeat(32)).unwrap();
         let other = MasterKey::from_hex(&"22".repeat(32)).unwrap();
+        let (first, later) = (
+            Incarnation::from_random([1; 16]),
+            Incarnation::from_random([2; 16]),
+        );
         let dk = DataKey::generate();
-        let wrapped = dk.wrap(&master, &t("aa")).unwrap();
-        let back = DataKey::unwrap(&master, &t("aa"), &wrapped).unwrap();
+        let wrapped = dk.wrap(&master, &t("aa"), &first).unwrap();
+        let back = DataKey::unwrap(&master, &t("aa"), &first, &wrapped).unwrap();
         assert_eq!(back.0, dk.0);
-        assert!(DataKey::unwrap(&master, &t("bb"), &wrapped).is_err());
-        assert!(DataKey::unwrap(&other, &t("aa"), &wrapped).is_err());
+        assert!(DataKey::unwrap(&master, &t("bb"), &first, &wrapped).is_err());
+        assert!(DataKey::unwrap(&master, &t("aa"), &later, &wrapped).is_err());
+        assert!(DataKey::unwrap(&other, &t("aa"), &first, &wrapped).is_err());
+        assert!(DataKey::unwrap_legacy(&master, &t("aa"), &wrapped).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 pub use oidc::{parse_jwks, OidcVerifier, VerifiedUser};
-pub use session::{SessionClaims, SessionSigner, SIGNING_KID_PREFIX};
+pub use session::{SessionClaims, SessionSigner, SessionSubject, SIGNING_KID_PREFIX};
 
 /// Why a token was refused; each message is specific, and none reveals key
 /// material or anything about tenants.

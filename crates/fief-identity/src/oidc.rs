@@ -25,6 +25,9 @@ pub struct VerifiedUser {
     pub tenant: String,
     pub subject: String,
     pub tags: Tags,
+    /// `iat`, seconds since the epoch. Required: a token issued before its
+    /// tenant's current incarnation existed belongs to an earlier one.
+    pub issued_at: u64,
 }
 
 struct KeyCache {
@@ -98,6 +101,11 @@ impl OidcVerifier {
         }
     }
 
+    /// The allowed clock skew, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.config.leeway_secs
+    }
+
     pub async fn verify(&self, token: &str) -> Result<VerifiedUser, TokenError> {
         let header = raw_header(token)?;
         let alg_name = header.alg.unwrap_or_default();
@@ -137,6 +145,12 @@ impl OidcVerifier {
         };
         let subject = string_claim("sub")?;
         let tenant = string_claim(&self.config.tenant_claim)?;
+        let issued_at = match claims.get("iat") {
+            None | Some(Value::Null) => return Err(TokenError::MissingClaim("iat".into())),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                TokenError::InvalidClaim("iat".into(), "expected seconds since the epoch".into())
+            })?,
+        };
         let tags = match &self.config.tags_claim {
             None => Tags::new(),
             Some(name) => match claims.get(name) {
@@ -158,6 +172,7 @@ impl OidcVerifier {
             tenant,
             subject,
             tags,
+            issued_at,
         })
     }
 

@@ -31,25 +31,43 @@ pub struct SessionClaims {
     pub exp: u64,
     pub jti: String,
     pub tenant: String,
+    /// The incarnation of `tenant` the session belongs to: a token of an
+    /// offboarded tenant never works for a later one with the same id.
+    pub tenant_incarnation: String,
     pub role: String,
     pub session_name: String,
     pub tags: BTreeMap<String, String>,
     pub source_tenant: String,
+    pub source_incarnation: String,
     pub source_principal: String,
 }
 
+/// Who a session is for and who assumed it (tenant ids with their
+/// incarnations), as the assume-role decision established.
+#[derive(Debug, Clone)]
+pub struct SessionSubject<'a> {
+    pub tenant: &'a str,
+    pub tenant_incarnation: &'a str,
+    pub role: &'a str,
+    pub session_name: &'a str,
+    pub tags: BTreeMap<String, String>,
+    pub source_tenant: &'a str,
+    pub source_incarnation: &'a str,
+    pub source_principal: &'a str,
+}
+
 impl SessionClaims {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        tenant: &str,
-        role: &str,
-        session_name: &str,
-        tags: BTreeMap<String, String>,
-        source_tenant: &str,
-        source_principal: &str,
-        now: SystemTime,
-        duration: Duration,
-    ) -> Self {
+    pub fn new(subject: SessionSubject<'_>, now: SystemTime, duration: Duration) -> Self {
+        let SessionSubject {
+            tenant,
+            tenant_incarnation,
+            role,
+            session_name,
+            tags,
+            source_tenant,
+            source_incarnation,
+            source_principal,
+        } = subject;
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
@@ -61,10 +79,12 @@ impl SessionClaims {
             exp: iat + duration.as_secs(),
             jti: hex::encode(jti),
             tenant: tenant.into(),
+            tenant_incarnation: tenant_incarnation.into(),
             role: role.into(),
             session_name: session_name.into(),
             tags,
             source_tenant: source_tenant.into(),
+            source_incarnation: source_incarnation.into(),
             source_principal: source_principal.into(),
         }
     }
@@ -203,12 +223,16 @@ mod tests {
 
     fn claims(duration: Duration) -> SessionClaims {
         SessionClaims::new(
-            "acme",
-            "analyst",
-            "s1",
-            BTreeMap::from([("Department".into(), "Sales".into())]),
-            "globex",
-            "api-key:abc",
+            SessionSubject {
+                tenant: "acme",
+                tenant_incarnation: "0123456789abcdef0123456789abcdef",
+                role: "analyst",
+                session_name: "s1",
+                tags: BTreeMap::from([("Department".into(), "Sales".into())]),
+                source_tenant: "globex",
+                source_incarnation: "fedcba9876543210fedcba9876543210",
+                source_principal: "api-key:abc",
+            },
             SystemTime::now(),
             duration,
         )

@@ -111,6 +111,11 @@ pub struct Knowledge {
     params: HnswParams,
 }
 
+/// The index key of the scope's tenant incarnation.
+fn owner(scope: &TenantScope) -> fief_retrieval::placement::Owner {
+    (scope.tenant().clone(), scope.incarnation().clone())
+}
+
 /// True if a metadata or filter key names a tenant (`tenant`, `tenant_id`,
 /// `TenantId`, `_tenant`, `x-tenant`, ...): the boundary is the store's.
 fn names_a_tenant(key: &str) -> bool {
@@ -276,11 +281,11 @@ impl Knowledge {
 
     pub async fn delete(&self, store: &Store, scope: &TenantScope, name: &str) -> Result<()> {
         // Out of the index first: from here on no query can reach it.
-        self.indexes.drop_knowledge_base(scope.tenant(), name)?;
+        self.indexes.drop_knowledge_base(&owner(scope), name)?;
         if !store.delete_knowledge_base(scope, name).await? {
             return Err(KnowledgeError::NotFound(format!("knowledge base {name}")));
         }
-        self.indexes.drop_knowledge_base(scope.tenant(), name)?;
+        self.indexes.drop_knowledge_base(&owner(scope), name)?;
         Ok(())
     }
 
@@ -374,7 +379,7 @@ impl Knowledge {
             .ok_or_else(|| KnowledgeError::NotFound(format!("document {doc}")))?;
         if let Some(p) = self
             .indexes
-            .get(scope.tenant(), Placement::for_tier(tier), kb)?
+            .get(&owner(scope), Placement::for_tier(tier), kb)?
         {
             let mut index = p.write().map_err(|_| RetrievalError::Poisoned)?;
             for id in removed {
@@ -511,7 +516,7 @@ impl Knowledge {
         placement: Placement,
         kb: &str,
     ) -> Result<SharedPartitionRef> {
-        let tenant = scope.tenant();
+        let tenant = &owner(scope);
         if let Some(p) = self.indexes.get(tenant, placement, kb)? {
             return Ok(p);
         }

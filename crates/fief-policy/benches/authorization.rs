@@ -12,13 +12,17 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use fief_core::{ModelName, ModelRef, Tags, TenantId};
+use fief_core::{Incarnation, ModelName, ModelRef, Tags, TenantId};
 use fief_policy::{
-    Action, PolicyEngine, Principal, Resource, ResourceAttrs, RoleDocument, Session,
+    Action, PolicyEngine, PrincipalFacts, Resource, ResourceAttrs, RoleDocument, SessionFacts,
     TenantDocuments,
 };
 
 const DECISIONS: usize = 200_000;
+
+fn incarnation() -> Incarnation {
+    Incarnation::from_random([1; 16])
+}
 
 fn tenant(i: usize) -> TenantId {
     TenantId::parse(&format!("t{i:05}")).unwrap()
@@ -80,7 +84,7 @@ fn run(tenants: usize) {
         let compiled = engine.compile_tenant(&documents(i)).unwrap();
         compile.push(t0.elapsed());
         let t = tenant(i);
-        engine.install(&t, engine.generation(&t), compiled);
+        engine.install(&t, &incarnation(), engine.generation(&t), compiled);
     }
     let load = started.elapsed();
     compile.sort();
@@ -99,22 +103,26 @@ fn run(tenants: usize) {
         };
         let dept = if rng.gen_bool(0.5) { "Sales" } else { "HR" };
         let principal = match n % 3 {
-            0 => Principal::ApiKey {
+            0 => PrincipalFacts::ApiKey {
                 key_id: format!("k{i}"),
                 tenant: t.clone(),
+                incarnation: incarnation(),
                 role: None,
+                tags: Tags::new(),
             },
-            1 => Principal::Session(Session {
+            1 => PrincipalFacts::Session(SessionFacts {
                 tenant: t.clone(),
+                incarnation: incarnation(),
                 role: "analyst".into(),
                 session_name: "s".into(),
                 tags: Tags::from([("Department".into(), format!("{dept}-{i}"))]),
                 source_tenant: t.clone(),
                 source_principal: format!("api-key:k{i}"),
             }),
-            _ => Principal::User {
+            _ => PrincipalFacts::User {
                 subject: format!("reader-{i}"),
                 tenant: t.clone(),
+                incarnation: incarnation(),
                 tags: Tags::new(),
             },
         };

@@ -332,10 +332,12 @@ mod tests {
             })
             .unwrap();
         let t = fief_core::TenantId::parse("aa").unwrap();
-        engine.install(&t, 0, compiled);
-        let user = crate::Principal::User {
+        let inc = fief_core::Incarnation::from_random([0; 16]);
+        engine.install(&t, &inc, 0, compiled);
+        let user = crate::PrincipalFacts::User {
             subject: "s".into(),
             tenant: t.clone(),
+            incarnation: inc,
             tags: Default::default(),
         };
         assert!(

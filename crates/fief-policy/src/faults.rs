@@ -10,25 +10,14 @@ use cedar_policy::{PolicyId, PolicySet};
 use crate::GUARDRAIL_ID;
 
 static SKIP_GUARDRAIL: AtomicBool = AtomicBool::new(false);
-static SCOPE_FROM_ADDRESS: AtomicBool = AtomicBool::new(false);
 
 /// Evaluate without the platform guardrail `forbid`.
 pub fn skip_guardrail(on: bool) {
     SKIP_GUARDRAIL.store(on, Ordering::SeqCst);
 }
 
-/// Remove the application filter: an allow scopes storage to the addressed
-/// resource's tenant instead of the caller's own.
-pub fn take_scope_from_address(on: bool) {
-    SCOPE_FROM_ADDRESS.store(on, Ordering::SeqCst);
-}
-
 pub(crate) fn guardrail_skipped() -> bool {
     SKIP_GUARDRAIL.load(Ordering::SeqCst)
-}
-
-pub(crate) fn scope_from_address() -> bool {
-    SCOPE_FROM_ADDRESS.load(Ordering::SeqCst)
 }
 
 pub(crate) fn without_guardrail(policies: &PolicySet) -> PolicySet {

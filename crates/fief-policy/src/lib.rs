@@ -12,9 +12,10 @@
 //! decision evaluates the platform policies plus one tenant's, whatever the
 //! number of tenants.
 //!
-//! [`TenantScope`] has no public constructor: the only way to get one is an
-//! allowed decision from [`PolicyEngine::authorize`], and every storage accessor
-//! for tenant data requires one.
+//! A decision here is a [`Verdict`] on [`PrincipalFacts`]: it grants
+//! nothing by itself. The gate in fief-store evaluates the facts of an
+//! authenticated `Principal` (which only a verified credential can make)
+//! and turns an allow into the `TenantScope` storage requires.
 
 mod document;
 #[cfg(feature = "fault-injection")]
@@ -31,7 +32,7 @@ use cedar_policy::{
 };
 use subtle::ConstantTimeEq;
 
-use fief_core::{KbRef, ModelRef, RoleRef, TableRef, Tags, TenantId};
+use fief_core::{Incarnation, KbRef, ModelRef, RoleRef, TableRef, Tags, TenantId};
 
 pub use document::{line_column, DocumentErrors, Problem, MAX_DOCUMENT_BYTES};
 
@@ -52,31 +53,41 @@ const PLATFORM_POLICIES: &str = include_str!("platform.cedar");
 
 /// The id of the cross-tenant guardrail, as it appears in audit entries.
 pub const GUARDRAIL_ID: &str = "platform-guardrail";
+/// The id of the guardrail on assuming another tenant's role.
+pub const ASSUME_ROLE_GUARDRAIL_ID: &str = "assume-role-guardrail";
 
-/// Who is asking. Built by the authentication layer from a verified credential.
+/// Who is asking, as facts for one decision. Anyone may build these: a
+/// decision on them grants nothing by itself. The authenticated principal
+/// that storage trusts (and that the gate turns into a tenant scope) is
+/// `fief_store::Principal`, made only from a verified credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
+pub enum PrincipalFacts {
     /// An API key; `role` is set for a scoped key.
     ApiKey {
         key_id: String,
         tenant: TenantId,
+        incarnation: Incarnation,
         role: Option<String>,
+        /// Tags the operator gave the key (`principal.getTag(...)`).
+        tags: Tags,
     },
     /// A user signed in through the OIDC identity provider.
     User {
         subject: String,
         tenant: TenantId,
+        incarnation: Incarnation,
         tags: Tags,
     },
-    Session(Session),
+    Session(SessionFacts),
     Operator,
 }
 
-/// A role session from a verified session token.
+/// A role session, as its verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
+pub struct SessionFacts {
     /// The role's tenant: the session acts there.
     pub tenant: TenantId,
+    pub incarnation: Incarnation,
     pub role: String,
     pub session_name: String,
     pub tags: Tags,
@@ -85,31 +96,51 @@ pub struct Session {
     pub source_principal: String,
 }
 
-impl Principal {
+impl PrincipalFacts {
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Principal::ApiKey { tenant, .. } | Principal::User { tenant, .. } => Some(tenant),
-            Principal::Session(s) => Some(&s.tenant),
-            Principal::Operator => None,
+            PrincipalFacts::ApiKey { tenant, .. } | PrincipalFacts::User { tenant, .. } => {
+                Some(tenant)
+            }
+            PrincipalFacts::Session(s) => Some(&s.tenant),
+            PrincipalFacts::Operator => None,
+        }
+    }
+    pub fn incarnation(&self) -> Option<&Incarnation> {
+        match self {
+            PrincipalFacts::ApiKey { incarnation, .. }
+            | PrincipalFacts::User { incarnation, .. } => Some(incarnation),
+            PrincipalFacts::Session(s) => Some(&s.incarnation),
+            PrincipalFacts::Operator => None,
+        }
+    }
+    /// The tags Cedar sees on the principal.
+    pub fn tags(&self) -> Option<&Tags> {
+        match self {
+            PrincipalFacts::ApiKey { tags, .. } | PrincipalFacts::User { tags, .. } => Some(tags),
+            PrincipalFacts::Session(s) => Some(&s.tags),
+            PrincipalFacts::Operator => None,
         }
     }
     /// Stable text for audit entries.
     pub fn audit_name(&self) -> String {
         match self {
-            Principal::ApiKey { key_id, .. } => format!("api-key:{key_id}"),
-            Principal::User {
+            PrincipalFacts::ApiKey { key_id, .. } => format!("api-key:{key_id}"),
+            PrincipalFacts::User {
                 subject, tenant, ..
             } => format!("user:{tenant}/{subject}"),
-            Principal::Session(s) => {
+            PrincipalFacts::Session(s) => {
                 format!("session:{}/{}/{}", s.tenant, s.role, s.session_name)
             }
-            Principal::Operator => "operator".into(),
+            PrincipalFacts::Operator => "operator".into(),
         }
     }
     /// For a session, who assumed it (audit entries carry it).
     pub fn source(&self) -> Option<String> {
         match self {
-            Principal::Session(s) => Some(format!("{} ({})", s.source_principal, s.source_tenant)),
+            PrincipalFacts::Session(s) => {
+                Some(format!("{} ({})", s.source_principal, s.source_tenant))
+            }
             _ => None,
         }
     }
@@ -209,6 +240,7 @@ actions!(
     DeleteRole,
     ListRoles,
     AssumeRole,
+    TagSession,
     CreateKnowledgeBase,
     GetKnowledgeBase,
     DeleteKnowledgeBase,
@@ -233,48 +265,44 @@ actions!(
     RotateSigningKey,
 );
 
-/// Proof that the authorisation layer allowed access to one tenant's data.
-/// Its fields are private and it has no public constructor (invariant 3).
+/// The result of one evaluation, allow or deny, with what decided it. It
+/// grants nothing by itself: the gate in fief-store turns the allow of an
+/// authenticated principal into a tenant scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantScope {
-    tenant: TenantId,
-}
-
-impl TenantScope {
-    pub fn tenant(&self) -> &TenantId {
-        &self.tenant
-    }
-}
-
-/// The result of one authorisation, allow or deny, with what decided it.
-#[derive(Debug, Clone)]
-pub struct Decision {
+pub struct Verdict {
     pub allowed: bool,
     /// Ids of the policies that determined the decision.
     pub policies: Vec<String>,
     /// Why a deny happened when no policy names it (default deny, errors).
     pub reason: Option<String>,
-    scope: Option<TenantScope>,
 }
 
-impl Decision {
-    /// The tenant scope an allow grants. For a tenant principal it is the
-    /// principal's own tenant, never the addressed one, so storage stays
-    /// confined to the caller even if a policy were wrong.
-    pub fn scope(&self) -> Option<&TenantScope> {
-        self.scope.as_ref()
-    }
-    pub fn into_scope(self) -> Option<TenantScope> {
-        self.scope
-    }
-    fn deny(reason: impl Into<String>) -> Self {
+impl Verdict {
+    pub fn deny(reason: impl Into<String>) -> Self {
         Self {
             allowed: false,
             policies: Vec::new(),
             reason: Some(reason.into()),
-            scope: None,
         }
     }
+}
+
+/// One session tag asked for in an assume-role request, and whether the
+/// role's trust policy permits it (`TagSession`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagVerdict {
+    pub key: String,
+    pub value: String,
+    pub allowed: bool,
+    pub policies: Vec<String>,
+}
+
+/// The decision on an assume-role request: the trust decision, and each
+/// requested tag's. `verdict.allowed` holds only if every tag was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRoleVerdict {
+    pub verdict: Verdict,
+    pub tags: Vec<TagVerdict>,
 }
 
 /// A role as the tenant wrote it.
@@ -303,6 +331,14 @@ pub struct CompiledTenant {
     has_documents: bool,
 }
 
+impl CompiledTenant {
+    /// Whether the tenant wrote any policy or role (if not, no resource
+    /// attribute can matter to a decision).
+    pub fn has_documents(&self) -> bool {
+        self.has_documents
+    }
+}
+
 struct CompiledRole {
     /// Platform, tenant and role policies: what a session or scoped key may do.
     permissions: PolicySet,
@@ -316,7 +352,8 @@ struct CompiledRole {
 #[derive(Default)]
 struct Slot {
     generation: u64,
-    compiled: Option<Arc<CompiledTenant>>,
+    /// Compiled for one incarnation of the tenant id.
+    compiled: Option<(Incarnation, Arc<CompiledTenant>)>,
 }
 
 pub struct PolicyEngine {
@@ -457,22 +494,40 @@ impl PolicyEngine {
             .unwrap_or(0)
     }
 
-    pub fn is_loaded(&self, tenant: &TenantId) -> bool {
-        self.tenants
-            .read()
-            .map(|t| t.get(tenant).is_some_and(|s| s.compiled.is_some()))
-            .unwrap_or(false)
+    /// Whether `incarnation`'s policies are loaded (another incarnation's
+    /// with the same tenant id do not count).
+    pub fn is_loaded(&self, tenant: &TenantId, incarnation: &Incarnation) -> bool {
+        self.compiled(tenant, incarnation).is_some()
+    }
+
+    /// `incarnation`'s compiled policies, if they are loaded.
+    pub fn loaded(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Option<Arc<CompiledTenant>> {
+        self.compiled(tenant, incarnation)
     }
 
     /// Installs a compiled tenant unless it changed since `generation` was
     /// read (a load racing a write must not install stale policies).
-    pub fn install(&self, tenant: &TenantId, generation: u64, compiled: CompiledTenant) {
+    /// Returns the compiled set either way: the request that loaded it may
+    /// decide with it, since it read the documents after it began.
+    pub fn install(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+        generation: u64,
+        compiled: CompiledTenant,
+    ) -> Arc<CompiledTenant> {
+        let compiled = Arc::new(compiled);
         if let Ok(mut tenants) = self.tenants.write() {
             let slot = tenants.entry(tenant.clone()).or_default();
             if slot.generation == generation {
-                slot.compiled = Some(Arc::new(compiled));
+                slot.compiled = Some((incarnation.clone(), compiled.clone()));
             }
         }
+        compiled
     }
 
     /// Drops a tenant's compiled policies after a change (or offboarding).
@@ -484,16 +539,17 @@ impl PolicyEngine {
         }
     }
 
-    /// Whether the tenant's loaded policies include any it wrote.
-    pub fn has_documents(&self, tenant: &TenantId) -> bool {
-        self.compiled(tenant).is_some_and(|c| c.has_documents)
-    }
-
-    fn compiled(&self, tenant: &TenantId) -> Option<Arc<CompiledTenant>> {
-        self.tenants
-            .read()
-            .ok()
-            .and_then(|t| t.get(tenant).and_then(|s| s.compiled.clone()))
+    fn compiled(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Option<Arc<CompiledTenant>> {
+        self.tenants.read().ok().and_then(|t| {
+            t.get(tenant).and_then(|s| match &s.compiled {
+                Some((inc, c)) if inc == incarnation => Some(c.clone()),
+                _ => None,
+            })
+        })
     }
 
     // ---- decisions ---------------------------------------------------------
@@ -501,67 +557,118 @@ impl PolicyEngine {
     /// Decides one request without resource attributes.
     pub fn authorize(
         &self,
-        principal: &Principal,
+        principal: &PrincipalFacts,
         action: Action,
         resource: &Resource,
-    ) -> Decision {
+    ) -> Verdict {
         self.authorize_with(principal, action, resource, &ResourceAttrs::default())
     }
 
-    /// Decides one request. Never errors: anything that goes wrong while
-    /// building or evaluating the request is a deny with a reason.
+    /// Decides one request with the loaded policies of the principal's
+    /// tenant. Never errors: anything that goes wrong while building or
+    /// evaluating the request is a deny with a reason.
     pub fn authorize_with(
         &self,
-        principal: &Principal,
+        principal: &PrincipalFacts,
         action: Action,
         resource: &Resource,
         attrs: &ResourceAttrs,
-    ) -> Decision {
-        if action == Action::AssumeRole {
-            return Decision::deny("AssumeRole is decided by the role's trust policy");
+    ) -> Verdict {
+        let compiled = principal
+            .tenant()
+            .zip(principal.incarnation())
+            .and_then(|(t, i)| self.compiled(t, i));
+        self.authorize_in(compiled.as_deref(), principal, action, resource, attrs)
+    }
+
+    /// [`authorize_with`](Self::authorize_with) with the principal's
+    /// tenant's compiled policies given (`None`: not loaded, a deny).
+    pub fn authorize_in(
+        &self,
+        compiled: Option<&CompiledTenant>,
+        principal: &PrincipalFacts,
+        action: Action,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+    ) -> Verdict {
+        if matches!(action, Action::AssumeRole | Action::TagSession) {
+            return Verdict::deny("AssumeRole is decided by the role's trust policy");
         }
-        let compiled;
         let policies = match principal.tenant() {
-            None => &self.policies,
             Some(tenant) => {
-                let Some(c) = self.compiled(tenant) else {
-                    return Decision::deny(format!("policies of tenant {tenant} are not loaded"));
+                let Some(compiled) = compiled else {
+                    return Verdict::deny(format!("policies of tenant {tenant} are not loaded"));
                 };
-                compiled = c;
                 match principal_role(principal) {
                     None => &compiled.base,
                     Some(role) => match compiled.roles.get(role) {
                         Some(r) => &r.permissions,
-                        None => return Decision::deny(format!("role {role} no longer exists")),
+                        None => return Verdict::deny(format!("role {role} no longer exists")),
                     },
                 }
             }
+            None => &self.policies,
         };
-        let decision = self.evaluate(policies, principal, action, resource, attrs, None);
-        self.finish(decision, principal, action, resource)
+        verdict(self.evaluate(
+            policies,
+            principal,
+            action,
+            resource,
+            attrs,
+            &RequestContext::None,
+        ))
     }
 
-    /// Decides whether `principal` may assume `role`, by the role's trust
-    /// policy under the platform guardrails. Another tenant's principal must
-    /// present the role's external id and be named, by tenant, in the
-    /// principal scope of the trust statement that allows it.
+    /// Decides whether `principal` may assume `role` (of the incarnation
+    /// `owner` of the role's tenant), by the role's trust policy under the
+    /// platform guardrails, and whether each requested session tag is
+    /// permitted (`TagSession`, decided per tag with `context.key` and
+    /// `context.value`; no tag is accepted unless a trust statement permits
+    /// it). Another tenant's principal must present the role's external id
+    /// and be named, by tenant, in the principal scope of the trust
+    /// statement that allows it.
     pub fn authorize_assume_role(
         &self,
-        principal: &Principal,
+        principal: &PrincipalFacts,
+        role: &RoleRef,
+        owner: &Incarnation,
+        external_id: Option<&str>,
+        tags: &Tags,
+    ) -> AssumeRoleVerdict {
+        let compiled = self.compiled(&role.owner, owner);
+        self.authorize_assume_role_in(compiled.as_deref(), principal, role, external_id, tags)
+    }
+
+    /// [`authorize_assume_role`](Self::authorize_assume_role) with the
+    /// role's tenant's compiled policies given (`None`: not loaded, a deny).
+    pub fn authorize_assume_role_in(
+        &self,
+        compiled: Option<&CompiledTenant>,
+        principal: &PrincipalFacts,
         role: &RoleRef,
         external_id: Option<&str>,
-    ) -> Decision {
-        let Some(source) = principal.tenant() else {
-            return Decision::deny("only tenant principals assume roles");
+        tags: &Tags,
+    ) -> AssumeRoleVerdict {
+        let denied = |v: Verdict| AssumeRoleVerdict {
+            verdict: v,
+            tags: Vec::new(),
         };
-        if matches!(principal, Principal::Session(_)) {
-            return Decision::deny("a session cannot assume a role (no role chaining)");
+        let Some(source) = principal.tenant() else {
+            return denied(Verdict::deny("only tenant principals assume roles"));
+        };
+        if matches!(principal, PrincipalFacts::Session(_)) {
+            return denied(Verdict::deny(
+                "a session cannot assume a role (no role chaining)",
+            ));
         }
-        let Some(compiled) = self.compiled(&role.owner) else {
-            return Decision::deny(format!("policies of tenant {} are not loaded", role.owner));
+        let Some(compiled) = compiled else {
+            return denied(Verdict::deny(format!(
+                "policies of tenant {} are not loaded",
+                role.owner
+            )));
         };
         let Some(r) = compiled.roles.get(&role.name) else {
-            return Decision::deny("no such role, or no trust policy permits this principal");
+            return denied(Verdict::deny(NO_SUCH_ROLE));
         };
         let verified = match (&r.external_id, external_id) {
             (Some(expected), Some(given)) => {
@@ -570,106 +677,110 @@ impl PolicyEngine {
             _ => false,
         };
         let resource = Resource::Role(role.clone());
-        let decision = match self.evaluate(
+        let trust = match self.evaluate(
             &r.trust,
             principal,
             Action::AssumeRole,
             &resource,
             &ResourceAttrs::default(),
-            Some(verified),
+            &RequestContext::ExternalId(verified),
         ) {
             Ok(d) => d,
-            Err(reason) => return Decision::deny(reason),
+            Err(reason) => return denied(Verdict::deny(reason)),
         };
-        if decision.0 && source != &role.owner {
-            let named = decision.1.iter().any(|id| {
+        if trust.0 && source != &role.owner {
+            let named = trust.1.iter().any(|id| {
                 r.trust_scopes
                     .get(id)
                     .is_some_and(|t| t.as_ref() == Some(source))
             });
             if !named {
-                return Decision {
+                return denied(Verdict {
                     allowed: false,
-                    policies: decision.1,
+                    policies: trust.1,
                     reason: Some(format!(
                         "the trust policy does not name tenant {source} in its principal scope"
                     )),
-                    scope: None,
-                };
+                });
             }
         }
-        self.finish(Ok(decision), principal, Action::AssumeRole, &resource)
-    }
-
-    fn finish(
-        &self,
-        evaluated: Result<(bool, Vec<String>), String>,
-        principal: &Principal,
-        action: Action,
-        resource: &Resource,
-    ) -> Decision {
-        match evaluated {
-            Ok((true, policies)) => {
-                let scope = match (principal, action) {
-                    (Principal::Operator, Action::DeleteTenant) => resource.owner().cloned(),
-                    (Principal::Operator, _) | (_, Action::AssumeRole) => None,
-                    // Offboarding is the one operator action that needs the
-                    // tenant's data (to destroy it); a tenant principal's
-                    // scope is always its own tenant.
-                    #[cfg(feature = "fault-injection")]
-                    (_, _) if faults::scope_from_address() => resource.owner().cloned(),
-                    (p, _) => p.tenant().cloned(),
-                };
-                Decision {
-                    allowed: true,
-                    policies,
-                    reason: None,
-                    scope: scope.map(|tenant| TenantScope { tenant }),
-                }
-            }
-            Ok((false, policies)) => {
-                let reason = policies
-                    .is_empty()
-                    .then(|| "no policy permits this request".to_owned());
-                Decision {
-                    allowed: false,
-                    policies,
-                    reason,
-                    scope: None,
-                }
-            }
-            Err(reason) => Decision::deny(reason),
+        let mut decision = verdict(Ok(trust));
+        if !decision.allowed {
+            return denied(decision);
         }
-    }
-
-    /// A scope for reading the attributes (tags) of the principal's own
-    /// resources before deciding. It names only the principal's own tenant,
-    /// so an address naming another tenant never reaches the store.
-    pub fn attribute_scope(&self, principal: &Principal) -> Option<TenantScope> {
-        principal
-            .tenant()
-            .map(|t| TenantScope { tenant: t.clone() })
+        let mut decided = Vec::with_capacity(tags.len());
+        for (key, value) in tags {
+            let (allowed, policies) = match self.evaluate(
+                &r.trust,
+                principal,
+                Action::TagSession,
+                &resource,
+                &ResourceAttrs::default(),
+                &RequestContext::Tag(key, value),
+            ) {
+                Ok(d) => d,
+                Err(reason) => {
+                    return denied(Verdict::deny(format!("session tag {key}: {reason}")));
+                }
+            };
+            decided.push(TagVerdict {
+                key: key.clone(),
+                value: value.clone(),
+                allowed,
+                policies,
+            });
+        }
+        if let Some(refused) = decided.iter().find(|t| !t.allowed) {
+            decision.allowed = false;
+            decision.reason = Some(format!(
+                "the trust policy does not permit session tag {}={} (TagSession)",
+                refused.key, refused.value
+            ));
+        }
+        for t in &decided {
+            for p in &t.policies {
+                if !decision.policies.contains(p) {
+                    decision.policies.push(p.clone());
+                }
+            }
+        }
+        decision.policies.sort();
+        AssumeRoleVerdict {
+            verdict: decision,
+            tags: decided,
+        }
     }
 
     fn evaluate(
         &self,
         policies: &PolicySet,
-        principal: &Principal,
+        principal: &PrincipalFacts,
         action: Action,
         resource: &Resource,
         attrs: &ResourceAttrs,
-        external_id_verified: Option<bool>,
+        context: &RequestContext<'_>,
     ) -> Result<(bool, Vec<String>), String> {
         let mut entities = Vec::new();
         let principal_uid = principal_entity(principal, &mut entities)?;
         let resource_uid = resource_entity(resource, attrs, &mut entities)?;
         let action_uid = uid("Action", action.name())?;
-        let context = match external_id_verified {
-            None => Context::empty(),
-            Some(v) => Context::from_pairs([(
+        let context = match context {
+            RequestContext::None => Context::empty(),
+            RequestContext::ExternalId(v) => Context::from_pairs([(
                 "external_id_verified".to_owned(),
-                RestrictedExpression::new_bool(v),
+                RestrictedExpression::new_bool(*v),
             )])
+            .map_err(|e| e.to_string())?,
+            RequestContext::Tag(key, value) => Context::from_pairs([
+                (
+                    "key".to_owned(),
+                    RestrictedExpression::new_string((*key).clone()),
+                ),
+                (
+                    "value".to_owned(),
+                    RestrictedExpression::new_string((*value).clone()),
+                ),
+            ])
             .map_err(|e| e.to_string())?,
         };
         let request = Request::new(
@@ -715,15 +826,42 @@ impl PolicyEngine {
     }
 }
 
+/// What a decision's Cedar context holds.
+enum RequestContext<'a> {
+    None,
+    /// `AssumeRole`: whether the caller presented the role's external id.
+    ExternalId(bool),
+    /// `TagSession`: one requested session tag.
+    Tag(&'a String, &'a String),
+}
+
+/// The one answer for a role that does not exist, whatever the reason.
+pub const NO_SUCH_ROLE: &str = "no such role, or no trust policy permits this principal";
+
+fn verdict(evaluated: Result<(bool, Vec<String>), String>) -> Verdict {
+    match evaluated {
+        Ok((allowed, policies)) => {
+            let reason = (!allowed && policies.is_empty())
+                .then(|| "no policy permits this request".to_owned());
+            Verdict {
+                allowed,
+                policies,
+                reason,
+            }
+        }
+        Err(reason) => Verdict::deny(reason),
+    }
+}
+
 /// The id tenant policy `id` has in decisions and audit entries.
 pub fn policy_id(id: &str) -> String {
     format!("policy/{id}")
 }
 
-fn principal_role(p: &Principal) -> Option<&str> {
+fn principal_role(p: &PrincipalFacts) -> Option<&str> {
     match p {
-        Principal::ApiKey { role, .. } => role.as_deref(),
-        Principal::Session(s) => Some(&s.role),
+        PrincipalFacts::ApiKey { role, .. } => role.as_deref(),
+        PrincipalFacts::Session(s) => Some(&s.role),
         _ => None,
     }
 }
@@ -830,25 +968,27 @@ fn role_entity(
     Ok(uid)
 }
 
-fn principal_entity(p: &Principal, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
-    let none = Tags::new();
+fn principal_entity(p: &PrincipalFacts, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
     let (uid, attrs, tenant, tags) = match p {
-        Principal::Operator => return no_attrs("Operator", "operator", entities),
-        Principal::ApiKey {
+        PrincipalFacts::Operator => return no_attrs("Operator", "operator", entities),
+        PrincipalFacts::ApiKey {
             key_id,
             tenant,
             role,
+            tags,
+            ..
         } => {
             let mut attrs = vec![("tenant", Value::Uid(tenant_entity(tenant, entities)?))];
             if let Some(role) = role {
                 attrs.push(("role", Value::Uid(role_entity(tenant, role, entities)?)));
             }
-            (uid("ApiKey", key_id)?, attrs, tenant, &none)
+            (uid("ApiKey", key_id)?, attrs, tenant, tags)
         }
-        Principal::User {
+        PrincipalFacts::User {
             subject,
             tenant,
             tags,
+            ..
         } => {
             let attrs = vec![
                 ("tenant", Value::Uid(tenant_entity(tenant, entities)?)),
@@ -861,7 +1001,7 @@ fn principal_entity(p: &Principal, entities: &mut Vec<Entity>) -> Result<EntityU
                 tags,
             )
         }
-        Principal::Session(s) => {
+        PrincipalFacts::Session(s) => {
             let attrs = vec![
                 ("tenant", Value::Uid(tenant_entity(&s.tenant, entities)?)),
                 (
@@ -942,11 +1082,16 @@ mod tests {
     fn t(s: &str) -> TenantId {
         TenantId::parse(s).unwrap()
     }
-    fn key(tenant: &str) -> Principal {
-        Principal::ApiKey {
+    fn inc() -> Incarnation {
+        Incarnation::from_random([7; 16])
+    }
+    fn key(tenant: &str) -> PrincipalFacts {
+        PrincipalFacts::ApiKey {
             key_id: format!("k-{tenant}"),
             tenant: t(tenant),
+            incarnation: inc(),
             role: None,
+            tags: Tags::new(),
         }
     }
     fn model(owner: &str) -> Resource {
@@ -966,13 +1111,14 @@ mod tests {
         let engine = PolicyEngine::new().unwrap();
         for tenant in tenants {
             let compiled = engine.compile_tenant(docs).unwrap();
-            engine.install(&t(tenant), 0, compiled);
+            engine.install(&t(tenant), &inc(), 0, compiled);
         }
         engine
     }
-    fn session(tenant: &str, role: &str, tags: Tags) -> Principal {
-        Principal::Session(Session {
+    fn session(tenant: &str, role: &str, tags: Tags) -> PrincipalFacts {
+        PrincipalFacts::Session(SessionFacts {
             tenant: t(tenant),
+            incarnation: inc(),
             role: role.into(),
             session_name: "s".into(),
             tags,
@@ -989,8 +1135,20 @@ mod tests {
         }
     }
 
+    /// An assume-role decision without session tags.
+    fn assume(
+        engine: &PolicyEngine,
+        p: &PrincipalFacts,
+        role: &RoleRef,
+        external_id: Option<&str>,
+    ) -> Verdict {
+        engine
+            .authorize_assume_role(p, role, &inc(), external_id, &Tags::new())
+            .verdict
+    }
+
     #[test]
-    fn own_resources_are_allowed_with_scope_of_the_caller() {
+    fn own_resources_are_allowed() {
         let engine = engine_with(&["aa"], &TenantDocuments::default());
         for (action, resource) in [
             (Action::InvokeModel, model("aa")),
@@ -1009,7 +1167,6 @@ mod tests {
         ] {
             let d = engine.authorize(&key("aa"), action, &resource);
             assert!(d.allowed, "{action:?}: {:?}", d.reason);
-            assert_eq!(d.scope().unwrap().tenant(), &t("aa"));
         }
     }
 
@@ -1024,7 +1181,7 @@ mod tests {
             (Action::InvokeEndpoint, Resource::Endpoint(t("bb"))),
         ] {
             let d = engine.authorize(&key("aa"), action, &resource);
-            assert!(!d.allowed && d.scope().is_none(), "{action:?}");
+            assert!(!d.allowed, "{action:?}");
             assert_eq!(d.policies, vec![GUARDRAIL_ID.to_owned()]);
         }
     }
@@ -1043,31 +1200,41 @@ mod tests {
         );
         // A load that read the old generation cannot install after a change.
         let stale = engine.compile_tenant(&TenantDocuments::default()).unwrap();
-        engine.install(&t("aa"), 0, stale);
-        assert!(!engine.is_loaded(&t("aa")));
+        engine.install(&t("aa"), &inc(), 0, stale);
+        assert!(!engine.is_loaded(&t("aa"), &inc()));
+        // Policies compiled for one incarnation never serve another with the same id.
+        let engine = engine_with(&["aa"], &TenantDocuments::default());
+        let later = PrincipalFacts::ApiKey {
+            key_id: "k".into(),
+            tenant: t("aa"),
+            incarnation: Incarnation::from_random([8; 16]),
+            role: None,
+            tags: Tags::new(),
+        };
+        let d = engine.authorize(&later, Action::InvokeModel, &model("aa"));
+        assert!(!d.allowed && d.reason.unwrap().contains("not loaded"));
     }
 
     #[test]
     fn planes_are_separate() {
         let engine = engine_with(&["aa"], &TenantDocuments::default());
         // The operator has no data-plane action; a tenant key no admin action.
-        let d = engine.authorize(&Principal::Operator, Action::InvokeModel, &model("aa"));
+        let d = engine.authorize(&PrincipalFacts::Operator, Action::InvokeModel, &model("aa"));
         assert!(!d.allowed && d.reason.unwrap().contains("schema"));
         let d = engine.authorize(&key("aa"), Action::DeleteTenant, &Resource::Tenant(t("aa")));
         assert!(!d.allowed);
         let d = engine.authorize(
-            &Principal::Operator,
+            &PrincipalFacts::Operator,
             Action::DeleteTenant,
             &Resource::Tenant(t("bb")),
         );
         assert!(d.allowed);
-        assert_eq!(d.scope().unwrap().tenant(), &t("bb"));
         let d = engine.authorize(
-            &Principal::Operator,
+            &PrincipalFacts::Operator,
             Action::ListTenants,
             &Resource::Platform,
         );
-        assert!(d.allowed && d.scope().is_none());
+        assert!(d.allowed);
         // A type mismatch in the request is a deny, not an error path that allows.
         let d = engine.authorize(&key("aa"), Action::InvokeModel, &Resource::Tenant(t("aa")));
         assert!(!d.allowed);
@@ -1086,7 +1253,7 @@ mod tests {
             },
         );
         let d = engine.authorize(&key("aa"), Action::InvokeModel, &model("aa"));
-        assert!(!d.allowed && d.scope().is_none());
+        assert!(!d.allowed);
         assert!(d.reason.unwrap().contains("evaluation error"));
     }
 
@@ -1102,10 +1269,12 @@ mod tests {
             )],
         };
         let engine = engine_with(&["aa", "bb"], &docs);
-        let scoped = Principal::ApiKey {
+        let scoped = PrincipalFacts::ApiKey {
             key_id: "s".into(),
             tenant: t("aa"),
+            incarnation: inc(),
             role: Some("open".into()),
+            tags: Tags::new(),
         };
         for p in [key("aa"), scoped, session("aa", "open", Tags::new())] {
             for action in Action::ALL {
@@ -1138,7 +1307,8 @@ mod tests {
         }
         // The trust policy `permit(principal, action, resource)` names no
         // tenant, so even the right external id does not let bb in.
-        let d = engine.authorize_assume_role(
+        let d = assume(
+            &engine,
             &key("bb"),
             &RoleRef {
                 owner: t("aa"),
@@ -1199,38 +1369,25 @@ when { principal.hasTag("Department") && resource.hasTag("Department")
             owner: t("aa"),
             name: "auditor".into(),
         };
-        let d = engine.authorize_assume_role(&key("bb"), &role, Some("ext-123"));
+        let d = assume(&engine, &key("bb"), &role, Some("ext-123"));
         assert!(d.allowed, "{:?}", d.reason);
         assert_eq!(d.policies, ["role/auditor/trust"]);
-        assert!(d.scope().is_none());
         for ext in [None, Some("wrong"), Some("ext-1234")] {
-            let d = engine.authorize_assume_role(&key("bb"), &role, ext);
+            let d = assume(&engine, &key("bb"), &role, ext);
             assert!(!d.allowed);
             assert_eq!(d.policies, ["assume-role-guardrail"]);
         }
         // cc is not named in the trust policy.
-        assert!(
-            !engine
-                .authorize_assume_role(&key("cc"), &role, Some("ext-123"))
-                .allowed
-        );
+        assert!(!assume(&engine, &key("cc"), &role, Some("ext-123")).allowed);
         // A session cannot chain into another role.
         let s = session("bb", "x", Tags::new());
-        assert!(
-            !engine
-                .authorize_assume_role(&s, &role, Some("ext-123"))
-                .allowed
-        );
+        assert!(!assume(&engine, &s, &role, Some("ext-123")).allowed);
         // Unknown role.
         let missing = RoleRef {
             owner: t("aa"),
             name: "missing".into(),
         };
-        assert!(
-            !engine
-                .authorize_assume_role(&key("bb"), &missing, Some("ext-123"))
-                .allowed
-        );
+        assert!(!assume(&engine, &key("bb"), &missing, Some("ext-123")).allowed);
     }
 
     #[test]
@@ -1249,5 +1406,69 @@ when { principal.hasTag("Department") && resource.hasTag("Department")
             .validate_role(&role("r", "permit(", &[], None))
             .unwrap_err();
         assert!(e.to_string().contains("trust_policy"), "{e}");
+    }
+
+    #[test]
+    fn session_tags_need_a_tag_session_permit() {
+        let assume_only = r#"permit(principal, action == Fief::Action::"AssumeRole", resource) when { principal.tenant == resource.tenant };"#;
+        let own_department = r#"permit(principal, action == Fief::Action::"AssumeRole", resource) when { principal.tenant == resource.tenant };
+permit(principal, action == Fief::Action::"TagSession", resource)
+when { context.key == "Department" && principal.hasTag("Department") && context.value == principal.getTag("Department") };"#;
+        let docs = TenantDocuments {
+            policies: Vec::new(),
+            roles: vec![
+                role("plain", assume_only, &[], None),
+                role("dept", own_department, &[], None),
+            ],
+        };
+        let engine = engine_with(&["aa"], &docs);
+        let role = |name: &str| RoleRef {
+            owner: t("aa"),
+            name: name.into(),
+        };
+        let sales_key = PrincipalFacts::ApiKey {
+            key_id: "k".into(),
+            tenant: t("aa"),
+            incarnation: inc(),
+            role: None,
+            tags: tags(&[("Department", "Sales")]),
+        };
+        let decide = |p: &PrincipalFacts, r: &str, asked: &[(&str, &str)]| {
+            engine.authorize_assume_role(p, &role(r), &inc(), None, &tags(asked))
+        };
+        // Without a TagSession permit, no tag is accepted, but the role is.
+        assert!(decide(&sales_key, "plain", &[]).verdict.allowed);
+        let d = decide(&sales_key, "plain", &[("Department", "Sales")]);
+        assert!(!d.verdict.allowed);
+        assert!(d.verdict.reason.unwrap().contains("TagSession"));
+        // With one, only the caller's own verified tag passes.
+        let d = decide(&sales_key, "dept", &[("Department", "Sales")]);
+        assert!(d.verdict.allowed, "{:?}", d.verdict.reason);
+        assert_eq!(d.tags.len(), 1);
+        assert!(d.tags[0].allowed);
+        assert_eq!(
+            d.verdict.policies,
+            ["role/dept/trust#1", "role/dept/trust#2"]
+        );
+        for asked in [
+            vec![("Department", "HR")],
+            vec![("Department", "Sales"), ("Clearance", "top")],
+        ] {
+            let d = decide(&sales_key, "dept", &asked);
+            assert!(!d.verdict.allowed, "{asked:?}");
+        }
+        // A key without the tag cannot claim it.
+        assert!(
+            !decide(&key("aa"), "dept", &[("Department", "Sales")])
+                .verdict
+                .allowed
+        );
+        // TagSession is never decided as an ordinary action.
+        let d = engine.authorize(
+            &sales_key,
+            Action::TagSession,
+            &Resource::Role(role("dept")),
+        );
+        assert!(!d.allowed);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use fief_core::TenantId;
+use fief_core::{Incarnation, TenantId};
 use fief_retrieval::placement::{Indexes, Partition, Placement};
 use fief_retrieval::{random_unit_vectors, HnswParams};
 
@@ -33,8 +33,13 @@ fn main() {
     let queries = env("BENCH_QUERIES", 5000);
     let dim = 384;
     let threshold = 2000; // the gateway's default knowledge.hnsw_threshold
-    let ids: Vec<TenantId> = (0..tenants)
-        .map(|t| TenantId::parse(&format!("t{t:05}")).unwrap())
+    let ids: Vec<(TenantId, Incarnation)> = (0..tenants)
+        .map(|t| {
+            (
+                TenantId::parse(&format!("t{t:05}")).unwrap(),
+                Incarnation::from_random([1; 16]),
+            )
+        })
         .collect();
     for placement in [Placement::SharedPartition, Placement::Dedicated] {
         let indexes = Indexes::new();

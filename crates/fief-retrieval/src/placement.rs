@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use fief_core::{TenantId, Tier};
+use fief_core::{Incarnation, TenantId, Tier};
 
 use crate::{Exact, Hit, Hnsw, HnswParams, RetrievalError};
 
@@ -124,12 +124,16 @@ pub struct TenantIndex {
     partitions: Mutex<HashMap<String, SharedPartitionRef>>,
 }
 
+/// A tenant incarnation: indexes of an offboarded tenant are never found
+/// by a later tenant with the same id.
+pub type Owner = (TenantId, Incarnation);
+
 /// Every loaded index of the process.
 #[derive(Debug, Default)]
 pub struct Indexes {
     /// The pool tier's one index, partitioned by (tenant, knowledge base).
-    shared: Mutex<HashMap<(TenantId, String), SharedPartitionRef>>,
-    dedicated: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
+    shared: Mutex<HashMap<(Owner, String), SharedPartitionRef>>,
+    dedicated: Mutex<HashMap<Owner, Arc<TenantIndex>>>,
 }
 
 fn poisoned<T>(_: T) -> RetrievalError {
@@ -144,7 +148,7 @@ impl Indexes {
     /// The loaded partition of `kb`, if any, where `placement` puts it.
     pub fn get(
         &self,
-        tenant: &TenantId,
+        tenant: &Owner,
         placement: Placement,
         kb: &str,
     ) -> Result<Option<SharedPartitionRef>, RetrievalError> {
@@ -174,7 +178,7 @@ impl Indexes {
     /// returns the one in place.
     pub fn install(
         &self,
-        tenant: &TenantId,
+        tenant: &Owner,
         placement: Placement,
         kb: &str,
         partition: Partition,
@@ -203,7 +207,7 @@ impl Indexes {
     }
 
     /// Forgets a knowledge base's partition wherever it is.
-    pub fn drop_knowledge_base(&self, tenant: &TenantId, kb: &str) -> Result<(), RetrievalError> {
+    pub fn drop_knowledge_base(&self, tenant: &Owner, kb: &str) -> Result<(), RetrievalError> {
         self.shared
             .lock()
             .map_err(poisoned)?
@@ -214,14 +218,18 @@ impl Indexes {
         Ok(())
     }
 
-    /// Forgets everything of a tenant (offboarding, or a tier change: the
-    /// next request reloads its vectors into the new placement).
+    /// Forgets everything of a tenant id, every incarnation (offboarding,
+    /// or a tier change: the next request reloads its vectors into the new
+    /// placement).
     pub fn drop_tenant(&self, tenant: &TenantId) -> Result<(), RetrievalError> {
         self.shared
             .lock()
             .map_err(poisoned)?
+            .retain(|((t, _), _), _| t != tenant);
+        self.dedicated
+            .lock()
+            .map_err(poisoned)?
             .retain(|(t, _), _| t != tenant);
-        self.dedicated.lock().map_err(poisoned)?.remove(tenant);
         Ok(())
     }
 
@@ -262,8 +270,11 @@ mod tests {
     use super::*;
     use crate::random_unit_vectors;
 
-    fn t(s: &str) -> TenantId {
-        TenantId::parse(s).unwrap()
+    fn t(s: &str) -> Owner {
+        (
+            TenantId::parse(s).unwrap(),
+            Incarnation::from_random([1; 16]),
+        )
     }
 
     #[test]
@@ -291,7 +302,13 @@ mod tests {
             .get(&t("aa"), Placement::Dedicated, "kb")
             .unwrap()
             .is_none());
-        idx.drop_tenant(&t("aa")).unwrap();
+        // Another incarnation of aa finds nothing of this one's.
+        let later = (t("aa").0, Incarnation::from_random([2; 16]));
+        assert!(idx
+            .get(&later, Placement::SharedPartition, "kb")
+            .unwrap()
+            .is_none());
+        idx.drop_tenant(&t("aa").0).unwrap();
         assert!(idx
             .get(&t("aa"), Placement::SharedPartition, "kb")
             .unwrap()

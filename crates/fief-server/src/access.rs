@@ -6,9 +6,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use fief_core::{parse_name, validate_tags, ModelRef, RoleRef, Tags, TenantId};
-use fief_identity::SessionClaims;
-use fief_policy::{Action, Principal, Resource, ResourceAttrs, RoleDocument, Session};
-use fief_store::{PolicyRecord, RoleInput, RoleRecord};
+use fief_policy::{Action, Resource, ResourceAttrs, RoleDocument, TagVerdict, Verdict};
+use fief_store::{PolicyRecord, Principal, RoleInput, RoleRecord};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -251,8 +250,13 @@ fn check_session_name(name: &str) -> ApiResult<()> {
     }
 }
 
-/// Issues a session token when the role's trust policy allows the caller.
-/// The token's permissions are the role's, in the role's tenant.
+/// Issues a session token when the role's trust policy allows the caller,
+/// and every requested session tag (`TagSession`). The token's permissions
+/// are the role's, in the role's tenant incarnation. Another tenant's role
+/// is looked up only once the caller presented an external id (the
+/// guardrail needs nothing else to refuse it), and a role of a tenant that
+/// does not exist gets the same answer, and an audit entry, as a foreign
+/// role the caller may not assume (invariants 7 and 8).
 pub async fn assume_role(
     state: &AppState,
     principal: &Principal,
@@ -270,19 +274,53 @@ pub async fn assume_role(
             sts.max_session_secs
         )));
     }
-    state.ensure_policies(&role.owner).await?;
-    let decision = state
-        .policy
-        .authorize_assume_role(principal, &role, req.external_id.as_deref());
     let resource = Resource::Role(role.clone());
-    state.audit_decision(principal, Action::AssumeRole.name(), &resource, &decision)?;
-    if !decision.allowed {
+    let owner = if role.owner == source {
+        principal.incarnation().cloned()
+    } else if req.external_id.is_none() {
+        let refused = Verdict {
+            allowed: false,
+            policies: vec![fief_policy::ASSUME_ROLE_GUARDRAIL_ID.to_owned()],
+            reason: Some("another tenant's role needs its external id".into()),
+        };
+        state.audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)?;
         return Err(ApiError::AccessDenied);
-    }
+    } else {
+        state.store.active_incarnation(&role.owner).await?
+    };
+    let decision = match owner {
+        Some(inc) => match state.ensure_policies(&role.owner, &inc).await {
+            Ok(policies) => Some(fief_store::decide_assume_role(
+                &state.policy,
+                &policies,
+                principal,
+                &role,
+                &inc,
+                req.external_id.as_deref(),
+                &req.tags,
+            )),
+            // The tenant went away since the lookup: as if it never was.
+            Err(ApiError::Unauthenticated(_)) => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let Some(decision) = decision else {
+        let refused = Verdict::deny(fief_policy::NO_SUCH_ROLE);
+        state.audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)?;
+        return Err(ApiError::AccessDenied);
+    };
+    state.audit_verdict(
+        principal,
+        Action::AssumeRole.name(),
+        &resource,
+        &decision.verdict.verdict,
+    )?;
+    let grant = decision.into_grant().ok_or(ApiError::AccessDenied)?;
     // Allowed, so the role exists; its own limit applies as well.
     let record = state
         .store
-        .assumable_role(&role.owner, &role.name)
+        .assumable_role(&grant)
         .await?
         .ok_or(ApiError::AccessDenied)?;
     if let Some(limit) = record.max_session_secs {
@@ -292,38 +330,22 @@ pub async fn assume_role(
             )));
         }
     }
-    let now = SystemTime::now();
-    let duration = Duration::from_secs(requested);
-    let claims = SessionClaims::new(
-        role.owner.as_str(),
-        &role.name,
-        &req.session_name,
-        req.tags.clone(),
-        source.as_str(),
-        &principal.audit_name(),
-        now,
-        duration,
-    );
-    let token = state
-        .sessions
-        .issue(&claims)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let expires_at = humantime::format_rfc3339_seconds(now + duration).to_string();
+    let (token, claims) = state
+        .store
+        .issue_session(&grant, &req.session_name, Duration::from_secs(requested))
+        .await?;
+    let expires_at =
+        humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp))
+            .to_string();
     // Recorded as the new session, so the role's tenant sees who assumed
     // its role (the decision above is recorded under the caller's tenant).
-    let session = Principal::Session(Session {
-        tenant: role.owner.clone(),
-        role: role.name.clone(),
-        session_name: req.session_name.clone(),
-        tags: req.tags,
-        source_tenant: source.clone(),
-        source_principal: principal.audit_name(),
-    });
-    state.audit_change(
-        &session,
-        Action::AssumeRole,
+    state.audit_session_issued(
+        &claims,
         &resource,
-        format!("session issued until {expires_at}"),
+        format!(
+            "session issued until {expires_at}; tags: {}",
+            grant.tags().keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
     )?;
     Ok(Credentials {
         token,
@@ -358,6 +380,17 @@ pub struct Explain {
     pub resource: String,
     /// Resource tags to assume instead of the stored ones.
     pub resource_tags: Option<Tags>,
+    /// For `AssumeRole` of one of this tenant's roles: the session tags to
+    /// ask for (each decided by the trust policy's `TagSession`).
+    pub session_tags: Option<Tags>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagDecision {
+    pub key: String,
+    pub value: String,
+    pub decision: &'static str,
+    pub policies: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -368,6 +401,17 @@ pub struct Explanation {
     pub principal: String,
     pub action: &'static str,
     pub resource: String,
+    /// `AssumeRole` only: each requested session tag's decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_tags: Option<Vec<TagDecision>>,
+}
+
+fn allow_or_deny(allowed: bool) -> &'static str {
+    if allowed {
+        "Allow"
+    } else {
+        "Deny"
+    }
 }
 
 pub async fn explain(
@@ -384,70 +428,122 @@ pub async fn explain(
         )
         .await?;
     let action: Action = req.action.parse().map_err(ApiError::Validation)?;
-    if action == Action::AssumeRole {
+    if action == Action::TagSession {
         return Err(ApiError::Validation(
-            "AssumeRole is decided by the role's trust policy; try the assumption instead".into(),
+            "TagSession is decided per tag within AssumeRole: explain AssumeRole with \
+             `session_tags`"
+                .into(),
         ));
     }
-    let subject = explained_principal(state, principal, &tenant, req.principal).await?;
+    let subject = explained_principal(state, principal, req.principal).await?;
     let resource = parse_resource(&req.resource, &tenant)?;
     if let Some(tags) = &req.resource_tags {
         validate_tags(tags)?;
     }
+    if action == Action::AssumeRole {
+        return explain_assume_role(state, &subject, resource, req.session_tags).await;
+    }
+    if req.session_tags.is_some() {
+        return Err(ApiError::Validation(
+            "session_tags apply only to AssumeRole".into(),
+        ));
+    }
     let attrs = req.resource_tags.map(|tags| ResourceAttrs { tags });
     let decision = state.decide(&subject, action, &resource, attrs).await?;
     Ok(Explanation {
-        decision: if decision.allowed { "Allow" } else { "Deny" },
+        decision: allow_or_deny(decision.allowed),
         policies: decision.policies,
         reason: decision.reason,
         principal: subject.audit_name(),
         action: action.name(),
         resource: resource.frn(),
+        session_tags: None,
     })
 }
 
+/// The trust decision on one of the caller's own tenant's roles, with each
+/// requested session tag's decision.
+async fn explain_assume_role(
+    state: &AppState,
+    subject: &Principal,
+    resource: Resource,
+    tags: Option<Tags>,
+) -> ApiResult<Explanation> {
+    let own = subject.tenant().zip(subject.incarnation());
+    let (Resource::Role(role), Some((tenant, incarnation))) = (&resource, own) else {
+        return Err(ApiError::Validation(
+            "AssumeRole is explained for a role of this tenant: frn:fief:role:<tenant>/<name>"
+                .into(),
+        ));
+    };
+    if &role.owner != tenant {
+        return Err(ApiError::Validation(
+            "only this tenant's own roles can be explained".into(),
+        ));
+    }
+    let tags = tags.unwrap_or_default();
+    validate_tags(&tags)?;
+    let policies = state.ensure_policies(tenant, incarnation).await?;
+    let decision = fief_store::decide_assume_role(
+        &state.policy,
+        &policies,
+        subject,
+        role,
+        incarnation,
+        None,
+        &tags,
+    );
+    let v = decision.verdict;
+    Ok(Explanation {
+        decision: allow_or_deny(v.verdict.allowed),
+        policies: v.verdict.policies,
+        reason: v.verdict.reason,
+        principal: subject.audit_name(),
+        action: Action::AssumeRole.name(),
+        resource: resource.frn(),
+        session_tags: Some(v.tags.into_iter().map(tag_decision).collect()),
+    })
+}
+
+fn tag_decision(t: TagVerdict) -> TagDecision {
+    TagDecision {
+        decision: allow_or_deny(t.allowed),
+        key: t.key,
+        value: t.value,
+        policies: t.policies,
+    }
+}
+
+/// The principal to explain for: the caller, or one of its own tenant's
+/// (which grants nothing: a hypothetical principal gets no scope).
 async fn explained_principal(
     state: &AppState,
     caller: &Principal,
-    tenant: &TenantId,
     described: Option<ExplainPrincipal>,
 ) -> ApiResult<Principal> {
     let Some(p) = described else {
         return Ok(caller.clone());
     };
     validate_tags(&p.tags)?;
-    match (p.api_key, p.role, p.user) {
-        (Some(key_id), None, None) => {
-            let key = state
-                .store
-                .list_api_keys(tenant)
-                .await?
-                .into_iter()
-                .find(|k| k.id == key_id)
-                .ok_or_else(|| ApiError::NotFound(format!("api key {key_id} not found")))?;
-            Ok(Principal::ApiKey {
-                key_id: key.id,
-                tenant: tenant.clone(),
-                role: key.role,
-            })
+    let described = match (p.api_key, p.role, p.user) {
+        (Some(key_id), None, None) => state
+            .store
+            .hypothetical_key(caller, &key_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("api key {key_id} not found")))?,
+        (None, Some(role), None) => caller
+            .hypothetical_session(&parse_name("role name", &role)?, p.tags)
+            .ok_or(ApiError::AccessDenied)?,
+        (None, None, Some(subject)) => caller
+            .hypothetical_user(&subject, p.tags)
+            .ok_or(ApiError::AccessDenied)?,
+        _ => {
+            return Err(ApiError::Validation(
+                "principal must name exactly one of api_key, role and user".into(),
+            ))
         }
-        (None, Some(role), None) => Ok(Principal::Session(Session {
-            tenant: tenant.clone(),
-            role: parse_name("role name", &role)?,
-            session_name: "explain".into(),
-            tags: p.tags,
-            source_tenant: tenant.clone(),
-            source_principal: caller.audit_name(),
-        })),
-        (None, None, Some(subject)) => Ok(Principal::User {
-            subject,
-            tenant: tenant.clone(),
-            tags: p.tags,
-        }),
-        _ => Err(ApiError::Validation(
-            "principal must name exactly one of api_key, role and user".into(),
-        )),
-    }
+    };
+    Ok(described)
 }
 
 /// A resource named by its fief resource name, or a bare model reference.

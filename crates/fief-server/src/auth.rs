@@ -1,24 +1,34 @@
-//! Authentication (invariant 1): the tenant comes only from a verified
-//! credential. Extractors for the two planes; each accepts only its own kind
-//! of credential.
+//! Authentication at the HTTP edge (invariant 1): the bearer credential
+//! goes to `fief_store::Store::authenticate`, the only maker of tenant
+//! principals. On the data plane a middleware does it once per request,
+//! checks the listener admits the tenant, and holds the request's share of
+//! the tenant incarnation's activity until the response is sent (the
+//! offboarding fence, `fence.rs`). Refused credentials are counted for the
+//! audit log (`authfail.rs`).
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use subtle::ConstantTimeEq;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
-use fief_core::TenantId;
-use fief_identity::{looks_like_jwt, token_kid, TokenError, SIGNING_KID_PREFIX};
-use fief_policy::{Principal, Session};
-use fief_store::{TenantStatus, KEY_PREFIX};
+use fief_store::{AuthnError, CredentialKind, Principal};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
+use crate::fence::Held;
 use crate::island::Listener;
-use crate::state::{AppState, SharedState};
+use crate::state::SharedState;
+
+/// The client's address, set per connection by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// The bearer token, if the request carries exactly one well-formed one.
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or_else(|| {
         ApiError::Unauthenticated("missing Authorization: Bearer credential".into())
     })?;
@@ -43,7 +53,85 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token)
 }
 
-/// A tenant principal on the data plane.
+fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions.get::<Peer>().map(|p| p.0)
+}
+
+impl From<AuthnError> for ApiError {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Refused(m) => ApiError::Unauthenticated(m),
+            AuthnError::Unavailable(m) => {
+                ApiError::Unavailable(format!("credential check failed: {m}"))
+            }
+        }
+    }
+}
+
+/// The data plane's authentication layer (on every route but health).
+pub async fn tenant_layer(
+    State(state): State<SharedState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let listener = req
+        .extensions()
+        .get::<Listener>()
+        .cloned()
+        .unwrap_or(Listener::Shared);
+    let source = peer(req.extensions());
+    let plane = listener.name();
+    let (kind, authenticated) = authenticate(&state, req.headers()).await;
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthenticated(_)) {
+                state
+                    .auth_failures
+                    .record(plane, kind, source, &e.to_string());
+            }
+            return e.into_response();
+        }
+    };
+    let (Some(tenant), Some(incarnation)) = (principal.tenant(), principal.incarnation()) else {
+        return ApiError::AccessDenied.into_response();
+    };
+    // Network placement: a tenant is served only on listeners that admit it.
+    if !listener.admits(tenant, &state.config) {
+        return match state.audit_network_deny(&principal) {
+            Ok(()) => ApiError::AccessDenied.into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    let Some(share) = state.activity.enter(tenant, incarnation).await else {
+        let e = ApiError::Unauthenticated("invalid, revoked or unknown credential".into());
+        state
+            .auth_failures
+            .record(plane, kind, source, &e.to_string());
+        return e.into_response();
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await.map(|body| Held::body(body, share))
+}
+
+/// The principal of the request's bearer credential, with the kind of
+/// credential it looked like (for auditing a refusal).
+async fn authenticate(
+    state: &SharedState,
+    headers: &HeaderMap,
+) -> (CredentialKind, Result<Principal, ApiError>) {
+    let token = match bearer(headers) {
+        Ok(t) => t,
+        Err(e) => return (CredentialKind::Unrecognised, Err(e)),
+    };
+    let kind = CredentialKind::of(token);
+    (
+        kind,
+        state.store.authenticate(token).await.map_err(Into::into),
+    )
+}
+
+/// A tenant principal on the data plane, authenticated by [`tenant_layer`].
 pub struct TenantCaller(pub Principal);
 
 impl FromRequestParts<SharedState> for TenantCaller {
@@ -51,97 +139,20 @@ impl FromRequestParts<SharedState> for TenantCaller {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &SharedState,
+        _state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let principal = authenticate(state, token).await?;
-        // Network placement: a tenant is served only on listeners that admit it.
-        let listener = parts
+        parts
             .extensions
-            .get::<Listener>()
+            .get::<Principal>()
             .cloned()
-            .unwrap_or(Listener::Shared);
-        if let Some(tenant) = principal.tenant() {
-            if !listener.admits(tenant, &state.config) {
-                state.audit_network_deny(&principal)?;
-                return Err(ApiError::AccessDenied);
-            }
-        }
-        Ok(TenantCaller(principal))
-    }
-}
-
-/// Turns a bearer credential into a principal: an API key, a fief session
-/// token, or an OIDC JWT. Every tenant it names must exist and be active.
-async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
-    if token.starts_with(KEY_PREFIX) {
-        let key = state
-            .store
-            .authenticate_api_key(token)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                ApiError::Unauthenticated("invalid, revoked or unknown credential".into())
-            })?;
-        return Ok(Principal::ApiKey {
-            key_id: key.id,
-            tenant: key.tenant_id,
-            role: key.role,
-        });
-    }
-    if !looks_like_jwt(token) {
-        return Err(ApiError::Unauthenticated(
-            "invalid, revoked or unknown credential".into(),
-        ));
-    }
-    let invalid = |e: TokenError| ApiError::Unauthenticated(format!("invalid token: {e}"));
-    let is_session = token_kid(token).is_some_and(|k| k.starts_with(SIGNING_KID_PREFIX));
-    if is_session {
-        let claims = state.sessions.verify(token).map_err(invalid)?;
-        let tenant = active_tenant(state, &claims.tenant).await?;
-        // The session ends with the tenant that assumed it, too.
-        let source_tenant = active_tenant(state, &claims.source_tenant).await?;
-        return Ok(Principal::Session(Session {
-            tenant,
-            role: claims.role,
-            session_name: claims.session_name,
-            tags: claims.tags,
-            source_tenant,
-            source_principal: claims.source_principal,
-        }));
-    }
-    let oidc = state
-        .oidc
-        .as_ref()
-        .ok_or_else(|| invalid(TokenError::OidcDisabled))?;
-    let user = oidc.verify(token).await.map_err(invalid)?;
-    let tenant = active_tenant(state, &user.tenant).await?;
-    Ok(Principal::User {
-        subject: user.subject,
-        tenant,
-        tags: user.tags,
-    })
-}
-
-/// The store could not answer during authentication: fail closed (503).
-fn unavailable(e: fief_store::StoreError) -> ApiError {
-    ApiError::Unavailable(format!("credential check failed: {e}"))
-}
-
-/// The tenant a verified token names, if it exists and is active.
-async fn active_tenant(state: &AppState, claimed: &str) -> ApiResult<TenantId> {
-    let no_tenant =
-        || ApiError::Unauthenticated("invalid token: its tenant claim names no tenant".into());
-    let id = TenantId::parse(claimed).map_err(|_| no_tenant())?;
-    let record = state.store.get_tenant(&id).await.map_err(unavailable)?;
-    match record {
-        Some(t) if t.status == TenantStatus::Active => Ok(id),
-        _ => Err(no_tenant()),
+            .map(TenantCaller)
+            // Only a route without the layer gets here: never serve it.
+            .ok_or_else(|| ApiError::Internal("route reached without authentication".into()))
     }
 }
 
 /// The operator on the admin plane.
-pub struct Operator;
+pub struct Operator(pub Principal);
 
 impl FromRequestParts<SharedState> for Operator {
     type Rejection = ApiError;
@@ -150,11 +161,18 @@ impl FromRequestParts<SharedState> for Operator {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-            Ok(Operator)
-        } else {
-            Err(ApiError::Unauthenticated("invalid admin token".into()))
-        }
+        let source = peer(&parts.extensions);
+        let refused = |e: ApiError| {
+            state
+                .auth_failures
+                .record("admin", CredentialKind::AdminToken, source, &e.to_string());
+            e
+        };
+        let token = bearer(&parts.headers).map_err(refused)?;
+        state
+            .store
+            .authenticate_operator(token)
+            .map(Operator)
+            .map_err(|e| refused(e.into()))
     }
 }

@@ -107,7 +107,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::State(message) => ApiError::Conflict(message),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            // The request's tenant incarnation went away while it ran.
+            StoreError::TenantGone(_) => ApiError::Unauthenticated(
+                "invalid, revoked or unknown credential: its tenant is no longer active".into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

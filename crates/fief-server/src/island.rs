@@ -22,6 +22,14 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// For audit entries: `data` (the shared listener) or `island`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Listener::Shared => "data",
+            Listener::Island(_) => "island",
+        }
+    }
+
     /// May `tenant` be served on this listener?
     pub fn admits(&self, tenant: &TenantId, config: &fief_config::Config) -> bool {
         match self {

@@ -8,8 +8,8 @@ use fief_core::{parse_document_id, KbRef, Tier};
 use fief_knowledge::{
     DocumentInput, DocumentView, KnowledgeBaseView, KnowledgeError, QueryHit, QueryInput,
 };
-use fief_policy::{Action, Principal, Resource, TenantScope};
-use fief_store::{DocumentRecord, KnowledgeBaseRecord};
+use fief_policy::{Action, Resource};
+use fief_store::{DocumentRecord, KnowledgeBaseRecord, Principal, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;

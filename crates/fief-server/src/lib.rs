@@ -5,7 +5,9 @@
 
 mod access;
 mod auth;
+mod authfail;
 mod error;
+mod fence;
 mod island;
 mod knowledge;
 mod metrics;
@@ -32,7 +34,7 @@ use fief_config::Config;
 use fief_crypto::{write_secret_file, MasterKey};
 use fief_policy::PolicyEngine;
 use fief_serving::ModelCache;
-use fief_store::Store;
+use fief_store::{Store, StoreOptions};
 
 pub use error::ApiError;
 pub use routes::TARGET_MODEL_HEADER;
@@ -42,6 +44,8 @@ pub use state::AppState;
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const AUDIT_LOG_FILE: &str = "audit.log";
+/// Held locked by the one `fief serve` using the data directory.
+pub const LOCK_FILE: &str = "fief.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -96,6 +100,8 @@ pub struct Running {
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The data directory's lock, released when this gateway is gone.
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -112,6 +118,8 @@ impl Running {
                 .map_err(|e| ServerError::Task(e.to_string()))?
                 .map_err(|e| ServerError::Task(e.to_string()))?;
         }
+        // Refusals of the last, partial window are audited too.
+        self.state.flush_auth_failures();
         Ok(())
     }
 
@@ -124,9 +132,14 @@ impl Running {
 /// Opens everything under the data directory, binds both listeners and
 /// starts serving.
 pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
+    // Everything fief creates under the data directory is its owner's only
+    // (files 0600, directories 0700), including what SQLite and the object
+    // store create.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| ServerError::Startup(format!("data directory {}: {e}", dir.display())))?;
+    let lock = lock_data_dir(&dir)?;
     let master = match &secrets.master_key {
         Some(hex) => MasterKey::from_hex(hex)
             .map_err(|e| ServerError::Startup(format!("FIEF_MASTER_KEY: {e}")))?,
@@ -139,20 +152,18 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         .postgres
         .as_ref()
         .map(|p| (p.url.as_str(), p.admin_url.as_str()));
-    let store = Store::open_with(&dir, master, postgres).await?;
+    let store = Store::open(StoreOptions {
+        data_dir: &dir,
+        master,
+        postgres,
+        oidc: config.oidc.clone(),
+        admin_token: admin_token.clone(),
+    })
+    .await?;
     let cache = ModelCache::new(
         config.models.cache_bytes,
         config.models.max_concurrent_loads,
     );
-    let sessions = signing::load(&store).await?;
-    let oidc = match &config.oidc {
-        Some(c) => Some(
-            fief_identity::OidcVerifier::new(c.clone())
-                .await
-                .map_err(|e| ServerError::Startup(format!("oidc: {e}")))?,
-        ),
-        None => None,
-    };
 
     let data_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
@@ -184,9 +195,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         policy,
         audit,
         cache,
-        admin_token: admin_token.clone(),
-        oidc,
-        sessions,
+        activity: fence::Activity::default(),
+        auth_failures: authfail::AuthFailures::default(),
     });
     let (shutdown, rx) = watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs);
@@ -209,6 +219,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         let router = routes::data_router(state.clone(), island::Listener::Island(island));
         tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
+    tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
     Ok(Running {
         island_addrs,
         data_addr,
@@ -217,7 +228,68 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         state,
         shutdown,
         tasks,
+        _lock: lock,
     })
+}
+
+/// Writes the refused credentials of each window to the audit log.
+async fn audit_auth_failures(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let window = std::time::Duration::from_secs(state.config.audit.auth_failure_window_secs);
+    let mut tick = tokio::time::interval(window);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.flush_auth_failures(),
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Takes the data directory's exclusive lock, so two gateways never share
+/// one (their audit appends would interleave, and their caches disagree).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ServerError::Startup(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(ServerError::Startup(format!(
+                "data directory {} is in use by {who} (lock {}); stop that fief serve, or use \
+                 another --data-dir",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(ServerError::Startup(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    written.map_err(|e| ServerError::Startup(format!("{}: {e}", path.display())))?;
+    Ok(file)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -257,7 +329,17 @@ fn serve(
                 },
                 () = stopped(&mut rx) => break,
             };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let peer = stream.peer_addr().ok();
+            let service =
+                hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                        if let Some(peer) = peer {
+                            req.extensions_mut().insert(auth::Peer(peer));
+                        }
+                        req
+                    },
+                ));
             let mut stop = rx.clone();
             let open = open_rx.clone();
             tokio::spawn(async move {

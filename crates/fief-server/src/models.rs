@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use fief_core::{validate_tags, ModelRef, Tags, TenantId};
-use fief_policy::{Action, Principal, Resource, TenantScope};
+use fief_policy::{Action, Resource};
 use fief_serving::{Inputs, LoadedModel, Outputs};
-use fief_store::{ModelRecord, PutOutcome};
+use fief_store::{ModelRecord, Principal, PutOutcome, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;

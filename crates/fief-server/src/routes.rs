@@ -75,6 +75,12 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
             get(get_item).put(put_item).delete(delete_item),
         )
         .route("/endpoints/{endpoint}/invocations", post(invoke))
+        // Every route but health authenticates first (it runs after the
+        // island gate, which tags the request with its listener).
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::tenant_layer,
+        ))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             island::gate(listener.clone(), req, next)
         }));
@@ -624,124 +630,117 @@ async fn assume_role(
 
 async fn create_tenant(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiJson(req): ApiJson<tenants::CreateTenant>,
 ) -> ApiResult<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
-        Json(tenants::create(&state, req).await?),
+        Json(tenants::create(&state, &op, req).await?),
     ))
 }
 
 async fn list_tenants(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"tenants": tenants::list(&state).await?})))
+    Ok(Json(json!({"tenants": tenants::list(&state, &op).await?})))
 }
 
 async fn get_tenant(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"tenant": tenants::get(&state, &id).await?})))
+    Ok(Json(
+        json!({"tenant": tenants::get(&state, &op, &id).await?}),
+    ))
 }
 
 async fn update_tenant(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<tenants::UpdateTenant>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(
-        json!({"tenant": tenants::update(&state, &id, req).await?}),
+        json!({"tenant": tenants::update(&state, &op, &id, req).await?}),
     ))
 }
 
 async fn delete_tenant(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    tenants::delete(&state, &id).await?;
+    tenants::delete(&state, &op, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: Option<String>,
-    /// Binds the key to a role of the tenant (a scoped key).
-    role: Option<String>,
 }
 
 async fn create_key(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<impl IntoResponse> {
     // The body is optional: no body means an unnamed key.
     let req = if body.is_empty() {
-        CreateKey {
-            name: None,
-            role: None,
-        }
+        tenants::CreateKey::default()
     } else {
         require_json(&headers)?;
-        parse_json::<CreateKey>(&body)?
+        parse_json::<tenants::CreateKey>(&body)?
     };
     Ok((
         StatusCode::CREATED,
-        Json(tenants::create_key(&state, &id, req.name, req.role).await?),
+        Json(tenants::create_key(&state, &op, &id, req).await?),
     ))
 }
 
 async fn list_keys(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(
-        json!({"api_keys": tenants::list_keys(&state, &id).await?}),
+        json!({"api_keys": tenants::list_keys(&state, &op, &id).await?}),
     ))
 }
 
 async fn revoke_key(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    tenants::revoke_key(&state, &id, &key_id).await?;
+    tenants::revoke_key(&state, &op, &id, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn audit(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
     ApiQuery(q): ApiQuery<tenants::AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"entries": tenants::audit(&state, q).await?})))
+    Ok(Json(
+        json!({"entries": tenants::audit(&state, &op, q).await?}),
+    ))
 }
 
 async fn list_signing_keys(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(
-        json!({"signing_keys": crate::signing::list(&state).await?}),
+        json!({"signing_keys": crate::signing::list(&state, &op).await?}),
     ))
 }
 
 async fn rotate_signing_key(
     State(state): State<SharedState>,
-    _: Operator,
+    Operator(op): Operator,
 ) -> ApiResult<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
-        Json(crate::signing::rotate(&state).await?),
+        Json(crate::signing::rotate(&state, &op).await?),
     ))
 }
 

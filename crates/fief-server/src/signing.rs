@@ -1,18 +1,16 @@
-//! Session signing keys: loaded from the store at start-up (one is made on
-//! first start), rotated by the operator. Retired keys are those no
-//! unexpired session can have been signed with.
+//! Session signing keys: kept by the store (loaded at start-up, one made on
+//! first start), listed and rotated by the operator. Retired keys are those
+//! no unexpired session can have been signed with.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use fief_identity::SessionSigner;
-use fief_policy::{Action, Principal, Resource};
-use fief_store::Store;
+use fief_policy::{Action, Resource};
+use fief_store::Principal;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
-use crate::ServerError;
 
 #[derive(Debug, Serialize)]
 pub struct SigningKeyView {
@@ -28,41 +26,15 @@ pub struct Rotated {
     pub retired: Vec<String>,
 }
 
-fn parse_time(s: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339(s).map_err(|e| format!("bad key timestamp {s}: {e}"))
-}
-
-pub async fn load(store: &Store) -> Result<SessionSigner, ServerError> {
-    let signer = SessionSigner::new();
-    let mut keys = store.signing_keys().await?;
-    if keys.is_empty() {
-        let (kid, pkcs8) =
-            SessionSigner::generate().map_err(|e| ServerError::Startup(e.to_string()))?;
-        store.add_signing_key(&kid, &pkcs8).await?;
-        keys = store.signing_keys().await?;
-    }
-    for (kid, pkcs8, created_at) in keys {
-        let created = parse_time(&created_at).map_err(ServerError::Startup)?;
-        signer
-            .add_key(&kid, &pkcs8, created)
-            .map_err(|e| ServerError::Startup(e.to_string()))?;
-    }
-    Ok(signer)
-}
-
-pub async fn list(state: &AppState) -> ApiResult<Vec<SigningKeyView>> {
+pub async fn list(state: &AppState, op: &Principal) -> ApiResult<Vec<SigningKeyView>> {
     state
-        .authorize(
-            &Principal::Operator,
-            Action::RotateSigningKey,
-            &Resource::Platform,
-        )
+        .authorize(op, Action::RotateSigningKey, &Resource::Platform)
         .await?;
-    let keys = state.store.signing_keys().await?;
-    let newest = keys.last().map(|(kid, _, _)| kid.clone());
+    let keys = state.store.signing_key_list().await?;
+    let newest = keys.last().map(|(kid, _)| kid.clone());
     Ok(keys
         .into_iter()
-        .map(|(kid, _, created_at)| SigningKeyView {
+        .map(|(kid, created_at)| SigningKeyView {
             active: Some(&kid) == newest.as_ref(),
             kid,
             created_at,
@@ -72,24 +44,15 @@ pub async fn list(state: &AppState) -> ApiResult<Vec<SigningKeyView>> {
 
 /// Adds a new signing key (it signs from now on) and retires keys whose
 /// every token has expired.
-pub async fn rotate(state: &AppState) -> ApiResult<Rotated> {
+pub async fn rotate(state: &AppState, op: &Principal) -> ApiResult<Rotated> {
     let resource = Resource::Platform;
     state
-        .authorize(&Principal::Operator, Action::RotateSigningKey, &resource)
+        .authorize(op, Action::RotateSigningKey, &resource)
         .await?;
-    let (kid, pkcs8) = SessionSigner::generate().map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.store.add_signing_key(&kid, &pkcs8).await?;
-    state
-        .sessions
-        .add_key(&kid, &pkcs8, SystemTime::now())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let max = Duration::from_secs(state.config.sts.max_session_secs);
-    let retired = state.sessions.retirable(max, SystemTime::now());
-    for old in &retired {
-        state.store.remove_signing_key(old).await?;
-        state.sessions.remove_key(old);
-    }
-    state.audit_admin(
+    let (kid, retired) = state.store.rotate_signing_key(max).await?;
+    state.audit_change(
+        op,
         Action::RotateSigningKey,
         &resource,
         format!("signing key {kid} active; retired {retired:?}"),

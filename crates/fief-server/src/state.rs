@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use fief_audit::{AuditLog, Decision as AuditDecision, Event, Kind};
 use fief_config::Config;
-use fief_core::TenantId;
-use fief_identity::{OidcVerifier, SessionSigner};
+use fief_core::{Incarnation, TenantId};
 use fief_policy::{
-    Action, Decision, PolicyEngine, Principal, Resource, ResourceAttrs, RoleDocument,
-    TenantDocuments, TenantScope,
+    Action, CompiledTenant, PolicyEngine, Resource, ResourceAttrs, RoleDocument, TenantDocuments,
 };
 use fief_serving::ModelCache;
-use fief_store::Store;
+use fief_store::{Decision, Principal, Store, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
 use crate::request_id;
@@ -25,10 +23,11 @@ pub struct AppState {
     pub cache: ModelCache,
     pub metrics: crate::metrics::Metrics,
     pub placement: crate::placement::Placement,
-    pub admin_token: String,
-    pub oidc: Option<OidcVerifier>,
-    pub sessions: SessionSigner,
     pub knowledge: fief_knowledge::Knowledge,
+    /// In-flight requests per tenant incarnation (the offboarding fence).
+    pub activity: crate::fence::Activity,
+    /// Refused credentials, audited once per window.
+    pub auth_failures: crate::authfail::AuthFailures,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -79,30 +78,47 @@ impl AppState {
         resource: &Resource,
         attrs: Option<ResourceAttrs>,
     ) -> ApiResult<Decision> {
-        if let Some(tenant) = principal.tenant() {
-            self.ensure_policies(tenant).await?;
-        }
+        let policies = match (principal.tenant(), principal.incarnation()) {
+            (Some(tenant), Some(incarnation)) => {
+                Some(self.ensure_policies(tenant, incarnation).await?)
+            }
+            _ => None,
+        };
         let attrs = match attrs {
             Some(a) => a,
-            None => self.resource_attrs(principal, resource).await?,
+            None => {
+                self.resource_attrs(principal, policies.as_deref(), resource)
+                    .await?
+            }
         };
-        Ok(self
-            .policy
-            .authorize_with(principal, action, resource, &attrs))
+        Ok(fief_store::decide(
+            &self.policy,
+            policies.as_deref(),
+            principal,
+            action,
+            resource,
+            &attrs,
+        ))
     }
 
-    /// Compiles and caches a tenant's policies if they are not loaded. A
-    /// failure here fails the request closed (invariant 9).
-    pub async fn ensure_policies(&self, tenant: &TenantId) -> ApiResult<()> {
-        if self.policy.is_loaded(tenant) {
-            return Ok(());
+    /// Compiles and caches a tenant incarnation's policies if they are not
+    /// loaded. A failure here fails the request closed (invariant 9); a
+    /// tenant that is gone is reported as such, so a caller can answer it
+    /// like any other absent tenant.
+    pub async fn ensure_policies(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> ApiResult<Arc<CompiledTenant>> {
+        if let Some(compiled) = self.policy.loaded(tenant, incarnation) {
+            return Ok(compiled);
         }
         let generation = self.policy.generation(tenant);
         let stored = self
             .store
-            .policy_documents(tenant)
+            .policy_documents(tenant, incarnation)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("policies cannot be loaded: {e}")))?;
+            .map_err(|e| unavailable("policies cannot be loaded", e))?;
         let docs = TenantDocuments {
             policies: stored
                 .policies
@@ -125,8 +141,9 @@ impl AppState {
                 "stored policies of tenant {tenant} do not compile: {e}"
             ))
         })?;
-        self.policy.install(tenant, generation, compiled);
-        Ok(())
+        Ok(self
+            .policy
+            .install(tenant, incarnation, generation, compiled))
     }
 
     /// Tags of the principal's own resource, read only when the tenant has
@@ -135,28 +152,25 @@ impl AppState {
     async fn resource_attrs(
         &self,
         principal: &Principal,
+        policies: Option<&CompiledTenant>,
         resource: &Resource,
     ) -> ApiResult<ResourceAttrs> {
         let Resource::Model(model) = resource else {
             return Ok(ResourceAttrs::default());
         };
-        let Some(scope) = self.policy.attribute_scope(principal) else {
-            return Ok(ResourceAttrs::default());
-        };
-        if scope.tenant() != &model.owner || !self.policy.has_documents(scope.tenant()) {
+        let wrote_any = policies.is_some_and(CompiledTenant::has_documents);
+        if principal.tenant() != Some(&model.owner) || !wrote_any {
             return Ok(ResourceAttrs::default());
         }
         let tags = self
             .store
-            .get_model(&scope, &model.name)
+            .own_model_tags(principal, model)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("resource tags cannot be read: {e}")))?
-            .map(|m| m.tags)
-            .unwrap_or_default();
+            .map_err(|e| unavailable("resource tags cannot be read", e))?;
         Ok(ResourceAttrs { tags })
     }
 
-    /// Records one decision (made here or by the trust-policy path).
+    /// Records one decision made here.
     pub fn audit_decision(
         &self,
         principal: &Principal,
@@ -164,7 +178,44 @@ impl AppState {
         resource: &Resource,
         decision: &Decision,
     ) -> ApiResult<()> {
-        let verdict = if decision.allowed {
+        self.audit_outcome(
+            principal,
+            action,
+            resource,
+            decision.allowed,
+            &decision.policies,
+            &decision.reason,
+        )
+    }
+
+    /// Records one verdict of the trust-policy path.
+    pub fn audit_verdict(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+        verdict: &fief_policy::Verdict,
+    ) -> ApiResult<()> {
+        self.audit_outcome(
+            principal,
+            action,
+            resource,
+            verdict.allowed,
+            &verdict.policies,
+            &verdict.reason,
+        )
+    }
+
+    fn audit_outcome(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+        allowed: bool,
+        policies: &[String],
+        reason: &Option<String>,
+    ) -> ApiResult<()> {
+        let verdict = if allowed {
             AuditDecision::Allow
         } else {
             AuditDecision::Deny
@@ -175,8 +226,8 @@ impl AppState {
             action,
             resource.frn(),
             verdict,
-            decision.policies.clone(),
-            decision.reason.clone(),
+            policies.to_vec(),
+            reason.clone(),
         )
         .map(|_| ())
         .map_err(|e| {
@@ -227,16 +278,6 @@ impl AppState {
         .map_err(|e| ApiError::Internal(format!("audit append failed after a change: {e}")))
     }
 
-    /// Records an admin change after it happened.
-    pub fn audit_admin(
-        &self,
-        action: Action,
-        resource: &Resource,
-        detail: String,
-    ) -> ApiResult<()> {
-        self.audit_change(&Principal::Operator, action, resource, detail)
-    }
-
     /// Appends one audit event for `principal` in the current request.
     #[allow(clippy::too_many_arguments)]
     fn record(
@@ -254,6 +295,7 @@ impl AppState {
             request_id: request_id::current(),
             principal: principal.audit_name(),
             tenant: principal.tenant().map(ToString::to_string),
+            incarnation: principal.incarnation().map(ToString::to_string),
             action: action.to_owned(),
             resource,
             decision,
@@ -261,5 +303,77 @@ impl AppState {
             reason,
             source: principal.source(),
         })
+    }
+
+    /// Records the session an assume-role issued, as that session (so the
+    /// role's tenant sees who assumed its role).
+    pub fn audit_session_issued(
+        &self,
+        claims: &fief_identity::SessionClaims,
+        resource: &Resource,
+        detail: String,
+    ) -> ApiResult<()> {
+        self.audit
+            .append(Event {
+                kind: Kind::Authz,
+                request_id: request_id::current(),
+                principal: format!(
+                    "session:{}/{}/{}",
+                    claims.tenant, claims.role, claims.session_name
+                ),
+                tenant: Some(claims.tenant.clone()),
+                incarnation: Some(claims.tenant_incarnation.clone()),
+                action: Action::AssumeRole.name().to_owned(),
+                resource: resource.frn(),
+                decision: AuditDecision::Allow,
+                policies: Vec::new(),
+                reason: Some(detail),
+                source: Some(format!(
+                    "{} ({})",
+                    claims.source_principal, claims.source_tenant
+                )),
+            })
+            .map(|_| ())
+            .map_err(|e| ApiError::Internal(format!("audit append failed after a change: {e}")))
+    }
+
+    /// Writes the window's refused credentials to the audit log, one entry
+    /// per (listener, credential kind, source). Called once per window.
+    pub fn flush_auth_failures(&self) {
+        let window = self.config.audit.auth_failure_window_secs;
+        for (key, count) in self.auth_failures.take() {
+            let appended = self.audit.append(Event {
+                kind: Kind::Authn,
+                request_id: "none".into(),
+                principal: format!("anonymous:{}", key.kind.as_str()),
+                tenant: None,
+                incarnation: None,
+                action: "Authenticate".into(),
+                resource: format!("frn:fief:listener:{}", key.listener),
+                decision: AuditDecision::Deny,
+                policies: Vec::new(),
+                reason: Some(format!(
+                    "{} refused {} credential(s) from {} in {window}s; last: {}",
+                    count.refused,
+                    key.kind.as_str(),
+                    key.source,
+                    count.reason
+                )),
+                source: Some(key.source),
+            });
+            if let Err(e) = appended {
+                tracing::error!("audit append of refused credentials failed: {e}");
+            }
+        }
+    }
+}
+
+/// A store failure while deciding fails the request closed (503), except
+/// that a tenant gone since authentication is answered like any credential
+/// of a tenant that no longer exists.
+fn unavailable(what: &str, e: fief_store::StoreError) -> ApiError {
+    match e {
+        fief_store::StoreError::TenantGone(_) => ApiError::from(e),
+        e => ApiError::Unavailable(format!("{what}: {e}")),
     }
 }

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use fief_core::{parse_item_key, TableRef};
-use fief_policy::{Action, Principal, Resource, TenantScope};
-use fief_store::{Item, ItemPage, PutOutcome};
+use fief_policy::{Action, Resource};
+use fief_store::{Item, ItemPage, Principal, PutOutcome, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;

@@ -1,12 +1,14 @@
 //! Admin-plane operations: tenants, keys and the audit trail. The operator
 //! manages tenants but never reads tenant content (invariant 6).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use fief_audit::Entry;
 use fief_core::{validate_tags, Tags, TenantId, Tier};
-use fief_policy::{Action, Principal, Resource};
-use fief_store::{ApiKeyRecord, TenantRecord};
+use fief_policy::{Action, Resource};
+use fief_store::{ApiKeyRecord, Principal, TenantRecord};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -33,6 +35,20 @@ pub struct Created {
     pub api_key_id: String,
 }
 
+/// `POST /admin/v1/tenants/{id}/api-keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: Option<String>,
+    /// Binds the key to a role of the tenant (a scoped key).
+    pub role: Option<String>,
+    /// Tags policies see on the key (`principal.getTag("Department")`),
+    /// e.g. for a trust policy that lets it carry only its own tags into a
+    /// session.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
 #[derive(Debug, Serialize)]
 pub struct CreatedKey {
     #[serde(flatten)]
@@ -40,25 +56,25 @@ pub struct CreatedKey {
     pub api_key: String,
 }
 
-const OP: Principal = Principal::Operator;
-
 fn tenant_id(raw: &str) -> ApiResult<TenantId> {
     Ok(TenantId::parse(raw)?)
 }
 
-pub async fn create(state: &AppState, req: CreateTenant) -> ApiResult<Created> {
+pub async fn create(state: &AppState, op: &Principal, req: CreateTenant) -> ApiResult<Created> {
     let id = tenant_id(&req.id)?;
     validate_tags(&req.tags)?;
     let resource = Resource::Tenant(id.clone());
-    state
-        .authorize(&OP, Action::CreateTenant, &resource)
-        .await?;
+    state.authorize(op, Action::CreateTenant, &resource).await?;
     let (tenant, key) = state.store.create_tenant(&id, req.tier, &req.tags).await?;
     state.placement.apply(&id, req.tier)?;
-    state.audit_admin(
+    state.audit_change(
+        op,
         Action::CreateTenant,
         &resource,
-        format!("created tier={} key={}", req.tier, key.record.id),
+        format!(
+            "created incarnation {} tier={} key={}",
+            tenant.incarnation, req.tier, key.record.id
+        ),
     )?;
     Ok(Created {
         tenant,
@@ -67,17 +83,17 @@ pub async fn create(state: &AppState, req: CreateTenant) -> ApiResult<Created> {
     })
 }
 
-pub async fn list(state: &AppState) -> ApiResult<Vec<TenantRecord>> {
+pub async fn list(state: &AppState, op: &Principal) -> ApiResult<Vec<TenantRecord>> {
     state
-        .authorize(&OP, Action::ListTenants, &Resource::Platform)
+        .authorize(op, Action::ListTenants, &Resource::Platform)
         .await?;
     Ok(state.store.list_tenants().await?)
 }
 
-pub async fn get(state: &AppState, raw: &str) -> ApiResult<TenantRecord> {
+pub async fn get(state: &AppState, op: &Principal, raw: &str) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
     state
-        .authorize(&OP, Action::GetTenant, &Resource::Tenant(id.clone()))
+        .authorize(op, Action::GetTenant, &Resource::Tenant(id.clone()))
         .await?;
     state
         .store
@@ -93,7 +109,12 @@ pub struct UpdateTenant {
     pub tags: Option<Tags>,
 }
 
-pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult<TenantRecord> {
+pub async fn update(
+    state: &AppState,
+    op: &Principal,
+    raw: &str,
+    req: UpdateTenant,
+) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
     if req.tier.is_none() && req.tags.is_none() {
         return Err(ApiError::Validation(
@@ -104,9 +125,7 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
         validate_tags(tags)?;
     }
     let resource = Resource::Tenant(id.clone());
-    state
-        .authorize(&OP, Action::UpdateTenant, &resource)
-        .await?;
+    state.authorize(op, Action::UpdateTenant, &resource).await?;
     let before = state.store.get_tenant(&id).await?;
     let after = state
         .store
@@ -118,7 +137,8 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
         state.knowledge.forget_tenant(&id)?;
     }
     let from = before.map_or("?", |t| t.tier.as_str());
-    state.audit_admin(
+    state.audit_change(
+        op,
         Action::UpdateTenant,
         &resource,
         format!(
@@ -130,32 +150,61 @@ pub async fn update(state: &AppState, raw: &str, req: UpdateTenant) -> ApiResult
     Ok(after)
 }
 
-/// Offboarding: every row, object and cached model of the tenant goes, and
-/// its data key is destroyed.
-pub async fn delete(state: &AppState, raw: &str) -> ApiResult<()> {
+/// Offboarding, a fence no request outlives: the tenant is marked
+/// offboarding (every credential refused from then on), its in-flight
+/// requests are drained, then every row, object, cached model, index and
+/// policy set of it goes, and its data key is destroyed. The answer comes
+/// only after the residue check finds nothing left. A DELETE of an id with
+/// no tenant but with data an earlier tenant left removes that data.
+pub async fn delete(state: &AppState, op: &Principal, raw: &str) -> ApiResult<()> {
     let id = tenant_id(raw)?;
     let resource = Resource::Tenant(id.clone());
     let scope = state
-        .authorize_scoped(&OP, Action::DeleteTenant, &resource)
-        .await?;
-    state.store.offboard(scope).await?;
+        .authorize(op, Action::DeleteTenant, &resource)
+        .await?
+        .into_offboard()
+        .ok_or_else(|| ApiError::Internal("DeleteTenant was allowed without a grant".into()))?;
+    let incarnation = state.store.begin_offboarding(&scope).await?;
+    match &incarnation {
+        Some(inc) => {
+            let limit = Duration::from_secs(state.config.request_timeout_secs + 5);
+            if !state.activity.drain(&id, inc, limit).await {
+                // Only a client that does not read its response gets here;
+                // the store's fence still stops every write.
+                tracing::warn!(tenant = %id, "offboarding: in-flight responses still unsent after {limit:?}");
+            }
+        }
+        None if state.store.residue(&id).await?.is_empty() => {
+            return Err(ApiError::NotFound(format!("tenant {id} not found")));
+        }
+        None => {}
+    }
+    state.store.finish_offboarding(scope).await?;
     state.knowledge.forget_tenant(&id)?;
     state.placement.remove(&id);
     state.cache.remove_tenant(&id);
     state.policy.invalidate(&id);
-    state.audit_admin(
-        Action::DeleteTenant,
-        &resource,
-        "offboarded; data key destroyed".into(),
-    )
+    let left = state.store.residue(&id).await?;
+    if !left.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "offboarding of {id} left {}",
+            left.join(", ")
+        )));
+    }
+    let detail = match incarnation {
+        Some(inc) => format!("offboarded incarnation {inc}; data key destroyed"),
+        None => "removed data an earlier tenant left".to_owned(),
+    };
+    state.audit_change(op, Action::DeleteTenant, &resource, detail)
 }
 
 pub async fn create_key(
     state: &AppState,
+    op: &Principal,
     raw: &str,
-    name: Option<String>,
-    role: Option<String>,
+    req: CreateKey,
 ) -> ApiResult<CreatedKey> {
+    let CreateKey { name, role, tags } = req;
     let id = tenant_id(raw)?;
     let name = name.unwrap_or_else(|| "unnamed".into());
     if name.len() > 128 || name.chars().any(char::is_control) {
@@ -163,21 +212,21 @@ pub async fn create_key(
             "key name must be at most 128 characters without control characters".into(),
         ));
     }
+    validate_tags(&tags)?;
     let resource = Resource::Tenant(id.clone());
-    state
-        .authorize(&OP, Action::CreateApiKey, &resource)
-        .await?;
+    state.authorize(op, Action::CreateApiKey, &resource).await?;
     let role = role
         .map(|r| fief_core::parse_name("role name", &r))
         .transpose()?;
     let key = state
         .store
-        .create_api_key(&id, &name, role.as_deref())
+        .create_api_key(&id, &name, role.as_deref(), &tags)
         .await?;
     let scoped = role
         .map(|r| format!(" scoped to role {r}"))
         .unwrap_or_default();
-    state.audit_admin(
+    state.audit_change(
+        op,
         Action::CreateApiKey,
         &resource,
         format!("key {} created{scoped}", key.record.id),
@@ -188,10 +237,14 @@ pub async fn create_key(
     })
 }
 
-pub async fn list_keys(state: &AppState, raw: &str) -> ApiResult<Vec<ApiKeyRecord>> {
+pub async fn list_keys(
+    state: &AppState,
+    op: &Principal,
+    raw: &str,
+) -> ApiResult<Vec<ApiKeyRecord>> {
     let id = tenant_id(raw)?;
     state
-        .authorize(&OP, Action::ListApiKeys, &Resource::Tenant(id.clone()))
+        .authorize(op, Action::ListApiKeys, &Resource::Tenant(id.clone()))
         .await?;
     if state.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {id} not found")));
@@ -199,18 +252,22 @@ pub async fn list_keys(state: &AppState, raw: &str) -> ApiResult<Vec<ApiKeyRecor
     Ok(state.store.list_api_keys(&id).await?)
 }
 
-pub async fn revoke_key(state: &AppState, raw: &str, key_id: &str) -> ApiResult<()> {
+pub async fn revoke_key(
+    state: &AppState,
+    op: &Principal,
+    raw: &str,
+    key_id: &str,
+) -> ApiResult<()> {
     let id = tenant_id(raw)?;
     let resource = Resource::Tenant(id.clone());
-    state
-        .authorize(&OP, Action::RevokeApiKey, &resource)
-        .await?;
+    state.authorize(op, Action::RevokeApiKey, &resource).await?;
     if !state.store.revoke_api_key(&id, key_id).await? {
         return Err(ApiError::NotFound(format!(
             "no live key {key_id} for tenant {id}"
         )));
     }
-    state.audit_admin(
+    state.audit_change(
+        op,
         Action::RevokeApiKey,
         &resource,
         format!("key {key_id} revoked"),
@@ -227,9 +284,9 @@ pub struct AuditQuery {
 
 /// Audit entries, newest last. They hold who did what to which resource
 /// name, never tenant content.
-pub async fn audit(state: &AppState, q: AuditQuery) -> ApiResult<Vec<Entry>> {
+pub async fn audit(state: &AppState, op: &Principal, q: AuditQuery) -> ApiResult<Vec<Entry>> {
     state
-        .authorize(&OP, Action::ReadAudit, &Resource::Platform)
+        .authorize(op, Action::ReadAudit, &Resource::Platform)
         .await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let path = state.audit.path().to_owned();

@@ -6,87 +6,14 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 
+use common::idp::{claims, now, oidc_config, spawn_with_idp, Idp};
 use common::{spawn_with, tenant_model, Resp, TestServer};
-use fief_config::OidcConfig;
-
-const ISSUER: &str = "https://idp.test";
-const AUDIENCE: &str = "fief-gateway";
-
-/// A local identity provider: an Ed25519 key pair and its JWKS entry.
-struct Idp {
-    kid: String,
-    pkcs8: Vec<u8>,
-    public: Vec<u8>,
-}
-
-impl Idp {
-    fn new(kid: &str) -> Self {
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
-        Self {
-            kid: kid.into(),
-            pkcs8: doc.as_ref().to_vec(),
-            public: pair.public_key().as_ref().to_vec(),
-        }
-    }
-    fn jwk(&self) -> Value {
-        json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&self.public),
-               "kid": self.kid, "alg": "EdDSA", "use": "sig"})
-    }
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        encode(&header, claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
-    }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn claims(tenant: &str) -> Value {
-    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now() + 300,
-           "iat": now(), "fief_tenant": tenant})
-}
-
-fn oidc_config(jwks_file: Option<std::path::PathBuf>, jwks_url: Option<String>) -> OidcConfig {
-    OidcConfig {
-        issuer: ISSUER.into(),
-        audiences: vec![AUDIENCE.into()],
-        jwks_file,
-        jwks_url,
-        algorithms: vec!["EdDSA".into()],
-        tenant_claim: "fief_tenant".into(),
-        tags_claim: Some("fief_tags".into()),
-        leeway_secs: 30,
-        jwks_cache_secs: 300,
-        jwks_min_refresh_secs: 0,
-    }
-}
-
-async fn spawn_with_idp(idp: &Idp) -> TestServer {
-    // The key set lives beside the server's data for as long as the test runs.
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [idp.jwk()]}).to_string()).unwrap();
-    common::spawn_in(dir, |c| {
-        c.oidc = Some(oidc_config(Some(jwks.clone()), None))
-    })
-    .await
-}
 
 async fn me(s: &TestServer, token: &str) -> Resp {
     s.send(s.data_req(token, Method::GET, "/api/v1/me")).await
@@ -270,6 +197,27 @@ async fn explain(s: &TestServer, key: &str, body: Value) -> Value {
     r.json()
 }
 
+/// A new key of `tenant` with `tags`, as the operator makes one.
+async fn tagged_key(s: &TestServer, tenant: &str, tags: Value) -> String {
+    let r = s
+        .send(
+            s.admin_req(
+                Method::POST,
+                &format!("/admin/v1/tenants/{tenant}/api-keys"),
+            )
+            .json(&json!({"name": "tagged", "tags": tags})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["tags"], tags);
+    r.json()["api_key"].as_str().unwrap().to_owned()
+}
+
+/// The id part of a key (`fief_<id>_<secret>`).
+fn key_id(key: &str) -> String {
+    key.split('_').nth(1).unwrap().to_owned()
+}
+
 fn input() -> Value {
     json!({"inputs": {"input": [[0.1, 0.2, 0.3, 0.4]]}})
 }
@@ -292,27 +240,96 @@ async fn department_tags_decide_inside_a_tenant() {
     }
     let r = put_policy(&s, &key, "department", DEPARTMENT_POLICY).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = put_role(
+    // Without a TagSession permit, the trust policy accepts no tags at all:
+    // department.cedar cannot be satisfied by a tag the caller chose.
+    let assume_only = r#"permit (principal in Fief::Tenant::"acme", action == Fief::Action::"AssumeRole", resource);"#;
+    let r = put_role(&s, &key, "analyst", json!({"trust_policy": assume_only})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for dept in ["Sales", "HR"] {
+        let r = assume(
+            &s,
+            &key,
+            json!({"role": "analyst", "session_name": "self-chosen", "tags": {"Department": dept}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    let untagged = session(
         &s,
         &key,
-        "analyst",
-        json!({"trust_policy": r#"permit (principal in Fief::Tenant::"acme", action == Fief::Action::"AssumeRole", resource);"#}),
+        json!({"role": "analyst", "session_name": "plain"}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = s
+        .invoke(&untagged, "shared", "sales-forecast", &input())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
 
+    // The example trust policy lets a caller carry its own verified tag
+    // (here: the tag the operator gave its key), and nothing else.
+    let trust = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/policies/trust-same-tenant.cedar"
+    ))
+    .unwrap();
+    let r = put_role(&s, &key, "analyst", json!({"trust_policy": trust})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let sales_key = tagged_key(&s, "acme", json!({"Department": "Sales"})).await;
+    let hr_key = tagged_key(&s, "acme", json!({"Department": "HR"})).await;
+    for (caller, asked) in [
+        (&sales_key, json!({"Department": "HR"})),
+        (&hr_key, json!({"Department": "Sales"})),
+        (
+            &sales_key,
+            json!({"Department": "Sales", "Clearance": "high"}),
+        ),
+        (&key, json!({"Department": "Sales"})),
+    ] {
+        let r = assume(
+            &s,
+            caller,
+            json!({"role": "analyst", "session_name": "claim", "tags": asked}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{asked}: {}", r.text);
+    }
     let sales = session(
         &s,
-        &key,
+        &sales_key,
         json!({"role": "analyst", "session_name": "sales-1", "tags": {"Department": "Sales"}}),
     )
     .await;
     let hr = session(
         &s,
-        &key,
+        &hr_key,
         json!({"role": "analyst", "session_name": "hr-1", "tags": {"Department": "HR"}}),
     )
     .await;
+    // Explain shows each tag's decision.
+    let e = explain(
+        &s,
+        &key,
+        json!({"principal": {"api_key": key_id(&sales_key)}, "action": "AssumeRole",
+               "resource": "frn:fief:role:acme/analyst",
+               "session_tags": {"Department": "HR"}}),
+    )
+    .await;
+    assert_eq!(e["decision"], "Deny", "{e}");
+    assert_eq!(e["session_tags"][0]["decision"], "Deny", "{e}");
+    let e = explain(
+        &s,
+        &key,
+        json!({"principal": {"api_key": key_id(&sales_key)}, "action": "AssumeRole",
+               "resource": "frn:fief:role:acme/analyst",
+               "session_tags": {"Department": "Sales"}}),
+    )
+    .await;
+    assert_eq!(e["decision"], "Allow", "{e}");
+    assert_eq!(e["session_tags"][0]["decision"], "Allow", "{e}");
+    assert_eq!(
+        e["session_tags"][0]["policies"],
+        json!(["role/analyst/trust#2"])
+    );
     for (token, own, other) in [
         (&sales, "sales-forecast", "hr-report"),
         (&hr, "hr-report", "sales-forecast"),
@@ -751,4 +768,62 @@ async fn tenant_permit_all_opens_no_cross_tenant_access() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = s.invoke(&bb, "aa", "aa/aa-model", &input()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+/// Refused credentials are audited, aggregated per credential kind and
+/// source per window, so a flood adds a bounded number of entries.
+#[tokio::test]
+async fn refused_credentials_are_audited_in_aggregate() {
+    let idp = Idp::new("idp-agg");
+    let s = common::idp::spawn_with_idp_and(&idp, |c| c.audit.auth_failure_window_secs = 1).await;
+    s.tenant("acme", "pool").await;
+    let bad_key = format!("fief_{}_{}", "0".repeat(16), "0".repeat(64));
+    for _ in 0..30 {
+        assert_eq!(me(&s, &bad_key).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let mut expired = claims("acme");
+    expired["exp"] = json!(now() - 600);
+    for _ in 0..20 {
+        assert_eq!(
+            me(&s, &idp.sign(&expired)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for _ in 0..10 {
+        let r = s
+            .send(
+                s.http
+                    .get(format!("{}/admin/v1/tenants", s.admin))
+                    .bearer_auth("not-the-admin-token"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = s
+        .send(s.admin_req(Method::GET, "/admin/v1/audit?decision=deny&limit=10000"))
+        .await;
+    let entries: Vec<Value> = r.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "authn")
+        .cloned()
+        .collect();
+    let count = |principal: &str| -> u64 {
+        entries
+            .iter()
+            .filter(|e| e["principal"] == principal)
+            .map(|e| {
+                assert_eq!(e["source"], "127.0.0.1", "{e}");
+                let reason = e["reason"].as_str().unwrap();
+                reason.split(' ').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(count("anonymous:api-key"), 30, "{entries:?}");
+    assert_eq!(count("anonymous:jwt"), 20, "{entries:?}");
+    assert_eq!(count("anonymous:admin-token"), 10, "{entries:?}");
+    // One entry per kind and source per window, not one per refusal.
+    assert!(entries.len() <= 9, "{} entries", entries.len());
 }

@@ -398,23 +398,33 @@ async fn model_bytes_at_rest_are_sealed_with_the_tenants_own_key() {
     );
 
     let state = &s.running.as_ref().unwrap().state;
-    // Scopes come only from the policy engine, exactly as the server gets them.
+    // Scopes come only from the gate, for a principal authenticated from
+    // the tenant's own key, exactly as the server gets them.
+    let keys = [("aa", a.clone()), ("bb", b.clone())];
     let scope = |t: &str, action| {
+        let token = keys.iter().find(|(id, _)| *id == t).unwrap().1.clone();
         let tenant = fief_core::TenantId::parse(t).unwrap();
-        let principal = fief_policy::Principal::ApiKey {
-            key_id: "test".into(),
-            tenant: tenant.clone(),
-            role: None,
-        };
-        state
-            .policy
-            .authorize(&principal, action, &fief_policy::Resource::Tenant(tenant))
-            .into_scope()
+        async move {
+            let principal = state.store.authenticate(&token).await.unwrap();
+            state
+                .decide(
+                    &principal,
+                    action,
+                    &fief_policy::Resource::Tenant(tenant),
+                    None,
+                )
+                .await
+                .unwrap()
+                .into_scope()
+        }
     };
     // GetModel on a Tenant resource does not fit the schema: no scope.
-    assert!(scope("aa", fief_policy::Action::GetModel).is_none());
+    assert!(scope("aa", fief_policy::Action::GetModel).await.is_none());
     let list = fief_policy::Action::ListModels;
-    let (sa, sb) = (scope("aa", list).unwrap(), scope("bb", list).unwrap());
+    let (sa, sb) = (
+        scope("aa", list).await.unwrap(),
+        scope("bb", list).await.unwrap(),
+    );
     let rec_a = state
         .store
         .get_model(&sa, &fief_core::ModelName::parse("m").unwrap())

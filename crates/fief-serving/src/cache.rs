@@ -1,4 +1,4 @@
-//! Loaded models, keyed by (tenant, model, version) and bounded by a byte
+//! Loaded models, keyed by (tenant incarnation, model, version) and bounded by a byte
 //! budget with least-recently-used eviction. Lookups require the caller's
 //! [`TenantScope`], so a cache entry of one tenant cannot be reached with
 //! another tenant's scope.
@@ -15,12 +15,24 @@ use std::time::Instant;
 
 use tokio::sync::{OnceCell, Semaphore};
 
-use fief_core::{ModelName, TenantId};
-use fief_policy::TenantScope;
+use fief_core::{Incarnation, ModelName, TenantId};
+use fief_store::TenantScope;
 
 use crate::LoadedModel;
 
-type Key = (TenantId, ModelName, i64);
+/// (tenant, its incarnation, model, version): a model of an offboarded
+/// tenant is never served to a later tenant with the same id, whose
+/// versions start at 1 again.
+type Key = (TenantId, Incarnation, ModelName, i64);
+
+fn key(scope: &TenantScope, name: &ModelName, version: i64) -> Key {
+    (
+        scope.tenant().clone(),
+        scope.incarnation().clone(),
+        name.clone(),
+        version,
+    )
+}
 
 struct Entry {
     model: Arc<LoadedModel>,
@@ -100,9 +112,7 @@ impl ModelCache {
         let mut inner = self.inner.lock().ok()?;
         inner.clock += 1;
         let now = inner.clock;
-        let entry = inner
-            .entries
-            .get_mut(&(scope.tenant().clone(), name.clone(), version))?;
+        let entry = inner.entries.get_mut(&key(scope, name, version))?;
         entry.last_used = now;
         Some(entry.model.clone())
     }
@@ -124,7 +134,7 @@ impl ModelCache {
             return Ok(m);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let key = (scope.tenant().clone(), name.clone(), version);
+        let key = key(scope, name, version);
         let cell = match self.inflight.lock() {
             Ok(mut inflight) => inflight.entry(key.clone()).or_default().clone(),
             // A poisoned map only loses the sharing, not correctness.
@@ -183,7 +193,9 @@ impl ModelCache {
             return;
         }
         // Older versions of this model are never asked for again.
-        inner.remove_where(|(t, n, _)| t == scope.tenant() && n == name);
+        inner.remove_where(|(t, i, n, _)| {
+            t == scope.tenant() && i == scope.incarnation() && n == name
+        });
         while inner.bytes + cost > self.budget_bytes {
             let Some(oldest) = inner
                 .entries
@@ -199,21 +211,23 @@ impl ModelCache {
         inner.clock += 1;
         let last_used = inner.clock;
         inner.bytes += cost;
-        inner.entries.insert(
-            (scope.tenant().clone(), name.clone(), version),
-            Entry { model, last_used },
-        );
+        inner
+            .entries
+            .insert(key(scope, name, version), Entry { model, last_used });
     }
 
     pub fn remove_model(&self, scope: &TenantScope, name: &ModelName) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.remove_where(|(t, n, _)| t == scope.tenant() && n == name);
+            inner.remove_where(|(t, i, n, _)| {
+                t == scope.tenant() && i == scope.incarnation() && n == name
+            });
         }
     }
 
+    /// Drops every model of the tenant id, whatever its incarnation.
     pub fn remove_tenant(&self, tenant: &TenantId) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.remove_where(|(t, _, _)| t == tenant);
+            inner.remove_where(|(t, _, _, _)| t == tenant);
         }
     }
 

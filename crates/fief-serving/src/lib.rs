@@ -5,6 +5,7 @@
 //! blocking thread. Both catch panics from the runtime, so a hostile model or
 //! input is an error, never a crashed worker.
 
+#[cfg(feature = "cache")]
 mod cache;
 mod io;
 pub mod onnx_builder;
@@ -18,6 +19,7 @@ use tract_onnx::prelude::*;
 
 use fief_core::{ModelSignature, TensorSpec};
 
+#[cfg(feature = "cache")]
 pub use cache::{CacheStats, ModelCache};
 pub use io::{Inputs, Outputs};
 pub use pool::{PoolError, WorkerPool};

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use fief_core::TenantId;
+use fief_core::{Incarnation, Tags, TenantId};
 
 use crate::db::{q, Row, Tx};
 use crate::{now, Result, Store, StoreError};
@@ -23,9 +23,14 @@ const SECRET_HEX: usize = 64;
 pub struct ApiKeyRecord {
     pub id: String,
     pub tenant_id: TenantId,
+    /// The tenant incarnation the key belongs to; it works for no other.
+    #[serde(skip)]
+    pub incarnation: Incarnation,
     pub name: String,
     /// A scoped key has only this role's permissions.
     pub role: Option<String>,
+    /// Tags policies see on the key (`principal.getTag(...)`), set by the operator.
+    pub tags: Tags,
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
@@ -60,21 +65,26 @@ fn parse_token(token: &str) -> Option<(&str, &str)> {
 pub(crate) async fn insert_key(
     tx: &mut Tx,
     tenant: &TenantId,
+    incarnation: &Incarnation,
     name: &str,
     role: Option<&str>,
+    tags: &Tags,
 ) -> Result<NewApiKey> {
     let id = random_hex(ID_HEX / 2);
     let secret = random_hex(SECRET_HEX / 2);
     let created_at = now();
+    let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     q(
-        "INSERT INTO api_keys (id, tenant_id, secret_hash, name, role, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_keys (id, tenant_id, incarnation, secret_hash, name, role, tags, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
     .bind(tenant.as_str())
+    .bind(incarnation.as_str())
     .bind(secret_hash(&secret))
     .bind(name)
     .bind(role)
+    .bind(tags_json)
     .bind(&created_at)
     .exec(tx)
     .await?;
@@ -82,65 +92,99 @@ pub(crate) async fn insert_key(
     let record = ApiKeyRecord {
         id,
         tenant_id: tenant.clone(),
+        incarnation: incarnation.clone(),
         name: name.to_owned(),
         role: role.map(str::to_owned),
+        tags: tags.clone(),
         created_at,
         revoked_at: None,
     };
     Ok(NewApiKey { record, token })
 }
 
+const COLUMNS: &str =
+    "k.id, k.tenant_id, k.incarnation, k.name, k.role, k.tags, k.created_at, k.revoked_at";
+
 fn from_row(row: &Row) -> Result<ApiKeyRecord> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("api key row: {e}"));
     let tenant: String = row.get("tenant_id")?;
+    let incarnation: String = row.get("incarnation")?;
+    let tags: String = row.get("tags")?;
     Ok(ApiKeyRecord {
         id: row.get("id")?,
-        tenant_id: TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tenant_id: TenantId::parse(&tenant).map_err(|e| corrupt(&e))?,
+        incarnation: Incarnation::parse(&incarnation).map_err(|e| corrupt(&e))?,
         name: row.get("name")?,
         role: row.get("role")?,
+        tags: serde_json::from_str(&tags).map_err(|e| corrupt(&e))?,
         created_at: row.get("created_at")?,
         revoked_at: row.get("revoked_at")?,
     })
 }
 
 impl Store {
-    /// Creates a key; with `role`, a scoped key bound to that role of the
-    /// tenant (which must exist).
+    /// Creates a key of the tenant's active incarnation; with `role`, a
+    /// scoped key bound to that role of the tenant (which must exist).
     pub async fn create_api_key(
         &self,
         tenant: &TenantId,
         name: &str,
         role: Option<&str>,
+        tags: &Tags,
     ) -> Result<NewApiKey> {
+        let incarnation = self
+            .active_incarnation(tenant)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))?;
         if let Some(role) = role {
             // Roles are tenant content, in the tenant's place.
-            if self.role_of(tenant, role).await?.is_none() {
+            if self.role_of(tenant, &incarnation, role).await?.is_none() {
                 return Err(StoreError::NotFound(format!(
                     "role {role} of tenant {tenant}"
                 )));
             }
         }
-        let mut tx = self.platform.begin().await?;
-        let active = q("SELECT id FROM tenants WHERE id = $1 AND status = 'active'")
-            .bind(tenant.as_str())
-            .opt(&mut tx)
-            .await?;
+        let mut tx = self.platform.begin_write().await?;
+        let active =
+            q("SELECT id FROM tenants WHERE id = $1 AND incarnation = $2 AND status = 'active'")
+                .bind(tenant.as_str())
+                .bind(incarnation.as_str())
+                .opt(&mut tx)
+                .await?;
         if active.is_none() {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
-        let key = insert_key(&mut tx, tenant, name, role).await?;
+        let key = insert_key(&mut tx, tenant, &incarnation, name, role, tags).await?;
         tx.commit().await?;
         Ok(key)
     }
 
     pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
-        let rows = q(
-            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys
-             WHERE tenant_id = $1 ORDER BY created_at, id",
-        )
+        let rows = q(format!(
+            "SELECT {COLUMNS} FROM api_keys k WHERE k.tenant_id = $1 ORDER BY k.created_at, k.id"
+        ))
         .bind(tenant.as_str())
         .all(&self.platform)
         .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// A live key of the principal's own tenant, as a principal to explain
+    /// a decision for (it grants nothing).
+    pub async fn hypothetical_key(
+        &self,
+        caller: &crate::Principal,
+        key_id: &str,
+    ) -> Result<Option<crate::Principal>> {
+        let Some(tenant) = caller.tenant() else {
+            return Ok(None);
+        };
+        let key = self
+            .list_api_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id && k.revoked_at.is_none());
+        Ok(key.and_then(|k| caller.hypothetical_key(k.id, k.role, k.tags)))
     }
 
     /// Revokes a key of this tenant; `false` if there is no such live key.
@@ -157,16 +201,16 @@ impl Store {
 
     /// Looks a presented token up by its id and compares the secret's hash in
     /// constant time. `None` for anything that is not a live key of an active
-    /// tenant; the caller answers all of those alike.
-    pub async fn authenticate_api_key(&self, token: &str) -> Result<Option<ApiKeyRecord>> {
+    /// tenant incarnation; the caller answers all of those alike.
+    pub(crate) async fn authenticate_api_key(&self, token: &str) -> Result<Option<ApiKeyRecord>> {
         let Some((id, secret)) = parse_token(token) else {
             return Ok(None);
         };
-        let row = q(
-            "SELECT k.id, k.tenant_id, k.name, k.role, k.created_at, k.revoked_at, k.secret_hash
-             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-             WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'",
-        )
+        let row = q(format!(
+            "SELECT {COLUMNS}, k.secret_hash
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id AND t.incarnation = k.incarnation
+             WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'"
+        ))
         .bind(id)
         .opt(&self.platform)
         .await?;

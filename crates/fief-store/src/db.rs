@@ -31,6 +31,17 @@ impl Db {
         })
     }
 
+    /// A transaction that reads before it writes. On SQLite it takes the
+    /// write lock up front (`BEGIN IMMEDIATE`, waiting by the busy timeout):
+    /// a deferred one that read first cannot upgrade once another
+    /// connection has committed, and fails at once.
+    pub async fn begin_write(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Pg(p) => Tx::Pg(p.begin().await?),
+        })
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(p) => p.close().await,

@@ -7,6 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static DROP_TENANT_FILTER: AtomicBool = AtomicBool::new(false);
 static KEY_FROM_ROW: AtomicBool = AtomicBool::new(false);
+static SCOPE_FROM_ADDRESS: AtomicBool = AtomicBool::new(false);
+
+/// The gate takes a tenant principal's scope from the addressed resource's
+/// tenant instead of the principal's own: the application filter is gone.
+pub fn take_scope_from_address(on: bool) {
+    SCOPE_FROM_ADDRESS.store(on, Ordering::SeqCst);
+}
+
+pub(crate) fn scope_from_address() -> bool {
+    SCOPE_FROM_ADDRESS.load(Ordering::SeqCst)
+}
 
 /// Queries on shared tables forget their tenant condition (the chunk
 /// fetch its `tenant_id = ? AND kb = ?`, table items their `tenant_id = ?`).

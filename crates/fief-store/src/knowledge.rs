@@ -84,7 +84,7 @@ fn vector_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn vector_from(bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(StoreError::Corrupt("chunk vector length".into()));
     }
     Ok(bytes
@@ -245,7 +245,7 @@ impl Store {
         }
 
         let place = self.place(scope).await?;
-        let mut tx = place.begin(tenant).await?;
+        let mut tx = place.begin_write(tenant).await?;
         let exists = q(format!(
             "SELECT name FROM {} WHERE tenant_id = $1 AND name = $2",
             place.t("knowledge_bases")
@@ -493,7 +493,13 @@ impl Store {
             let owner: String = _row.get("tenant_id")?;
             let row_kb: String = _row.get("kb")?;
             let owner = TenantId::parse(&owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let key = self.data_key_of(&owner).await?;
+            let incarnation = self
+                .active_incarnation(&owner)
+                .await?
+                .ok_or_else(|| StoreError::TenantGone(owner.to_string()))?;
+            let key = self
+                .data_key(&TenantScope::internal(owner.clone(), incarnation))
+                .await?;
             return Ok((key, text_context(&owner, &row_kb, doc, seq)));
         }
         Ok((key.clone(), text_context(scope.tenant(), kb, doc, seq)))

@@ -1,22 +1,31 @@
 //! The store: rows on SQLite (embedded, under the data directory) or
 //! PostgreSQL (`[postgres]`), and an object store (`object_store`, local
-//! file system) for artifacts.
+//! file system) for artifacts; and the two capabilities that guard them.
+//!
+//! A [`Principal`] is made only by authentication (`authn.rs`) from a
+//! verified credential, and a [`TenantScope`] only by the gate (`gate.rs`)
+//! from an allowed decision on a principal: both have private constructors,
+//! and they live here, next to the credentials they are checked against
+//! and the data they protect (invariants 1 and 3).
 //!
 //! Two kinds of accessor live here. Platform accessors (tenants, API keys,
 //! signing keys) hold no tenant content. Tenant-data accessors require a
-//! [`TenantScope`], which only the authorisation layer can mint
-//! (invariant 3); they run on the tenant's place for its tier
-//! (`placement.rs`) and every statement filters by the scope's tenant.
-//! Tenant content is sealed with the tenant's data key (invariant 5).
+//! [`TenantScope`]; they run on the tenant's place for its tier
+//! (`placement.rs`), only while the scope's tenant incarnation is active,
+//! and every statement filters by the scope's tenant. Tenant content is
+//! sealed with the tenant incarnation's own data key (invariant 5).
 
 mod api_keys;
+mod authn;
 mod db;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+mod gate;
 mod knowledge;
 mod models;
 mod placement;
 mod policies;
+mod principal;
 mod tables;
 mod tenants;
 
@@ -27,19 +36,26 @@ use std::sync::{Arc, Mutex};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 
-use fief_core::{TenantId, Tier};
+use fief_core::{Incarnation, TenantId};
 
 use db::{q, Db};
 use fief_crypto::{DataKey, MasterKey};
+use fief_identity::{OidcVerifier, SessionSigner};
 use placement::{Place, Placement};
+use tenants::TenantStatus as Status;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
-pub use fief_policy::TenantScope;
+pub use authn::{AuthnError, CredentialKind};
+pub use gate::{
+    decide, decide_assume_role, AssumeRoleDecision, Decision, OffboardScope, SessionGrant,
+    TenantScope,
+};
 pub use knowledge::{
     ChunkRecord, DocumentRecord, DocumentWrite, KnowledgeBaseRecord, NewChunk, OpenedChunks,
 };
 pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
+pub use principal::Principal;
 pub use tables::{Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
 
@@ -55,12 +71,20 @@ pub enum StoreError {
     Crypto(#[from] fief_crypto::CryptoError),
     #[error("{0} already exists")]
     Conflict(String),
+    /// The operation conflicts with the resource's state; the message says
+    /// what to do.
+    #[error("{0}")]
+    State(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
     Config(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The tenant incarnation an operation was authorised for is no longer
+    /// active (offboarded, or the id now names a later tenant).
+    #[error("tenant {0} is no longer active")]
+    TenantGone(String),
     #[error("data directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -78,8 +102,15 @@ pub struct Store {
     objects: Arc<dyn ObjectStore>,
     objects_root: PathBuf,
     master: MasterKey,
-    /// Unwrapped data keys of tenants in use; dropped (and zeroed) on offboarding.
-    data_keys: Mutex<HashMap<TenantId, DataKey>>,
+    /// Unwrapped data keys of tenant incarnations in use; dropped (and
+    /// zeroed) on offboarding.
+    data_keys: Mutex<HashMap<TenantId, (Incarnation, DataKey)>>,
+    /// Session-token signing keys (loaded from `signing_keys`).
+    sessions: SessionSigner,
+    /// The identity provider's verifier, with `[oidc]`.
+    oidc: Option<OidcVerifier>,
+    /// The admin plane's bearer token.
+    admin_token: String,
     /// Per tenant: content operations hold it shared, a tier change holds it
     /// exclusively, so no operation runs on a place while the tenant's
     /// content moves out of it (within this process).
@@ -99,22 +130,31 @@ impl std::ops::Deref for Placed {
     }
 }
 
-impl Store {
-    /// Opens the embedded store under `data_dir`, creating it and running
-    /// migrations.
-    pub async fn open(data_dir: &Path, master: MasterKey) -> Result<Self> {
-        Self::open_with(data_dir, master, None).await
-    }
+/// How to open a store.
+pub struct StoreOptions<'a> {
+    pub data_dir: &'a Path,
+    pub master: MasterKey,
+    /// `(runtime URL, admin URL)`: every row on PostgreSQL; objects stay
+    /// under `data_dir`.
+    pub postgres: Option<(&'a str, &'a str)>,
+    /// JWT bearer tokens from an identity provider.
+    pub oidc: Option<fief_config::OidcConfig>,
+    /// The admin plane's bearer token.
+    pub admin_token: String,
+}
 
-    /// Like [`open`](Self::open), with every row on PostgreSQL when
-    /// `postgres` is `(runtime URL, admin URL)`; objects stay under
-    /// `data_dir`. Refuses a runtime role that row-level security would not
-    /// bind.
-    pub async fn open_with(
-        data_dir: &Path,
-        master: MasterKey,
-        postgres: Option<(&str, &str)>,
-    ) -> Result<Self> {
+impl Store {
+    /// Opens the store under `data_dir`, creating it and running
+    /// migrations; on PostgreSQL it refuses a runtime role that row-level
+    /// security would not bind.
+    pub async fn open(options: StoreOptions<'_>) -> Result<Self> {
+        let StoreOptions {
+            data_dir,
+            master,
+            postgres,
+            oidc,
+            admin_token,
+        } = options;
         let io = |source| StoreError::Io {
             path: data_dir.to_owned(),
             source,
@@ -122,6 +162,14 @@ impl Store {
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let objects_root = data_dir.join("objects");
         std::fs::create_dir_all(&objects_root).map_err(io)?;
+        let oidc = match oidc {
+            Some(c) => Some(
+                OidcVerifier::new(c)
+                    .await
+                    .map_err(|e| StoreError::Config(format!("oidc: {e}")))?,
+            ),
+            None => None,
+        };
         let (platform, placement) = match postgres {
             Some(_) if data_dir.join("fief.db").exists() => {
                 // Rows of an embedded store would silently vanish from view.
@@ -147,7 +195,7 @@ impl Store {
             }
         };
         let objects = LocalFileSystem::new_with_prefix(&objects_root)?.with_automatic_cleanup(true);
-        Ok(Self {
+        let store = Self {
             platform,
             placement,
             objects: Arc::new(objects),
@@ -155,23 +203,41 @@ impl Store {
             master,
             data_keys: Mutex::new(HashMap::new()),
             moves: Mutex::new(HashMap::new()),
-        })
+            sessions: SessionSigner::new(),
+            oidc,
+            admin_token,
+        };
+        store.rewrap_legacy_keys().await?;
+        store.load_signing_keys().await?;
+        Ok(store)
     }
 
-    /// The place of the scope's tenant's content, by its current tier.
+    /// The place of the scope's tenant's content, by its current tier,
+    /// held for one operation. Refuses when the scope's incarnation is no
+    /// longer active: checked after the tenant's move lock is taken, and an
+    /// offboarding takes that lock exclusively, so no operation authorised
+    /// before an offboarding writes after it.
     async fn place(&self, scope: &TenantScope) -> Result<Placed> {
-        self.place_of(scope.tenant()).await
+        self.place_of(scope.tenant(), Some(scope.incarnation()))
+            .await
     }
 
     /// [`place`](Self::place) for the store's own reads by tenant id (the
-    /// authorisation layer's policy documents). Do not call it again while
-    /// holding one: a waiting tier change would block the second.
-    async fn place_of(&self, tenant: &TenantId) -> Result<Placed> {
+    /// authorisation layer's policy documents); `incarnation` `None` is the
+    /// active one, whichever it is. Do not call it again while holding one:
+    /// a waiting tier change would block the second.
+    async fn place_of(
+        &self,
+        tenant: &TenantId,
+        incarnation: Option<&Incarnation>,
+    ) -> Result<Placed> {
         let moving = self.move_lock(tenant)?.read_owned().await;
-        let place = self
-            .placement
-            .place(tenant, self.tier_of(tenant).await?)
-            .await?;
+        let state = self
+            .tenant_state(tenant)
+            .await?
+            .filter(|s| s.status == Status::Active && live(incarnation, &s.incarnation))
+            .ok_or_else(|| StoreError::TenantGone(tenant.to_string()))?;
+        let place = self.placement.place(tenant, state.tier).await?;
         Ok(Placed {
             place,
             _moving: moving,
@@ -186,47 +252,45 @@ impl Store {
         Ok(moves.entry(tenant.clone()).or_default().clone())
     }
 
-    async fn tier_of(&self, tenant: &TenantId) -> Result<Tier> {
-        self.get_tenant(tenant)
-            .await?
-            .map(|t| t.tier)
-            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))
-    }
-
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<()> {
         q("SELECT 1").exec(&self.platform).await?;
         Ok(())
     }
 
-    /// The tenant's data key, unwrapped on first use. Requires a scope: only
-    /// an authorised request can cause a key to be unwrapped.
+    /// The tenant incarnation's data key, unwrapped on first use. Requires
+    /// a scope: only an authorised request can cause a key to be unwrapped.
     async fn data_key(&self, scope: &TenantScope) -> Result<DataKey> {
-        self.data_key_of(scope.tenant()).await
-    }
-
-    async fn data_key_of(&self, tenant: &TenantId) -> Result<DataKey> {
-        if let Some(k) = self.cached_key(tenant) {
+        let (tenant, incarnation) = (scope.tenant(), scope.incarnation());
+        if let Some(k) = self.cached_key(tenant, incarnation) {
             return Ok(k);
         }
-        let row = q("SELECT wrapped_key FROM tenants WHERE id = $1 AND status = 'active'")
-            .bind(tenant.as_str())
-            .opt(&self.platform)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))?;
+        let row =
+            q("SELECT wrapped_key, incarnation FROM tenants WHERE id = $1 AND status = 'active'")
+                .bind(tenant.as_str())
+                .opt(&self.platform)
+                .await?
+                .ok_or_else(|| StoreError::TenantGone(tenant.to_string()))?;
+        let current: String = row.get("incarnation")?;
+        let current =
+            Incarnation::parse(&current).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if !live(Some(incarnation), &current) {
+            return Err(StoreError::TenantGone(tenant.to_string()));
+        }
         let wrapped: Vec<u8> = row.get("wrapped_key")?;
-        let key = DataKey::unwrap(&self.master, tenant, &wrapped)?;
+        let key = DataKey::unwrap(&self.master, tenant, &current, &wrapped)?;
         if let Ok(mut keys) = self.data_keys.lock() {
-            keys.insert(tenant.clone(), key.clone());
+            keys.insert(tenant.clone(), (current, key.clone()));
         }
         Ok(key)
     }
 
-    fn cached_key(&self, tenant: &TenantId) -> Option<DataKey> {
-        self.data_keys
-            .lock()
-            .ok()
-            .and_then(|keys| keys.get(tenant).cloned())
+    fn cached_key(&self, tenant: &TenantId, incarnation: &Incarnation) -> Option<DataKey> {
+        let keys = self.data_keys.lock().ok()?;
+        match keys.get(tenant) {
+            Some((inc, key)) if live(Some(incarnation), inc) => Some(key.clone()),
+            _ => None,
+        }
     }
 
     fn forget_key(&self, tenant: &TenantId) {
@@ -234,6 +298,17 @@ impl Store {
             keys.remove(tenant);
         }
     }
+}
+
+/// Whether the active incarnation `current` is the one an operation was
+/// authorised for (`None`: any active one). The fault-injection build can
+/// take scopes from addresses, which carry the caller's incarnation.
+fn live(expected: Option<&Incarnation>, current: &Incarnation) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if faults::scope_from_address() {
+        return true;
+    }
+    expected.is_none_or(|e| e == current)
 }
 
 fn now() -> String {

@@ -10,6 +10,7 @@ use fief_core::{ModelName, ModelSignature, Tags, TenantId};
 use fief_crypto::SealContext;
 
 use crate::db::{q, Row};
+use crate::placement::Place;
 use crate::{now, Result, Store, StoreError, TenantScope};
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,8 +60,30 @@ fn from_row(row: &Row) -> Result<ModelRecord> {
 
 const COLUMNS: &str = "name, version, size_bytes, sha256, signature, tags, created_at, updated_at";
 
+/// The model row on an already-held place.
+async fn select_model(
+    place: &Place,
+    tenant: &TenantId,
+    name: &ModelName,
+) -> Result<Option<ModelRecord>> {
+    let rows = place
+        .fetch(
+            tenant,
+            q(format!(
+                "SELECT {COLUMNS} FROM {} WHERE tenant_id = $1 AND name = $2",
+                place.t("models")
+            ))
+            .bind(tenant.as_str())
+            .bind(name.as_str()),
+        )
+        .await?;
+    rows.first().map(from_row).transpose()
+}
+
 impl Store {
-    /// Stores (or replaces) a model the serving layer has already loaded once.
+    /// Stores (or replaces) a model the serving layer has already loaded
+    /// once. The whole write (bytes, then row) holds the tenant's place, so
+    /// it finishes before an offboarding or a tier change starts.
     pub async fn put_model(
         &self,
         scope: &TenantScope,
@@ -69,8 +92,9 @@ impl Store {
         signature: &ModelSignature,
     ) -> Result<(ModelRecord, PutOutcome)> {
         let tenant = scope.tenant();
+        let place = self.place(scope).await?;
         let key = self.data_key(scope).await?;
-        let previous = self.get_model(scope, name).await?;
+        let previous = select_model(&place, tenant, name).await?;
         let version = previous.as_ref().map_or(1, |p| p.version + 1);
         let sealed = key.seal(&seal_context(tenant, name, version), bytes)?;
         let path = object_path(tenant, name, version);
@@ -83,7 +107,6 @@ impl Store {
         let size = i64::try_from(bytes.len()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // The version guard turns a concurrent replacement into a conflict
         // instead of a lost update.
-        let place = self.place(scope).await?;
         let upsert = format!(
             "INSERT INTO {} AS m (tenant_id, name, version, size_bytes, sha256, signature,
                  created_at, updated_at)
@@ -108,8 +131,6 @@ impl Store {
                     .bind(&now),
             )
             .await;
-        // Released before the read below, which takes the place again.
-        drop(place);
         match written {
             Ok(1) => {}
             other => {
@@ -128,8 +149,7 @@ impl Store {
                 .delete(&object_path(tenant, name, p.version))
                 .await;
         }
-        let record = self
-            .get_model(scope, name)
+        let record = select_model(&place, tenant, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("model {name}")))?;
         let outcome = if previous.is_some() {
@@ -146,18 +166,7 @@ impl Store {
         name: &ModelName,
     ) -> Result<Option<ModelRecord>> {
         let place = self.place(scope).await?;
-        let rows = place
-            .fetch(
-                scope.tenant(),
-                q(format!(
-                    "SELECT {COLUMNS} FROM {} WHERE tenant_id = $1 AND name = $2",
-                    place.t("models")
-                ))
-                .bind(scope.tenant().as_str())
-                .bind(name.as_str()),
-            )
-            .await?;
-        rows.first().map(from_row).transpose()
+        select_model(&place, scope.tenant(), name).await
     }
 
     pub async fn list_models(&self, scope: &TenantScope) -> Result<Vec<ModelRecord>> {
@@ -202,10 +211,10 @@ impl Store {
 
     /// Deletes a model; `false` if the tenant has no such model.
     pub async fn delete_model(&self, scope: &TenantScope, name: &ModelName) -> Result<bool> {
-        let Some(record) = self.get_model(scope, name).await? else {
+        let place = self.place(scope).await?;
+        let Some(record) = select_model(&place, scope.tenant(), name).await? else {
             return Ok(false);
         };
-        let place = self.place(scope).await?;
         let done = place
             .run(
                 scope.tenant(),
@@ -232,6 +241,8 @@ impl Store {
         scope: &TenantScope,
         record: &ModelRecord,
     ) -> Result<Vec<u8>> {
+        // Held only to refuse an incarnation that is no longer active.
+        let _place = self.place(scope).await?;
         let path = object_path(scope.tenant(), &record.name, record.version);
         let sealed = self.objects.get(&path).await?.bytes().await?;
         self.open_model_bytes(scope, &record.name, record.version, &sealed)

@@ -207,7 +207,16 @@ impl Place {
     /// A transaction on this place, with the tenant set for row-level
     /// security on PostgreSQL.
     pub async fn begin(&self, tenant: &TenantId) -> Result<Tx> {
-        let mut tx = self.db.begin().await?;
+        self.tenant_tx(self.db.begin().await?, tenant).await
+    }
+
+    /// [`begin`](Self::begin) for a transaction that reads before it writes
+    /// (see `Db::begin_write`).
+    pub async fn begin_write(&self, tenant: &TenantId) -> Result<Tx> {
+        self.tenant_tx(self.db.begin_write().await?, tenant).await
+    }
+
+    async fn tenant_tx(&self, mut tx: Tx, tenant: &TenantId) -> Result<Tx> {
         if matches!(self.db, Db::Pg(_)) {
             q("SELECT set_config('fief.tenant', $1, true)")
                 .bind(tenant.as_str())
@@ -716,7 +725,8 @@ impl PgPlacement {
             format!("GRANT USAGE ON SCHEMA fief_platform TO \"{role}\""),
             format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON fief_platform.tenants,
-                 fief_platform.api_keys, fief_platform.signing_keys TO \"{role}\""
+                 fief_platform.api_keys, fief_platform.signing_keys,
+                 fief_platform.offboarded_tenants TO \"{role}\""
             ),
         ];
         statements.extend(content_schema("fief_pool", role));

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use fief_core::TenantId;
+use fief_core::{Incarnation, ModelRef, Tags, TenantId};
 
 use crate::db::{q, Row, Q};
 use crate::{now, Result, Store, StoreError, TenantScope};
@@ -81,11 +81,12 @@ impl Store {
     async fn on_place(
         &self,
         tenant: &TenantId,
+        incarnation: Option<&Incarnation>,
         table: &str,
         sql: &str,
         bind: impl FnOnce(Q) -> Q,
     ) -> Result<Vec<Row>> {
-        let place = self.place_of(tenant).await?;
+        let place = self.place_of(tenant, incarnation).await?;
         let sql = sql.replace("{t}", &place.t(table));
         place
             .fetch(tenant, bind(q(sql).bind(tenant.as_str())))
@@ -97,6 +98,7 @@ impl Store {
         let existed = self.get_policy(scope, id).await?.is_some();
         self.on_place(
             scope.tenant(),
+            Some(scope.incarnation()),
             "policies",
             "INSERT INTO {t} (tenant_id, id, body, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $4)
@@ -112,6 +114,7 @@ impl Store {
         let rows = self
             .on_place(
                 scope.tenant(),
+                Some(scope.incarnation()),
                 "policies",
                 "SELECT id, body, created_at, updated_at FROM {t} WHERE tenant_id = $1 AND id = $2",
                 |q| q.bind(id),
@@ -121,12 +124,17 @@ impl Store {
     }
 
     pub async fn list_policies(&self, scope: &TenantScope) -> Result<Vec<PolicyRecord>> {
-        self.policies_of(scope.tenant()).await
+        self.policies_of(scope.tenant(), scope.incarnation()).await
     }
 
-    async fn policies_of(&self, tenant: &TenantId) -> Result<Vec<PolicyRecord>> {
+    async fn policies_of(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Result<Vec<PolicyRecord>> {
         self.on_place(
             tenant,
+            Some(incarnation),
             "policies",
             "SELECT id, body, created_at, updated_at FROM {t} WHERE tenant_id = $1 ORDER BY id",
             |q| q,
@@ -141,6 +149,7 @@ impl Store {
         let rows = self
             .on_place(
                 scope.tenant(),
+                Some(scope.incarnation()),
                 "policies",
                 "DELETE FROM {t} WHERE tenant_id = $1 AND id = $2 RETURNING id",
                 |q| q.bind(id),
@@ -161,6 +170,7 @@ impl Store {
         let existed = self.get_role(scope, name).await?.is_some();
         self.on_place(
             scope.tenant(),
+            Some(scope.incarnation()),
             "roles",
             "INSERT INTO {t} (tenant_id, name, trust_policy, policies, external_id,
                      max_session_secs, created_at, updated_at)
@@ -182,27 +192,31 @@ impl Store {
     }
 
     pub async fn get_role(&self, scope: &TenantScope, name: &str) -> Result<Option<RoleRecord>> {
-        self.role_of(scope.tenant(), name).await
+        self.role_of(scope.tenant(), scope.incarnation(), name)
+            .await
     }
 
-    /// A role of any tenant, for issuing a session after its trust policy
-    /// allowed the assumption (the session's duration limit lives here).
-    pub async fn assumable_role(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-    ) -> Result<Option<RoleRecord>> {
-        self.role_of(tenant, name).await
+    /// The role an allowed assume-role granted (the session's duration
+    /// limit lives here).
+    pub async fn assumable_role(&self, grant: &crate::SessionGrant) -> Result<Option<RoleRecord>> {
+        self.role_of(
+            &grant.role.owner,
+            &grant.owner_incarnation,
+            &grant.role.name,
+        )
+        .await
     }
 
     pub(crate) async fn role_of(
         &self,
         tenant: &TenantId,
+        incarnation: &Incarnation,
         name: &str,
     ) -> Result<Option<RoleRecord>> {
         let rows = self
             .on_place(
                 tenant,
+                Some(incarnation),
                 "roles",
                 &format!("SELECT {ROLE_COLUMNS} FROM {{t}} WHERE tenant_id = $1 AND name = $2"),
                 |q| q.bind(name),
@@ -212,12 +226,17 @@ impl Store {
     }
 
     pub async fn list_roles(&self, scope: &TenantScope) -> Result<Vec<RoleRecord>> {
-        self.roles_of(scope.tenant()).await
+        self.roles_of(scope.tenant(), scope.incarnation()).await
     }
 
-    async fn roles_of(&self, tenant: &TenantId) -> Result<Vec<RoleRecord>> {
+    async fn roles_of(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Result<Vec<RoleRecord>> {
         self.on_place(
             tenant,
+            Some(incarnation),
             "roles",
             &format!("SELECT {ROLE_COLUMNS} FROM {{t}} WHERE tenant_id = $1 ORDER BY name"),
             |q| q,
@@ -232,6 +251,7 @@ impl Store {
         let rows = self
             .on_place(
                 scope.tenant(),
+                Some(scope.incarnation()),
                 "roles",
                 "DELETE FROM {t} WHERE tenant_id = $1 AND name = $2 RETURNING name",
                 |q| q.bind(name),
@@ -240,18 +260,47 @@ impl Store {
         Ok(!rows.is_empty())
     }
 
-    /// Platform accessor: a tenant's documents, for the authorisation layer.
-    pub async fn policy_documents(&self, tenant: &TenantId) -> Result<PolicyDocuments> {
+    /// Platform accessor: a tenant incarnation's documents, for the
+    /// authorisation layer (it compiles them before it can decide anything
+    /// for that tenant). Another incarnation's are never returned.
+    pub async fn policy_documents(
+        &self,
+        tenant: &TenantId,
+        incarnation: &Incarnation,
+    ) -> Result<PolicyDocuments> {
         Ok(PolicyDocuments {
-            policies: self.policies_of(tenant).await?,
-            roles: self.roles_of(tenant).await?,
+            policies: self.policies_of(tenant, incarnation).await?,
+            roles: self.roles_of(tenant, incarnation).await?,
         })
+    }
+
+    /// The tags of the principal's own model, for attribute-based
+    /// decisions before the decision is made. A model of any other tenant
+    /// is never looked up (its address alone decides: the guardrail).
+    pub async fn own_model_tags(
+        &self,
+        principal: &crate::Principal,
+        model: &ModelRef,
+    ) -> Result<Tags> {
+        let (Some(tenant), Some(incarnation)) = (principal.tenant(), principal.incarnation())
+        else {
+            return Ok(Tags::new());
+        };
+        if tenant != &model.owner {
+            return Ok(Tags::new());
+        }
+        let scope = TenantScope::internal(tenant.clone(), incarnation.clone());
+        Ok(self
+            .get_model(&scope, &model.name)
+            .await?
+            .map(|m| m.tags)
+            .unwrap_or_default())
     }
 
     // ---- session signing keys (platform) ----------------------------------
 
     /// Stores a signing key, sealed under the master key.
-    pub async fn add_signing_key(&self, kid: &str, pkcs8: &[u8]) -> Result<()> {
+    pub(crate) async fn add_signing_key(&self, kid: &str, pkcs8: &[u8]) -> Result<()> {
         let sealed = self
             .master
             .seal_platform_secret(&signing_key_purpose(kid), pkcs8)?;
@@ -265,7 +314,7 @@ impl Store {
     }
 
     /// Every signing key, oldest first: (kid, PKCS#8, created_at).
-    pub async fn signing_keys(&self) -> Result<Vec<(String, Vec<u8>, String)>> {
+    pub(crate) async fn signing_keys(&self) -> Result<Vec<(String, Vec<u8>, String)>> {
         let rows = q("SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at, kid")
             .all(&self.platform)
             .await?;
@@ -289,7 +338,7 @@ impl Store {
     }
 
     /// Removes a retired signing key.
-    pub async fn remove_signing_key(&self, kid: &str) -> Result<()> {
+    pub(crate) async fn remove_signing_key(&self, kid: &str) -> Result<()> {
         q("DELETE FROM signing_keys WHERE kid = $1")
             .bind(kid)
             .exec(&self.platform)

@@ -1,86 +1,155 @@
-//! Tenants: platform metadata, managed by the operator.
+//! Tenants: platform metadata, managed by the operator. Each onboarding
+//! makes a new incarnation; offboarding is a fence that no request outlives
+//! (see [`Store::begin_offboarding`] and [`Store::finish_offboarding`]).
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
+use rand::RngCore;
 use serde::Serialize;
 
-use fief_core::{Tags, TenantId, Tier};
+use fief_core::{Incarnation, Tags, TenantId, Tier};
 use fief_crypto::DataKey;
 
 use crate::api_keys::{insert_key, NewApiKey};
+use crate::authn::now_ms;
 use crate::db::{q, Db, Row};
-use crate::{now, Result, Store, StoreError, TenantScope};
+use crate::gate::OffboardScope;
+use crate::{now, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     Active,
-    /// Keys revoked, data being destroyed; a retry of the delete finishes it.
+    /// Keys revoked, new requests refused, data being destroyed; a retry of
+    /// the delete finishes it.
     Offboarding,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantRecord {
     pub id: TenantId,
+    /// This onboarding of the id; a later tenant with the same id has another.
+    pub incarnation: Incarnation,
     pub tier: Tier,
     pub tags: Tags,
     pub status: TenantStatus,
     pub created_at: String,
 }
 
-const COLUMNS: &str = "id, tier, tags, status, created_at";
+/// What authentication and placement need to know of a tenant.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantState {
+    pub tier: Tier,
+    pub status: TenantStatus,
+    pub incarnation: Incarnation,
+    pub created_ms: i64,
+    /// When an earlier incarnation of the same id was offboarded.
+    pub reused_after_ms: Option<i64>,
+}
+
+const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at";
+
+fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("tenant {what}: {e}"))
+}
+
+fn status(row: &Row) -> Result<TenantStatus> {
+    let status: String = row.get("status")?;
+    Ok(if status == "active" {
+        TenantStatus::Active
+    } else {
+        TenantStatus::Offboarding
+    })
+}
+
+fn incarnation(row: &Row) -> Result<Incarnation> {
+    let raw: String = row.get("incarnation")?;
+    Incarnation::parse(&raw).map_err(|e| corrupt("incarnation", &e))
+}
 
 fn from_row(row: &Row) -> Result<TenantRecord> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("tenant {what}: {e}"));
     let id: String = row.get("id")?;
     let tier: String = row.get("tier")?;
     let tags: String = row.get("tags")?;
-    let status: String = row.get("status")?;
     Ok(TenantRecord {
         id: TenantId::parse(&id).map_err(|e| corrupt("id", &e))?,
+        incarnation: incarnation(row)?,
         tier: tier.parse().map_err(|e| corrupt("tier", &e))?,
         tags: serde_json::from_str(&tags).map_err(|e| corrupt("tags", &e))?,
-        status: if status == "active" {
-            TenantStatus::Active
-        } else {
-            TenantStatus::Offboarding
-        },
+        status: status(row)?,
         created_at: row.get("created_at")?,
     })
 }
 
+fn new_incarnation() -> Incarnation {
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    Incarnation::from_random(raw)
+}
+
 impl Store {
-    /// Creates a tenant, its data key and its first API key in one transaction.
+    /// Creates a tenant (a new incarnation), its data key and its first API
+    /// key in one transaction. The id must hold nothing of an earlier
+    /// tenant: an offboarding still under way is a conflict, and so is any
+    /// content left in the id's places.
     pub async fn create_tenant(
         &self,
         id: &TenantId,
         tier: Tier,
         tags: &Tags,
     ) -> Result<(TenantRecord, NewApiKey)> {
-        let wrapped = DataKey::generate().wrap(&self.master, id)?;
+        if let Some(existing) = self.get_tenant(id).await? {
+            return Err(match existing.status {
+                TenantStatus::Active => StoreError::Conflict(format!("tenant {id}")),
+                TenantStatus::Offboarding => StoreError::State(format!(
+                    "tenant {id} is being offboarded; repeat DELETE /admin/v1/tenants/{id} to \
+                     finish, then create it again"
+                )),
+            });
+        }
+        let left = self.residue(id).await?;
+        if !left.is_empty() {
+            return Err(StoreError::State(format!(
+                "the id {id} still holds data of an earlier tenant ({}); \
+                 DELETE /admin/v1/tenants/{id} removes it",
+                left.join(", ")
+            )));
+        }
+        let incarnation = new_incarnation();
+        let wrapped = DataKey::generate().wrap(&self.master, id, &incarnation)?;
         let created_at = now();
         let tags_json =
             serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let reused_after: Option<i64> =
+            q("SELECT MAX(offboarded_ms) AS t FROM offboarded_tenants WHERE id = $1")
+                .bind(id.as_str())
+                .one(&self.platform)
+                .await?
+                .get("t")?;
         let mut tx = self.platform.begin().await?;
         let inserted = q(
-            "INSERT INTO tenants (id, tier, tags, status, wrapped_key, created_at)
-             VALUES ($1, $2, $3, 'active', $4, $5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO tenants (id, incarnation, tier, tags, status, wrapped_key, key_format,
+                 created_at, created_ms, reused_after_ms)
+             VALUES ($1, $2, $3, $4, 'active', $5, 2, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
+        .bind(incarnation.as_str())
         .bind(tier.as_str())
         .bind(&tags_json)
         .bind(wrapped)
         .bind(&created_at)
+        .bind(now_ms())
+        .bind(reused_after)
         .exec(&mut tx)
         .await?;
         if inserted == 0 {
             return Err(StoreError::Conflict(format!("tenant {id}")));
         }
-        let key = insert_key(&mut tx, id, "initial", None).await?;
+        let key = insert_key(&mut tx, id, &incarnation, "initial", None, &Tags::new()).await?;
         tx.commit().await?;
         let record = TenantRecord {
             id: id.clone(),
+            incarnation,
             tier,
             tags: tags.clone(),
             status: TenantStatus::Active,
@@ -105,9 +174,13 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // No content operation of this tenant runs during the move.
         let _moving = self.move_lock(id)?.write_owned().await;
-        let before = self.get_tenant(id).await?.map(|t| t.tier);
-        let moving = match (before, tier) {
-            (Some(from), Some(to)) if from != to => Some((from, to)),
+        let before = self
+            .get_tenant(id)
+            .await?
+            .filter(|t| t.status == TenantStatus::Active)
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))?;
+        let moving = match tier {
+            Some(to) if to != before.tier => Some((before.tier, to)),
             _ => None,
         };
         if let Some((from, to)) = moving {
@@ -117,11 +190,12 @@ impl Store {
         }
         let done = q(
             "UPDATE tenants SET tier = COALESCE($1, tier), tags = COALESCE($2, tags)
-             WHERE id = $3 AND status = 'active'",
+             WHERE id = $3 AND incarnation = $4 AND status = 'active'",
         )
         .bind(tier.map(Tier::as_str))
         .bind(tags_json)
         .bind(id.as_str())
+        .bind(before.incarnation.as_str())
         .exec(&self.platform)
         .await?;
         if done == 0 {
@@ -150,31 +224,76 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Offboarding: revokes every key, deletes every object, then every row,
-    /// including the wrapped data key (so any copy of the tenant's bytes left
-    /// anywhere can no longer be decrypted). Safe to retry after a failure.
-    pub async fn offboard(&self, scope: TenantScope) -> Result<()> {
+    pub(crate) async fn tenant_state(&self, id: &TenantId) -> Result<Option<TenantState>> {
+        let row = q(
+            "SELECT tier, status, incarnation, created_ms, reused_after_ms FROM tenants
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .opt(&self.platform)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let tier: String = row.get("tier")?;
+        Ok(Some(TenantState {
+            tier: tier.parse().map_err(|e| corrupt("tier", &e))?,
+            status: status(&row)?,
+            incarnation: incarnation(&row)?,
+            created_ms: row.get("created_ms")?,
+            reused_after_ms: row.get("reused_after_ms")?,
+        }))
+    }
+
+    /// Offboarding, first half: the tenant is marked offboarding and every
+    /// key revoked, so authentication refuses all its credentials from now
+    /// on. Returns the incarnation being offboarded, or `None` if no tenant
+    /// has the id (then [`finish_offboarding`](Self::finish_offboarding)
+    /// removes whatever an earlier tenant left). The caller drains the
+    /// tenant's in-flight requests before the second half.
+    pub async fn begin_offboarding(&self, scope: &OffboardScope) -> Result<Option<Incarnation>> {
         let tenant = scope.tenant();
+        let Some(record) = self.get_tenant(tenant).await? else {
+            return Ok(None);
+        };
         let mut tx = self.platform.begin().await?;
-        let marked = q("UPDATE tenants SET status = 'offboarding' WHERE id = $1")
+        q("UPDATE tenants SET status = 'offboarding' WHERE id = $1 AND incarnation = $2")
             .bind(tenant.as_str())
+            .bind(record.incarnation.as_str())
             .exec(&mut tx)
             .await?;
-        if marked == 0 {
-            return Err(StoreError::NotFound(format!("tenant {tenant}")));
-        }
         q("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND revoked_at IS NULL")
             .bind(now())
             .bind(tenant.as_str())
             .exec(&mut tx)
             .await?;
         tx.commit().await?;
+        Ok(Some(record.incarnation))
+    }
+
+    /// Offboarding, second half: with the tenant's move lock held
+    /// exclusively (so no content operation is running, and every later one
+    /// finds the tenant gone), deletes its content in every tier's place,
+    /// its objects, then its rows and the wrapped data key (so any copy of
+    /// its bytes left anywhere no longer decrypts). Records the offboarded
+    /// incarnation. Safe to retry after a failure.
+    pub async fn finish_offboarding(&self, scope: OffboardScope) -> Result<()> {
+        let tenant = scope.tenant();
+        let _fence = self.move_lock(tenant)?.write_owned().await;
+        let record = self.get_tenant(tenant).await?;
+        if record
+            .as_ref()
+            .is_some_and(|r| r.status == TenantStatus::Active)
+        {
+            return Err(StoreError::State(format!(
+                "tenant {tenant} is active; offboarding must begin first"
+            )));
+        }
         self.forget_key(tenant);
         // Content wherever any tier would have put it.
         for tier in [Tier::Pool, Tier::Bridge, Tier::Silo] {
             self.placement.drop_tenant(tenant, tier).await?;
         }
-
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
         let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
         for meta in objects {
@@ -185,9 +304,17 @@ impl Store {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
         }
-
         // Last, the wrapped key: a retry can still find the tenant until here.
         let mut tx = self.platform.begin().await?;
+        if let Some(r) = &record {
+            q("INSERT INTO offboarded_tenants (id, incarnation, offboarded_ms) VALUES ($1, $2, $3)
+               ON CONFLICT (id, incarnation) DO NOTHING")
+            .bind(tenant.as_str())
+            .bind(r.incarnation.as_str())
+            .bind(now_ms())
+            .exec(&mut tx)
+            .await?;
+        }
         q("DELETE FROM api_keys WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .exec(&mut tx)
@@ -205,9 +332,10 @@ impl Store {
         Ok(())
     }
 
-    /// Everything the store still holds for a tenant, named: platform rows,
-    /// content in any tier's place (rows, tables, schema, file, database),
-    /// objects. Empty after offboarding; operators and tests check it.
+    /// Everything the store still holds for a tenant id, named: platform
+    /// rows, content in any tier's place (rows, tables, schema, file,
+    /// database), objects. Empty after offboarding; creation checks it, and
+    /// operators and tests can too.
     pub async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
         let mut found = Vec::new();
         for (table, column) in [("tenants", "id"), ("api_keys", "tenant_id")] {
@@ -227,5 +355,26 @@ impl Store {
         let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
         found.extend(objects.iter().map(|o| format!("object {}", o.location)));
         Ok(found)
+    }
+
+    /// Rewraps data keys of the first format (bound to the tenant id only)
+    /// so they are bound to the tenant's incarnation too. Runs at start-up.
+    pub(crate) async fn rewrap_legacy_keys(&self) -> Result<()> {
+        let rows = q("SELECT id, incarnation, wrapped_key FROM tenants WHERE key_format = 1")
+            .all(&self.platform)
+            .await?;
+        for row in rows {
+            let id: String = row.get("id")?;
+            let id = TenantId::parse(&id).map_err(|e| corrupt("id", &e))?;
+            let incarnation = incarnation(&row)?;
+            let wrapped: Vec<u8> = row.get("wrapped_key")?;
+            let key = DataKey::unwrap_legacy(&self.master, &id, &wrapped)?;
+            q("UPDATE tenants SET wrapped_key = $1, key_format = 2 WHERE id = $2 AND key_format = 1")
+                .bind(key.wrap(&self.master, &id, &incarnation)?)
+                .bind(id.as_str())
+                .exec(&self.platform)
+                .await?;
+        }
+        Ok(())
     }
 }
