@@ -15,6 +15,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+/// Fault injection (feature `fault-injection`, tests only): appends fail as
+/// a full disk would make them.
+#[cfg(feature = "fault-injection")]
+pub mod faults {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static FAIL_APPENDS: AtomicBool = AtomicBool::new(false);
+
+    pub fn fail_appends(on: bool) {
+        FAIL_APPENDS.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn appends_fail() -> bool {
+        FAIL_APPENDS.load(Ordering::SeqCst)
+    }
+}
+
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -150,6 +167,13 @@ impl AuditLog {
         let mut tail = self.tail.lock().map_err(|_| AuditError::Poisoned)?;
         if tail.poisoned {
             return Err(AuditError::Poisoned);
+        }
+        #[cfg(feature = "fault-injection")]
+        if faults::appends_fail() {
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("fault injection: no space left on device"),
+            });
         }
         let entry = Entry {
             seq: tail.seq + 1,

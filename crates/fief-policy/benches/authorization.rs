@@ -102,7 +102,9 @@ fn run(tenants: usize) {
             t.clone()
         };
         let dept = if rng.gen_bool(0.5) { "Sales" } else { "HR" };
-        let principal = match n % 3 {
+        // Principal kind and action chosen independently, so every kind
+        // meets every action (and the forbid on deletes fires).
+        let principal = match rng.gen_range(0..3) {
             0 => PrincipalFacts::ApiKey {
                 key_id: format!("k{i}"),
                 tenant: t.clone(),
@@ -126,14 +128,18 @@ fn run(tenants: usize) {
                 tags: Tags::new(),
             },
         };
-        let action = [Action::InvokeModel, Action::GetModel, Action::DeleteModel][n % 3];
+        let action =
+            [Action::InvokeModel, Action::GetModel, Action::DeleteModel][rng.gen_range(0..3)];
         let resource = Resource::Model(ModelRef {
             owner,
             name: ModelName::parse("m").unwrap(),
         });
-        let attrs = ResourceAttrs {
-            tags: Tags::from([("Department".into(), format!("Sales-{i}"))]),
-        };
+        let mut tags = Tags::from([("Department".into(), format!("Sales-{i}"))]);
+        if rng.gen_bool(0.25) {
+            // The tenant's forbid on deleting locked models applies.
+            tags.insert("Locked".into(), format!("yes-{i}"));
+        }
+        let attrs = ResourceAttrs { tags };
         let t0 = Instant::now();
         let d = black_box(engine.authorize_with(&principal, action, &resource, &attrs));
         latencies.push(t0.elapsed());

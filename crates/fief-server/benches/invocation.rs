@@ -141,16 +141,16 @@ fn main() {
             }
         };
         run(200, 1).await; // warm-up
-        let one = run(requests / 4, 1).await;
+        let one = run(requests, 1).await;
         let many = run(requests, concurrency).await;
         server.shutdown().await.unwrap();
         (one, many)
     });
-    let d1 = direct(requests / 4, 1);
+    let d1 = direct(requests, 1);
     let dc = direct(requests, concurrency);
 
     println!(
-        "\nmodel: MLP {WIDTHS:?} ({} bytes ONNX), batch 1, {requests} requests",
+        "\nmodel: MLP {WIDTHS:?} ({} bytes ONNX), batch 1, {requests} requests per row",
         onnx.len()
     );
     header();

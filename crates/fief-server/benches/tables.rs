@@ -142,7 +142,7 @@ fn main() {
                 for (op, put) in [("put", true), ("get", false)] {
                     row(
                         &format!("{backend} {tier} {op}, c=1"),
-                        &run(&http, &data, &key, put, n / 2, 1).await,
+                        &run(&http, &data, &key, put, n, 1).await,
                     );
                     row(
                         &format!("{backend} {tier} {op}, c={c}"),

@@ -70,7 +70,9 @@ impl Metrics {
         h.count += 1;
     }
 
-    pub fn render(&self, cache: &CacheStats) -> String {
+    /// `items_rejected`: the store's count of table items that failed to
+    /// open under the caller's key.
+    pub fn render(&self, cache: &CacheStats, items_rejected: u64) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
@@ -140,6 +142,13 @@ impl Metrics {
             self.kb_rejected
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_string(),
+        );
+
+        metric(
+            "fief_items_rejected_total",
+            "counter",
+            "Table items of another tenant that reached a read or delete and failed to open under the caller's key (never used; should stay 0).",
+            items_rejected.to_string(),
         );
 
         let Ok(inv) = self.invocations.lock() else {

@@ -747,6 +747,8 @@ async fn rotate_signing_key(
 async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.cache.stats()),
+        state
+            .metrics
+            .render(&state.cache.stats(), state.store.items_rejected()),
     )
 }

@@ -17,15 +17,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::*;
 
-/// Resident set size of this process (the server runs in it), in MiB.
+/// Resident set size of this process (the server runs in it), in MiB. An
+/// unreadable or unparsable value fails the test: a memory bound that reads
+/// 0 could never fail.
 fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
     let pages: f64 = statm
         .split_whitespace()
         .nth(1)
         .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / (1024.0 * 1024.0)
+        .expect("resident pages in /proc/self/statm");
+    let mib = pages * 4096.0 / (1024.0 * 1024.0);
+    assert!(mib > 1.0, "resident set of {mib} MiB cannot be right");
+    mib
 }
 
 /// The status line of a raw exchange, or 0 if the server closed without one.
@@ -316,4 +320,24 @@ async fn slow_headers_and_bodies_are_cut_off() {
         started.elapsed()
     );
     assert!(s.healthy().await);
+}
+
+/// The catalogue's raw exchanges cannot pass on a hang: a peer that takes
+/// the request and never answers fails the check.
+#[tokio::test]
+#[should_panic(expected = "neither answered nor closed")]
+async fn a_server_that_hangs_fails_the_raw_check() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(socket);
+    });
+    raw_within(
+        addr,
+        b"GET / HTTP/1.1\r\n\r\n",
+        std::time::Duration::from_millis(300),
+    )
+    .await;
 }

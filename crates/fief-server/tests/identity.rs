@@ -197,6 +197,17 @@ async fn explain(s: &TestServer, key: &str, body: Value) -> Value {
     r.json()
 }
 
+/// Whether `v` holds the field `key` with the string `value` anywhere.
+fn json_has(v: &Value, key: &str, value: &str) -> bool {
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| (k == key && x == value) || json_has(x, key, value)),
+        Value::Array(a) => a.iter().any(|x| json_has(x, key, value)),
+        _ => false,
+    }
+}
+
 /// A new key of `tenant` with `tags`, as the operator makes one.
 async fn tagged_key(s: &TestServer, tenant: &str, tags: Value) -> String {
     let r = s
@@ -597,7 +608,9 @@ async fn tenant_permit_all_opens_no_cross_tenant_access() {
         json!({"Secret": "canary-tag-bb"}),
     )
     .await;
-    let bb_policy = "// canary-policy-bb\npermit (principal, action, resource);";
+    // Content canaries are tokens no request of aa's ever carries, so
+    // finding one anywhere aa looks is a leak, however it is encoded.
+    let bb_policy = "// secret-policy-text-bb\npermit (principal, action, resource);";
     assert_eq!(
         put_policy(&s, &bb, "canary-policy-bb", bb_policy)
             .await
@@ -608,7 +621,7 @@ async fn tenant_permit_all_opens_no_cross_tenant_access() {
         &s,
         &bb,
         "canary-role-bb",
-        json!({"trust_policy": r#"permit (principal in Fief::Tenant::"bb", action == Fief::Action::"AssumeRole", resource); // canary-trust-bb"#,
+        json!({"trust_policy": r#"permit (principal in Fief::Tenant::"bb", action == Fief::Action::"AssumeRole", resource); // secret-trust-text-bb"#,
                "policies": [OPEN], "external_id": "canary-ext-bb"}),
     )
     .await;
@@ -742,14 +755,34 @@ async fn tenant_permit_all_opens_no_cross_tenant_access() {
             let all = format!("{:?} {}", r.headers, r.text);
             for canary in [
                 "canary-tag-bb",
-                "canary-policy-bb\\n",
-                "canary-trust-bb",
-                "canary-ext-bb\"",
+                "secret-policy-text-bb",
+                "secret-trust-text-bb",
             ] {
                 assert!(!all.contains(canary), "{who}: leaked {canary} in {all}");
             }
+            // aa sends bb's external id itself; only a role record of bb's
+            // would hold it as a stored field.
+            let stored = serde_json::from_str::<Value>(&r.text).ok();
+            assert!(
+                !stored.is_some_and(|v| json_has(&v, "external_id", "canary-ext-bb")),
+                "{who}: bb's role record in {all}"
+            );
         }
     }
+    // The checks can fire: bb's own reads hold every canary.
+    let r = s
+        .send(s.data_req(&bb, Method::GET, "/api/v1/policies/canary-policy-bb"))
+        .await;
+    assert!(r.text.contains("secret-policy-text-bb"), "{}", r.text);
+    let r = s
+        .send(s.data_req(&bb, Method::GET, "/api/v1/roles/canary-role-bb"))
+        .await;
+    assert!(r.text.contains("secret-trust-text-bb"), "{}", r.text);
+    assert!(
+        json_has(&r.json(), "external_id", "canary-ext-bb"),
+        "{}",
+        r.text
+    );
     // bb's resources are untouched and bb still uses them.
     let r = s.invoke(&bb, "shared", "canary-model-bb", &input()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);

@@ -28,14 +28,13 @@ const VOLCANO: &str = "Volcanoes erupt when magma rises through the crust; lava 
                        and pyroclastic flows follow the eruption.";
 const ASK: &str = "what happens when a volcano erupts lava";
 
-/// A pool victim with a secret volcano document; a pool attacker and a silo
-/// tenant with the common topics. Returns (victim, attacker, silo, secret).
-async fn plant(s: &TestServer) -> (String, String, String, String) {
+/// A pool victim with a secret volcano document; a pool attacker with the
+/// common topics. Returns (victim, attacker, secret).
+async fn plant(s: &TestServer) -> (String, String, String) {
     let victim = s.tenant("fault-victim", "pool").await;
     let attacker = s.tenant("fault-attacker", "pool").await;
-    let silo = s.tenant("fault-silo", "silo").await;
     let secret = canary("fault-victim");
-    for key in [&victim, &attacker, &silo] {
+    for key in [&victim, &attacker] {
         create_kb(s, key, "notes").await;
     }
     // Only the victim knows about volcanoes; everyone has the common topics.
@@ -47,12 +46,10 @@ async fn plant(s: &TestServer) -> (String, String, String, String) {
         json!({"text": format!("{VOLCANO} {secret}"), "metadata": {"canary": secret}}),
     )
     .await;
-    for key in [&attacker, &silo] {
-        for (id, text, _) in TOPICS {
-            put_doc(s, key, "notes", id, json!({"text": text})).await;
-        }
+    for (id, text, _) in TOPICS {
+        put_doc(s, &attacker, "notes", id, json!({"text": text})).await;
     }
-    (victim, attacker, silo, secret)
+    (victim, attacker, secret)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +59,7 @@ async fn a_query_bug_still_leaks_nothing_and_the_check_can_fail() {
         return;
     }
     let s = common::spawn().await;
-    let (victim, attacker, silo, secret) = plant(&s).await;
+    let (victim, attacker, secret) = plant(&s).await;
     let rejected = || async { s.metric("fief_kb_chunks_rejected_total").await };
 
     // Baseline: nothing of the victim's, nothing rejected.
@@ -74,21 +71,29 @@ async fn a_query_bug_still_leaks_nothing_and_the_check_can_fail() {
     // attacker's query path and fails to open. Nothing leaks, the attacker
     // still gets its own answers, and the rejection is counted.
     faults::drop_query_tenant_filter(true);
-    for (key, who) in [(&attacker, "pool attacker"), (&silo, "silo tenant")] {
-        let r = query(&s, key, "notes", ASK, 10).await;
-        assert_eq!(r.status, 200, "{who}: {}", r.text);
-        assert!(!r.text.contains(&secret), "LEAK to the {who}: {}", r.text);
-        assert!(
-            !r.json()["results"].as_array().unwrap().is_empty(),
-            "{who}: {}",
-            r.text
-        );
-    }
+    let r = query(&s, &attacker, "notes", ASK, 10).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !r.text.contains(&secret),
+        "LEAK to the pool attacker: {}",
+        r.text
+    );
+    assert!(
+        !r.json()["results"].as_array().unwrap().is_empty(),
+        "{}",
+        r.text
+    );
     let after = rejected().await;
     assert!(
         after >= 1.0,
         "the fault did not route the victim's chunk to the query: {after}"
     );
+    // (A silo tenant is not tried here: this fault removes nothing on its
+    // path. Its search walks its own index and its chunk fetch reads its own
+    // file, which holds no other tenant's rows; `knowledge.rs` checks that
+    // every tier gets only its own chunks, and `verify_isolation.rs` that
+    // the verifier reports a leak when the storage scope is taken from the
+    // address.)
 
     // Both layers gone: the leak appears, so the assertions above can fail.
     faults::open_chunks_with_their_own_key(true);
@@ -119,7 +124,7 @@ async fn on_postgres_row_level_security_stops_the_chunk_before_the_seal() {
     };
     let config = pg.config.clone();
     let s = common::spawn_with(move |c| c.postgres = Some(config)).await;
-    let (victim, attacker, _silo, secret) = plant(&s).await;
+    let (victim, attacker, secret) = plant(&s).await;
     let rejected = || async { s.metric("fief_kb_chunks_rejected_total").await };
 
     // The application filter and the seal both gone: row-level security

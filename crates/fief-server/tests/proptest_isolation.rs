@@ -1,22 +1,47 @@
 //! Random sequences of operations by random tenants, through the HTTP API:
 //! no response body or header, and no audit entry attributed to a tenant,
-//! ever holds another tenant's canary. Tenants share model, policy and role
-//! names on purpose, so only the tenant boundary tells their data apart.
+//! ever holds another tenant's canary or another tenant's model's answer; a
+//! cross-tenant get, delete, tag or invocation is refused; and at the end
+//! every tenant's models are exactly what its own operations left (none
+//! deleted, retagged or replaced by anyone else). Tenants share model,
+//! policy and role names on purpose, so only the tenant boundary tells
+//! their data apart.
 //!
 //! `PROPTEST_CASES` (default 20) x `FIEF_PROPTEST_OPS` (default 500) operations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use reqwest::Method;
 use serde_json::json;
 
-use common::{tenant_model, TestServer};
+use common::{holds_outputs, max_diff, outputs, tenant_model, TestServer};
+
+const INPUT: [f32; 4] = [0.1, 0.2, 0.3, 0.4];
+
+/// Tenant `t`'s model `m{n}` (every put of it writes the same weights).
+fn model_of(t: usize, n: usize) -> fief_serving::onnx_builder::Mlp {
+    tenant_model(t as u64 * 10 + n as u64)
+}
+
+/// What tenant `t`'s model `m{n}` answers for `INPUT`.
+fn answer_of(t: usize, n: usize) -> Vec<f32> {
+    model_of(t, n).reference(&[INPUT.to_vec()])[0].clone()
+}
+
+/// What each tenant's own operations should have left: its models and
+/// which of them it tagged.
+#[derive(Default)]
+struct Shadow {
+    models: Vec<BTreeSet<usize>>,
+    tagged: Vec<BTreeSet<usize>>,
+}
 
 const TENANTS: [(&str, &str); 4] = [
     ("pa", "pool"),
@@ -67,6 +92,15 @@ struct World {
     s: TestServer,
     keys: Vec<String>,
     canaries: Vec<String>,
+    shadow: Mutex<Shadow>,
+}
+
+/// What one operation received.
+struct Seen {
+    status: reqwest::StatusCode,
+    text: String,
+    /// The invocation's outputs, when it answered 200.
+    outputs: Option<Vec<Vec<f32>>>,
 }
 
 impl World {
@@ -75,7 +109,7 @@ impl World {
     }
 
     /// Runs one operation as tenant `actor`; returns everything it received.
-    async fn run(&self, actor: usize, op: &Op) -> String {
+    async fn run(&self, actor: usize, op: &Op) -> Seen {
         let s = &self.s;
         let key = &self.keys[actor];
         let me = TENANTS[actor].0;
@@ -89,7 +123,7 @@ impl World {
             Op::PutModel(n) => s
                 .data_req(key, Method::PUT, &format!("/api/v1/models/m{n}"))
                 .header("content-type", "application/octet-stream")
-                .body(tenant_model(actor as u64 * 10 + *n as u64).to_onnx()),
+                .body(model_of(actor, *n).to_onnx()),
             Op::GetModel(t, n, f) => s.data_req(key, Method::GET, &model_path(*t, *n, *f)),
             Op::DeleteModel(t, n) => s.data_req(key, Method::DELETE, &model_path(*t, *n, 1)),
             Op::TagModel(t, n) => s
@@ -103,7 +137,7 @@ impl World {
                 };
                 s.data_req(key, Method::POST, &format!("/endpoints/{endpoint}/invocations"))
                     .header(fief_server::TARGET_MODEL_HEADER, format!("{}/m{n}", TENANTS[*t].0))
-                    .json(&json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}))
+                    .json(&json!({"inputs": [INPUT.to_vec()]}))
             }
             Op::ListModels => s.data_req(key, Method::GET, "/api/v1/models"),
             Op::PutPolicy(n) => s
@@ -128,26 +162,139 @@ impl World {
             Op::Me => s.data_req(key, Method::GET, "/api/v1/me"),
         };
         let r = s.send(req).await;
-        let mut seen = format!("{:?}\n{}", r.headers, r.text);
+        let mut text = format!("{:?}\n{}", r.headers, r.text);
         // A session acting in its own tenant must not see others' either.
         if let (Op::AssumeRole(..), true) = (op, r.status.is_success()) {
             let token = r.json()["token"].as_str().unwrap_or_default().to_owned();
             for path in ["/api/v1/models", "/api/v1/me"] {
                 let r = s.send(s.data_req(&token, Method::GET, path)).await;
-                seen.push_str(&r.text);
+                text.push_str(&r.text);
             }
         }
-        seen
+        let outputs = (matches!(op, Op::Invoke(..)) && r.status.is_success()).then(|| outputs(&r));
+        self.record(actor, op, r.status);
+        Seen {
+            status: r.status,
+            text,
+            outputs,
+        }
     }
 
-    fn check(&self, actor: usize, seen: &str, op: &Op) -> Result<(), TestCaseError> {
+    /// Follows what the actor's own successful operations changed.
+    fn record(&self, actor: usize, op: &Op, status: reqwest::StatusCode) {
+        if !status.is_success() {
+            return;
+        }
+        let mut shadow = self.shadow.lock().unwrap();
+        match op {
+            Op::PutModel(n) => {
+                shadow.models[actor].insert(*n);
+                // A replaced model keeps its tags.
+            }
+            Op::DeleteModel(t, n) if *t == actor => {
+                shadow.models[actor].remove(n);
+                shadow.tagged[actor].remove(n);
+            }
+            Op::TagModel(t, n) if *t == actor => {
+                shadow.tagged[actor].insert(*n);
+            }
+            _ => {}
+        }
+    }
+
+    fn check(&self, actor: usize, seen: &Seen, op: &Op) -> Result<(), TestCaseError> {
+        let me = TENANTS[actor].0;
         for (t, c) in self.canaries.iter().enumerate() {
             prop_assert!(
-                t == actor || !seen.contains(c.as_str()),
-                "{} saw {}'s canary after {op:?}: {seen}",
-                TENANTS[actor].0,
-                TENANTS[t].0
+                t == actor || !seen.text.contains(c.as_str()),
+                "{me} saw {}'s canary after {op:?}: {}",
+                TENANTS[t].0,
+                seen.text
             );
+            for n in 0..NAMES {
+                prop_assert!(
+                    t == actor || !holds_outputs(&seen.text, &answer_of(t, n)),
+                    "{me} got {}'s model m{n}'s answer after {op:?}: {}",
+                    TENANTS[t].0,
+                    seen.text
+                );
+            }
+        }
+        let cross = match op {
+            Op::GetModel(t, ..)
+            | Op::DeleteModel(t, _)
+            | Op::TagModel(t, _)
+            | Op::Invoke(t, ..) => *t != actor,
+            _ => false,
+        };
+        if cross {
+            prop_assert_eq!(
+                seen.status,
+                reqwest::StatusCode::FORBIDDEN,
+                "{} {:?} of another tenant's model: {}",
+                me,
+                op,
+                seen.text
+            );
+        }
+        if let (Op::Invoke(_, n, _), Some(got)) = (op, &seen.outputs) {
+            prop_assert!(
+                max_diff(got, &[answer_of(actor, *n)]) < 1e-4,
+                "{me}'s own m{n} answered {got:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Every tenant's models are exactly what its own operations left:
+    /// listed, tagged with its canary where it tagged them, and answering
+    /// with its own weights.
+    async fn check_integrity(&self) -> Result<(), TestCaseError> {
+        let (models, tagged) = {
+            let shadow = self.shadow.lock().unwrap();
+            (shadow.models.clone(), shadow.tagged.clone())
+        };
+        for (t, key) in self.keys.iter().enumerate() {
+            let r = self
+                .s
+                .send(self.s.data_req(key, Method::GET, "/api/v1/models"))
+                .await;
+            let listed: BTreeSet<usize> = r.json()["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["name"].as_str().unwrap()[1..].parse().unwrap())
+                .collect();
+            prop_assert_eq!(&listed, &models[t], "{}'s models", TENANTS[t].0);
+            for m in r.json()["models"].as_array().unwrap() {
+                let n: usize = m["name"].as_str().unwrap()[1..].parse().unwrap();
+                let want = if tagged[t].contains(&n) {
+                    json!({"Canary": self.canaries[t]})
+                } else {
+                    json!({})
+                };
+                prop_assert_eq!(&m["tags"], &want, "{}'s m{} tags", TENANTS[t].0, n);
+                let endpoint = if TENANTS[t].1 == "pool" {
+                    "shared"
+                } else {
+                    TENANTS[t].0
+                };
+                let r = self
+                    .s
+                    .invoke(
+                        key,
+                        endpoint,
+                        &format!("m{n}"),
+                        &json!({"inputs": [INPUT.to_vec()]}),
+                    )
+                    .await;
+                prop_assert!(
+                    max_diff(&outputs(&r), &[answer_of(t, n)]) < 1e-4,
+                    "{}'s m{} no longer answers with its own weights",
+                    TENANTS[t].0,
+                    n
+                );
+            }
         }
         Ok(())
     }
@@ -163,7 +310,12 @@ impl World {
             let Some(owner) = TENANTS.iter().position(|(t, _)| e["tenant"] == *t) else {
                 continue;
             };
-            self.check(owner, &e.to_string(), &Op::Me)?;
+            let seen = Seen {
+                status: reqwest::StatusCode::OK,
+                text: e.to_string(),
+                outputs: None,
+            };
+            self.check(owner, &seen, &Op::Me)?;
         }
         Ok(())
     }
@@ -186,13 +338,21 @@ fn random_operations_never_show_another_tenants_canary() {
             .iter()
             .map(|(t, _)| format!("cnry-{t}-{}", uuid::Uuid::new_v4().simple()))
             .collect();
-        let world = World { s, keys, canaries };
+        let world = World {
+            s,
+            keys,
+            canaries,
+            shadow: Mutex::new(Shadow {
+                models: vec![BTreeSet::new(); TENANTS.len()],
+                tagged: vec![BTreeSet::new(); TENANTS.len()],
+            }),
+        };
         // Every tenant starts with a canary-bearing policy and model of the
         // same names as everyone else's.
         for actor in 0..TENANTS.len() {
             for op in [Op::PutPolicy(0), Op::PutModel(0), Op::TagModel(actor, 0)] {
                 let seen = world.run(actor, &op).await;
-                assert!(!seen.contains("\"error\""), "{op:?}: {seen}");
+                assert!(seen.status.is_success(), "{op:?}: {}", seen.text);
             }
         }
         world
@@ -220,7 +380,8 @@ fn random_operations_never_show_another_tenants_canary() {
                 world.check(*actor, &seen, op)?;
                 total.fetch_add(1, Ordering::Relaxed);
             }
-            world.check_audit().await
+            world.check_audit().await?;
+            world.check_integrity().await
         })
     });
     if let Err(e) = result {
@@ -229,9 +390,34 @@ fn random_operations_never_show_another_tenants_canary() {
     let total = total.load(Ordering::Relaxed);
     println!("{total} operations, no canary crossed a tenant boundary");
     assert!(total >= cases as usize * ops_per_case);
-    // The check can fail: each owner does see its own canary.
+    // The checks can fail: each owner does see its own canary, its own
+    // model's answer is found in its invocation, and a cross-tenant delete
+    // that succeeded would be caught twice over.
     for actor in 0..TENANTS.len() {
         let seen = rt.block_on(world.run(actor, &Op::ListPolicies));
-        assert!(seen.contains(world.canary(actor)), "{seen}");
+        assert!(seen.text.contains(world.canary(actor)), "{}", seen.text);
+        rt.block_on(world.run(actor, &Op::PutModel(0)));
+        let seen = rt.block_on(world.run(actor, &Op::Invoke(actor, 0, 0)));
+        assert!(
+            holds_outputs(&seen.text, &answer_of(actor, 0)),
+            "{}",
+            seen.text
+        );
+        let other = (actor + 1) % TENANTS.len();
+        assert!(
+            world.check(other, &seen, &Op::Me).is_err(),
+            "a leak check that cannot fire"
+        );
     }
+    let forged = Seen {
+        status: reqwest::StatusCode::NO_CONTENT,
+        text: String::new(),
+        outputs: None,
+    };
+    assert!(world.check(0, &forged, &Op::DeleteModel(1, 0)).is_err());
+    world.shadow.lock().unwrap().models[1].insert(NAMES + 1);
+    assert!(
+        rt.block_on(world.check_integrity()).is_err(),
+        "integrity that cannot fail"
+    );
 }

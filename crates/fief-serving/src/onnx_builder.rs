@@ -210,8 +210,12 @@ mod tests {
         let out = model.run(&inputs).unwrap();
         let got: Vec<Vec<f32>> = serde_json::from_value(out.0["output"].clone()).unwrap();
         let want = mlp.reference(&batch);
-        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
-            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        assert_eq!(got.len(), want.len(), "rows");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.len(), w.len()), (3, 3), "row length");
+            for (g, w) in g.iter().zip(w) {
+                assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+            }
         }
     }
 

@@ -111,9 +111,12 @@ pub struct Store {
     oidc: Option<OidcVerifier>,
     /// The admin plane's bearer token.
     admin_token: String,
-    /// Per tenant: content operations hold it shared, a tier change holds it
+    /// Table items that failed to open under the caller's key.
+    items_rejected: std::sync::atomic::AtomicU64,
+    /// Per tenant: content operations hold it shared, a tier change or an
+    /// offboarding holds it
     /// exclusively, so no operation runs on a place while the tenant's
-    /// content moves out of it (within this process).
+    /// content moves out of it or is destroyed (within this process).
     moves: Mutex<HashMap<TenantId, Arc<tokio::sync::RwLock<()>>>>,
 }
 
@@ -206,6 +209,7 @@ impl Store {
             sessions: SessionSigner::new(),
             oidc,
             admin_token,
+            items_rejected: std::sync::atomic::AtomicU64::new(0),
         };
         store.rewrap_legacy_keys().await?;
         store.load_signing_keys().await?;

@@ -106,22 +106,48 @@ impl Store {
         Ok(self.open_items(scope, table, &rows).await?.pop())
     }
 
+    /// Deletes an item. Only a row whose value opens under the scope's key
+    /// and context is deleted: on a shared table without row-level security
+    /// (the SQLite pool tier), that is the layer under the tenant filter, so
+    /// a filter bug cannot delete another tenant's item either.
     pub async fn delete_item(&self, scope: &TenantScope, table: &str, key: &str) -> Result<bool> {
+        let tenant = scope.tenant();
+        let data_key = self.data_key(scope).await?;
         let place = self.place(scope).await?;
-        let n = place
-            .run(
-                scope.tenant(),
-                q(format!(
-                    "DELETE FROM {} WHERE {} AND tbl = $2 AND key = $3",
-                    place.t("items"),
-                    tenant_filter()
-                ))
-                .bind(scope.tenant().as_str())
-                .bind(table)
-                .bind(key),
-            )
+        let mut tx = place.begin_write(tenant).await?;
+        let rows = q(format!(
+            "SELECT tenant_id, sealed FROM {} WHERE {} AND tbl = $2 AND key = $3",
+            place.t("items"),
+            tenant_filter()
+        ))
+        .bind(tenant.as_str())
+        .bind(table)
+        .bind(key)
+        .all(&mut tx)
+        .await?;
+        let mut deleted = 0;
+        for row in &rows {
+            let sealed: Vec<u8> = row.get("sealed")?;
+            if data_key
+                .open(&context(tenant, table, key), &sealed)
+                .is_err()
+            {
+                self.count_rejected(1);
+                continue;
+            }
+            let owner: String = row.get("tenant_id")?;
+            deleted += q(format!(
+                "DELETE FROM {} WHERE tenant_id = $1 AND tbl = $2 AND key = $3",
+                place.t("items")
+            ))
+            .bind(owner)
+            .bind(table)
+            .bind(key)
+            .exec(&mut tx)
             .await?;
-        Ok(n > 0)
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
     }
 
     /// Items of `table` whose key starts with `prefix`, in key order, after
@@ -166,8 +192,20 @@ impl Store {
         Ok(ItemPage { items, next })
     }
 
+    /// Table items that reached a read or delete of another tenant and failed
+    /// to open under its key (only a bug or tampering gets a row there).
+    pub fn items_rejected(&self) -> u64 {
+        self.items_rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_rejected(&self, n: u64) {
+        self.items_rejected
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Opens rows under the scope's key and a context naming the scope's
-    /// tenant: a row of anyone else's fails and is left out.
+    /// tenant: a row of anyone else's fails, is counted and left out.
     async fn open_items(
         &self,
         scope: &TenantScope,
@@ -180,6 +218,7 @@ impl Store {
             let key: String = row.get("key")?;
             let sealed: Vec<u8> = row.get("sealed")?;
             let Ok(bytes) = data_key.open(&context(scope.tenant(), table, &key), &sealed) else {
+                self.count_rejected(1);
                 continue;
             };
             out.push(Item {

@@ -174,20 +174,11 @@ impl TestServer {
     }
 
     /// Sends bytes exactly as given (no client-side path normalisation) and
-    /// returns the status code and the whole response text.
+    /// returns the status code (0 if the server closed without answering)
+    /// and the whole response text. The server must answer and close within
+    /// 10 s: a hang fails the test, it never passes as a refusal.
     pub async fn raw(&self, addr: SocketAddr, request: &[u8]) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(request).await.unwrap();
-        let mut buf = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, text)
+        raw_within(addr, request, std::time::Duration::from_secs(10)).await
     }
 
     pub async fn healthy(&self) -> bool {
@@ -208,11 +199,93 @@ pub fn outputs(r: &Resp) -> Vec<Vec<f32>> {
         .unwrap_or_else(|_| panic!("no outputs in {}", r.text))
 }
 
+/// The largest difference between two batches of outputs of the same
+/// shape. Panics when the shapes differ or a batch is empty, so an empty or
+/// truncated answer can never pass as a close one.
 pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "batches of {} and {} rows",
+        a.len(),
+        b.len()
+    );
+    assert!(!a.is_empty(), "an empty batch");
+    let mut worst = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(
+            x.len(),
+            y.len(),
+            "rows of {} and {} values",
+            x.len(),
+            y.len()
+        );
+        assert!(!x.is_empty(), "an empty row");
+        for (p, q) in x.iter().zip(y) {
+            assert!(p.is_finite() && q.is_finite(), "{p} vs {q}");
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
+}
+
+/// Every number in `text` (a JSON body, or any text: numbers are found
+/// wherever they are), as f64.
+pub fn numbers_in(text: &str) -> Vec<f64> {
+    fn walk(v: &Value, out: &mut Vec<f64>) {
+        match v {
+            Value::Number(n) => out.extend(n.as_f64()),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            Value::String(s) => out.extend(numbers_in(s)),
+            _ => {}
+        }
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        let mut out = Vec::new();
+        walk(&v, &mut out);
+        return out;
+    }
+    text.split(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+        .filter_map(|t| t.parse::<f64>().ok())
+        .collect()
+}
+
+/// Whether `text` holds a model's answer `expected` (every value, in order,
+/// within 1e-5 relative), whatever its formatting: the leak check for
+/// model outputs. Compared as numbers, so f32 printed through f64 (as the
+/// gateway's JSON does) is found as surely as any other form.
+pub fn holds_outputs(text: &str, expected: &[f32]) -> bool {
+    assert!(!expected.is_empty());
+    let found = numbers_in(text);
+    let close = |a: f64, b: f32| (a - f64::from(b)).abs() <= 1e-5 * f64::from(b).abs().max(1e-3);
+    found
+        .windows(expected.len())
+        .any(|w| w.iter().zip(expected).all(|(a, b)| close(*a, *b)))
+}
+
+/// [`TestServer::raw`] with its own limit: the peer must answer and close
+/// within `limit`, or the test fails.
+pub async fn raw_within(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: std::time::Duration,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A server that closes early may reset the rest of a large request.
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(limit, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed within {limit:?} (got {:?})",
+        text.chars().take(200).collect::<String>()
+    );
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

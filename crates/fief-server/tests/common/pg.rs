@@ -102,6 +102,35 @@ impl TestPg {
         admin.close().await;
     }
 
+    /// Every row of the test's databases (silo ones included), as
+    /// `pg_dump --data-only` writes them: what PostgreSQL holds, for
+    /// scanning it for content in clear.
+    pub async fn dump(&self) -> String {
+        let admin = sqlx::PgPool::connect(&self.base).await.unwrap();
+        let dbs: Vec<String> =
+            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+                .bind(format!("{}%", self.database))
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+        admin.close().await;
+        let mut out = String::new();
+        for db in dbs {
+            let dump = std::process::Command::new("pg_dump")
+                .args(["--data-only", "--no-owner", "--dbname"])
+                .arg(with_db(&self.base, &db))
+                .output()
+                .expect("pg_dump (PostgreSQL's client tools)");
+            assert!(
+                dump.status.success(),
+                "pg_dump {db}: {}",
+                String::from_utf8_lossy(&dump.stderr)
+            );
+            out.push_str(&String::from_utf8_lossy(&dump.stdout));
+        }
+        out
+    }
+
     /// What PostgreSQL's catalogs hold of `tenant`'s items.
     pub async fn catalog(&self, tenant: &str) -> Vec<String> {
         let admin = sqlx::PgPool::connect(&self.admin_url).await.unwrap();
