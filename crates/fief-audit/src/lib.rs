@@ -5,15 +5,70 @@
 //! the exact bytes of `entry`, and `entry.prev` is the previous line's hash.
 //! Because the hash covers the raw bytes, changing any byte of a line breaks
 //! either its JSON, its hash, or the next line's link.
+//!
+//! The log is a directory of segments (`segment-000001.log`, …), one chain
+//! across all of them: a segment's first entry links to the previous
+//! segment's last. A segment is closed by size or age; closing writes its
+//! index (`.idx`: tenant, decision and time of every entry, sorted for
+//! lookup) and a checkpoint line (segment, entries, bytes, head hash) to
+//! `checkpoints.jsonl`. Opening verifies only what follows the last
+//! checkpoint (and that every closed segment still has its checkpointed
+//! size); [`verify_dir`] checks everything. Retention removes whole closed
+//! segments and records where the chain now starts.
+//!
+//! Appends are group commits: whoever finds no write in progress writes
+//! every entry queued so far in one `write`, and each caller waits until its
+//! own entry is written (fail closed: an error reaches every waiter).
+//! Durability beyond the page cache is [`Fsync`].
+
+mod index;
+mod segment;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+
+pub use index::Query;
+use index::Record;
+use segment::{Checkpoint, Layout};
+
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The log's directory inside the data directory.
+pub const DIR: &str = "audit";
+/// The single file of the first layout, moved into `DIR` on first open.
+pub const LEGACY_FILE: &str = "audit.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log {segment} entry {line}: {reason}")]
+    Broken {
+        segment: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("audit log: {0}")]
+    Layout(String),
+    #[error("audit log is unavailable after an earlier write failure")]
+    Poisoned,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// Fault injection (feature `fault-injection`, tests only): appends fail as
 /// a full disk would make them.
@@ -30,22 +85,6 @@ pub mod faults {
     pub(crate) fn appends_fail() -> bool {
         FAIL_APPENDS.load(Ordering::SeqCst)
     }
-}
-
-/// The `prev` of the first entry.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit log {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("audit log entry {line}: {reason}")]
-    Broken { line: u64, reason: String },
-    #[error("audit log is unavailable after an earlier write failure")]
-    Poisoned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,73 +136,183 @@ pub struct Entry {
     pub event: Event,
 }
 
-#[derive(Serialize)]
-struct LineOut<'a> {
-    entry: &'a RawValue,
-    hash: &'a str,
+/// How durable an entry is once its request has been answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Flushed to disk before the answer: survives a power loss; each
+    /// group commit waits for the disk.
+    Always,
+    /// Written before the answer (survives the process being killed), and
+    /// flushed to disk at least every 100 ms: a power loss can take the
+    /// last 100 ms.
+    Batch,
+    /// Written before the answer; flushed when the OS decides.
+    Never,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LineIn<'a> {
-    #[serde(borrow)]
-    entry: &'a RawValue,
-    hash: String,
+/// How the log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub fsync: Fsync,
+    /// A segment is closed once it reaches this size...
+    pub segment_bytes: u64,
+    /// ...or this age.
+    pub segment_secs: u64,
+    /// Closed segments whose newest entry is older than this are removed.
+    pub retention_days: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            fsync: Fsync::Batch,
+            segment_bytes: 16 * 1024 * 1024,
+            segment_secs: 24 * 3600,
+            retention_days: None,
+        }
+    }
+}
+
+/// How far writes have got: the last sequence number on file, and whether
+/// a write failed (every later waiter then fails too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Written {
+    seq: u64,
+    failed: bool,
+}
+
+/// The segment being appended to.
+struct Open {
+    number: u64,
+    file: Arc<File>,
+    /// Bytes on file (what the queued lines' offsets start from).
+    bytes: u64,
+    /// Bytes on file plus bytes queued.
+    queued_bytes: u64,
+    first_seq: u64,
+    opened_at: SystemTime,
+    /// Index records of its entries, in sequence order (queued ones too).
+    records: Vec<Record>,
 }
 
 struct Tail {
-    file: File,
     seq: u64,
+    /// The hash of the last entry queued, and of the last one on file.
     hash: String,
+    written_hash: String,
+    /// Lines not yet written, and the sequence number of the last of them.
+    queued: Vec<u8>,
+    queued_through: u64,
+    writing: bool,
     poisoned: bool,
+    open: Open,
+    /// Set when the file holds data not yet flushed to disk.
+    dirty: bool,
+}
+
+/// What opening the log found and did, for the caller to record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Bytes of an unfinished last line (a write cut short by a crash) that
+    /// were removed from the open segment.
+    pub torn_tail_bytes: u64,
+    /// The first layout's single file was moved into the segments.
+    pub migrated_legacy: bool,
+    /// Entries verified at opening (those after the last checkpoint).
+    pub verified_entries: u64,
 }
 
 /// An open, append-only audit log.
 pub struct AuditLog {
-    path: PathBuf,
+    layout: Layout,
+    options: Options,
     tail: Mutex<Tail>,
+    written: tokio::sync::watch::Sender<Written>,
+    opened: Opened,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log and verifies the existing chain, so a
-    /// tampered log is noticed at start-up rather than extended.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let io = |source| AuditError::Io {
-            path: path.to_owned(),
-            source,
+    /// Opens (or creates) the log in `data_dir/audit`, moving a first-layout
+    /// `audit.log` into it, and verifies what follows the last checkpoint,
+    /// so a tampered log is noticed at start-up rather than extended.
+    pub fn open(data_dir: &Path, options: Options) -> Result<Self, AuditError> {
+        let layout = Layout::new(data_dir);
+        let migrated_legacy = layout.migrate_legacy()?;
+        let state = layout.recover()?;
+        let opened = Opened {
+            torn_tail_bytes: state.torn_tail_bytes,
+            migrated_legacy,
+            verified_entries: state.verified_entries,
         };
-        let (seq, hash) = if path.exists() {
-            verify(path)?.tail()
-        } else {
-            (0, GENESIS.to_owned())
+        let file = layout.append_file(state.open_number)?;
+        let open = Open {
+            number: state.open_number,
+            file: Arc::new(file),
+            bytes: state.open_bytes,
+            queued_bytes: state.open_bytes,
+            first_seq: state.open_first_seq,
+            opened_at: state.open_since,
+            records: state.open_records,
         };
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?
-        };
-        Ok(Self {
-            path: path.to_owned(),
+        let (written, _) = tokio::sync::watch::channel(Written {
+            seq: state.seq,
+            failed: false,
+        });
+        let log = Self {
+            layout,
+            options,
             tail: Mutex::new(Tail {
-                file,
-                seq,
-                hash,
+                seq: state.seq,
+                written_hash: state.hash.clone(),
+                hash: state.hash,
+                queued: Vec::new(),
+                queued_through: state.seq,
+                writing: false,
                 poisoned: false,
+                open,
+                dirty: false,
             }),
-        })
+            written,
+            opened,
+        };
+        log.apply_retention()?;
+        Ok(log)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What opening found and did.
+    pub fn opened(&self) -> &Opened {
+        &self.opened
     }
 
-    /// Appends one event; returns its sequence number. An error here must fail
-    /// the request that caused it (fail closed): an unaudited decision is void.
-    pub fn append(&self, event: Event) -> Result<u64, AuditError> {
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Appends one event; returns its sequence number once it is written.
+    /// An error here must fail the request that caused it (fail closed): an
+    /// unaudited decision is void.
+    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        let (seq, lead) = self.enqueue(event)?;
+        if lead {
+            self.write_queued().await;
+        }
+        let mut rx = self.written.subscribe();
+        let w = *rx
+            .wait_for(|w| w.seq >= seq || w.failed)
+            .await
+            .map_err(|_| AuditError::Poisoned)?;
+        // Written before any failure counts; after one, nothing does.
+        if w.seq >= seq {
+            Ok(seq)
+        } else {
+            Err(AuditError::Poisoned)
+        }
+    }
+
+    /// Builds the entry, chains it, and queues its line. `true` if the
+    /// caller is to write the queue (nobody else is writing).
+    fn enqueue(&self, event: Event) -> Result<(u64, bool), AuditError> {
         let mut tail = self.tail.lock().map_err(|_| AuditError::Poisoned)?;
         if tail.poisoned {
             return Err(AuditError::Poisoned);
@@ -171,7 +320,7 @@ impl AuditLog {
         #[cfg(feature = "fault-injection")]
         if faults::appends_fail() {
             return Err(AuditError::Io {
-                path: self.path.clone(),
+                path: self.layout.dir().to_owned(),
                 source: std::io::Error::other("fault injection: no space left on device"),
             });
         }
@@ -181,257 +330,252 @@ impl AuditLog {
             prev: tail.hash.clone(),
             event,
         };
-        let body = serde_json::to_string(&entry).map_err(|e| AuditError::Broken {
-            line: entry.seq,
-            reason: e.to_string(),
-        })?;
-        let hash = hex::encode(Sha256::digest(body.as_bytes()));
-        let raw = RawValue::from_string(body).map_err(|e| AuditError::Broken {
-            line: entry.seq,
-            reason: e.to_string(),
-        })?;
-        let mut line = serde_json::to_vec(&LineOut {
-            entry: &raw,
-            hash: &hash,
-        })
-        .map_err(|e| AuditError::Broken {
-            line: entry.seq,
-            reason: e.to_string(),
-        })?;
-        line.push(b'\n');
-        if let Err(source) = tail.file.write_all(&line) {
-            // A partial line would break the chain for every later entry.
-            tail.poisoned = true;
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source,
-            });
-        }
+        let (line, hash) = encode(&entry)?;
+        let record = Record::of(&entry, tail.open.queued_bytes, line.len());
+        tail.open.queued_bytes += line.len() as u64;
+        tail.open.records.push(record);
+        tail.queued.extend_from_slice(&line);
         tail.seq = entry.seq;
+        tail.queued_through = entry.seq;
         tail.hash = hash;
-        Ok(entry.seq)
+        let lead = !tail.writing;
+        tail.writing = true;
+        Ok((entry.seq, lead))
     }
+
+    /// Writes everything queued, batch after batch, until the queue is
+    /// empty; then tells every waiter how far the file got.
+    async fn write_queued(&self) {
+        loop {
+            let batch = {
+                let Ok(mut tail) = self.tail.lock() else {
+                    self.fail();
+                    return;
+                };
+                if tail.queued.is_empty() {
+                    tail.writing = false;
+                    return;
+                }
+                if let Err(e) = self.rotate_if_due(&mut tail) {
+                    eprintln!("audit log: cannot close a segment: {e}");
+                    tail.poisoned = true;
+                    drop(tail);
+                    self.fail();
+                    return;
+                }
+                let bytes = std::mem::take(&mut tail.queued);
+                (
+                    bytes,
+                    tail.queued_through,
+                    tail.hash.clone(),
+                    tail.open.file.clone(),
+                )
+            };
+            let (bytes, through, through_hash, file) = batch;
+            let len = bytes.len() as u64;
+            let wrote = match self.options.fsync {
+                Fsync::Always => tokio::task::spawn_blocking(move || {
+                    (&*file).write_all(&bytes)?;
+                    file.sync_data()
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                // A write to the page cache takes microseconds: not worth
+                // a thread hop.
+                Fsync::Batch | Fsync::Never => (&*file).write_all(&bytes),
+            };
+            let Ok(mut tail) = self.tail.lock() else {
+                self.fail();
+                return;
+            };
+            match wrote {
+                Ok(()) => {
+                    tail.open.bytes += len;
+                    tail.written_hash = through_hash;
+                    tail.dirty = self.options.fsync != Fsync::Always;
+                    drop(tail);
+                    self.written.send_modify(|w| w.seq = w.seq.max(through));
+                }
+                Err(e) => {
+                    eprintln!("audit log: write failed: {e}");
+                    // A partial line would break the chain for every later
+                    // entry: nothing more is appended.
+                    tail.poisoned = true;
+                    tail.writing = false;
+                    drop(tail);
+                    self.fail();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail(&self) {
+        self.written.send_modify(|w| w.failed = true);
+    }
+
+    /// Closes the open segment when it is full or old enough (only between
+    /// batches, with nothing of it queued), and opens the next.
+    fn rotate_if_due(&self, tail: &mut Tail) -> Result<(), AuditError> {
+        let open = &tail.open;
+        let full = open.bytes >= self.options.segment_bytes;
+        let old = open
+            .opened_at
+            .elapsed()
+            .is_ok_and(|age| age >= Duration::from_secs(self.options.segment_secs));
+        if open.bytes == 0 || !(full || old) {
+            return Ok(());
+        }
+        // Queued lines belong to the next segment: re-base their records.
+        let queued_from = open
+            .records
+            .iter()
+            .position(|r| r.offset >= open.bytes)
+            .unwrap_or(open.records.len());
+        let mut moving = tail.open.records.split_off(queued_from);
+        let base = tail.open.bytes;
+        for r in &mut moving {
+            r.offset -= base;
+        }
+        let closed_through = tail
+            .open
+            .records
+            .last()
+            .map_or(tail.open.first_seq.saturating_sub(1), |r| r.seq);
+        let head = tail.written_hash.clone();
+        tail.open.file.sync_data().map_err(io(self.layout.dir()))?;
+        self.layout.close(
+            &Checkpoint {
+                segment: tail.open.number,
+                first_seq: tail.open.first_seq,
+                last_seq: closed_through,
+                bytes: tail.open.bytes,
+                head,
+                closed_at: now_rfc3339(),
+            },
+            &tail.open.records,
+        )?;
+        let number = tail.open.number + 1;
+        let file = self.layout.append_file(number)?;
+        let queued_bytes = tail.open.queued_bytes - base;
+        tail.open = Open {
+            number,
+            file: Arc::new(file),
+            bytes: 0,
+            queued_bytes,
+            first_seq: closed_through + 1,
+            opened_at: SystemTime::now(),
+            records: moving,
+        };
+        tail.dirty = false;
+        self.apply_retention_locked()?;
+        Ok(())
+    }
+
+    /// Flushes the open segment to disk if a write left it dirty (the
+    /// `batch` policy calls this every 100 ms).
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let file = {
+            let mut tail = self.tail.lock().map_err(|_| AuditError::Poisoned)?;
+            if !tail.dirty {
+                return Ok(());
+            }
+            tail.dirty = false;
+            tail.open.file.clone()
+        };
+        file.sync_data().map_err(io(self.layout.dir()))
+    }
+
+    fn apply_retention(&self) -> Result<(), AuditError> {
+        let _tail = self.tail.lock().map_err(|_| AuditError::Poisoned)?;
+        self.apply_retention_locked()
+    }
+
+    /// Removes closed segments older than the retention (whole segments,
+    /// oldest first), recording where the chain now starts.
+    fn apply_retention_locked(&self) -> Result<(), AuditError> {
+        let Some(days) = self.options.retention_days else {
+            return Ok(());
+        };
+        let cutoff = SystemTime::now() - Duration::from_secs(days * 86_400);
+        self.layout.retire_before(cutoff)
+    }
+
+    /// Entries matching `query`, newest last (at most `query.limit`, the
+    /// most recent). Reads files: call it off the async workers.
+    pub fn query(&self, query: &Query) -> Result<Vec<Entry>, AuditError> {
+        let (open_number, open_records) = {
+            let tail = self.tail.lock().map_err(|_| AuditError::Poisoned)?;
+            let on_file = tail.open.bytes;
+            let records: Vec<Record> = tail
+                .open
+                .records
+                .iter()
+                .filter(|r| r.offset + u64::from(r.len) <= on_file && query.matches(r))
+                .cloned()
+                .collect();
+            (tail.open.number, records)
+        };
+        index::run(&self.layout, query, open_number, &open_records)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        self.layout.dir()
+    }
+}
+
+/// One entry as its line (with the newline) and its hash: exactly what
+/// serialising `{"entry": <raw entry>, "hash": "<hex>"}` gives, written
+/// directly (the entry's bytes are what the hash covers).
+fn encode(entry: &Entry) -> Result<(Vec<u8>, String), AuditError> {
+    let body = serde_json::to_vec(entry).map_err(|e| AuditError::Broken {
+        segment: "(new entry)".into(),
+        line: entry.seq,
+        reason: e.to_string(),
+    })?;
+    let hash = hex::encode(Sha256::digest(&body));
+    let mut line = Vec::with_capacity(body.len() + hash.len() + 22);
+    line.extend_from_slice(b"{\"entry\":");
+    line.extend_from_slice(&body);
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    Ok((line, hash))
 }
 
 /// Result of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub entries: u64,
+    /// Sequence number of the first entry still kept (after retention).
+    pub first_seq: u64,
+    pub segments: u64,
     pub last_hash: String,
 }
 
-impl Verified {
-    fn tail(self) -> (u64, String) {
-        (self.entries, self.last_hash)
-    }
+/// Checks the whole log in `data_dir` (the segments, or a first-layout
+/// `audit.log`): every line's hash, every link, every segment's place in
+/// the chain and its checkpoint. The error names the first bad entry.
+pub fn verify_dir(data_dir: &Path) -> Result<Verified, AuditError> {
+    Layout::new(data_dir).verify_all()
 }
 
-/// Checks the whole chain; the error names the first bad entry (1-based line).
-pub fn verify(path: &Path) -> Result<Verified, AuditError> {
-    let mut prev = GENESIS.to_owned();
-    let mut count = 0u64;
-    for_each_line(path, |line_no, line| {
-        let broken = |reason: String| AuditError::Broken {
-            line: line_no,
-            reason,
-        };
-        let parsed: LineIn<'_> = serde_json::from_str(line)
-            .map_err(|e| broken(format!("not a valid audit line: {e}")))?;
-        let entry: Entry = serde_json::from_str(parsed.entry.get())
-            .map_err(|e| broken(format!("not a valid entry: {e}")))?;
-        let actual = hex::encode(Sha256::digest(parsed.entry.get().as_bytes()));
-        if actual != parsed.hash {
-            return Err(broken("hash does not match the entry's contents".into()));
-        }
-        if entry.prev != prev {
-            return Err(broken(
-                "does not link to the previous entry (an entry was removed, reordered or altered)"
-                    .into(),
-            ));
-        }
-        if entry.seq != line_no {
-            return Err(broken(format!(
-                "sequence number {} where {line_no} was expected",
-                entry.seq
-            )));
-        }
-        prev = parsed.hash;
-        count = line_no;
-        Ok(())
-    })?;
-    Ok(Verified {
-        entries: count,
-        last_hash: prev,
-    })
-}
-
-/// Reads entries, newest last, keeping those `keep` accepts (at most `limit`,
-/// the most recent ones).
-pub fn read_entries(
-    path: &Path,
-    limit: usize,
-    keep: impl Fn(&Entry) -> bool,
-) -> Result<Vec<Entry>, AuditError> {
-    let mut out = std::collections::VecDeque::new();
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    for_each_line(path, |line_no, line| {
-        let parsed: LineIn<'_> = serde_json::from_str(line).map_err(|e| AuditError::Broken {
-            line: line_no,
-            reason: e.to_string(),
-        })?;
-        let entry: Entry =
-            serde_json::from_str(parsed.entry.get()).map_err(|e| AuditError::Broken {
-                line: line_no,
-                reason: e.to_string(),
-            })?;
-        if keep(&entry) {
-            if out.len() == limit {
-                out.pop_front();
-            }
-            out.push_back(entry);
-        }
-        Ok(())
-    })?;
-    Ok(out.into())
-}
-
-fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(u64, &str) -> Result<(), AuditError>,
-) -> Result<(), AuditError> {
-    let io = |source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io)?);
-    let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        let Some(b'\n') = buf.last() else {
-            return Err(AuditError::Broken {
-                line: line_no,
-                reason: "truncated line (no newline)".into(),
-            });
-        };
-        let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|_| AuditError::Broken {
-            line: line_no,
-            reason: "not valid UTF-8".into(),
-        })?;
-        f(line_no, text)?;
-    }
+/// Creates a file that only its owner can read and write.
+fn create_private(path: &Path) -> Result<File, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(i: usize) -> Event {
-        Event {
-            kind: if i.is_multiple_of(2) {
-                Kind::Authz
-            } else {
-                Kind::Admin
-            },
-            request_id: format!("req-{i}"),
-            principal: format!("Fief::ApiKey::\"k{i}\""),
-            tenant: Some("aa".into()),
-            incarnation: i
-                .is_multiple_of(5)
-                .then(|| "0123456789abcdef0123456789abcdef".into()),
-            action: "InvokeModel".into(),
-            resource: "frn:fief:model:aa/m".into(),
-            decision: if i.is_multiple_of(3) {
-                Decision::Deny
-            } else {
-                Decision::Allow
-            },
-            policies: vec!["platform-guardrail".into()],
-            reason: None,
-            source: i.is_multiple_of(4).then(|| "api-key:src (bb)".into()),
-        }
-    }
-
-    fn write_log(n: usize) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        for i in 0..n {
-            assert_eq!(log.append(event(i)).unwrap(), i as u64 + 1);
-        }
-        (dir, path)
-    }
-
-    #[test]
-    fn untouched_log_verifies_and_reopens_at_its_tail() {
-        let (_d, path) = write_log(5);
-        assert_eq!(verify(&path).unwrap().entries, 5);
-        let log = AuditLog::open(&path).unwrap();
-        assert_eq!(log.append(event(9)).unwrap(), 6);
-        assert_eq!(verify(&path).unwrap().entries, 6);
-        let denies = read_entries(&path, 10, |e| e.event.decision == Decision::Deny).unwrap();
-        assert_eq!(
-            denies.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![1, 4, 6]
-        );
-    }
-
-    /// Every single-byte change anywhere in the file is detected, and the
-    /// error names the line that holds the changed byte (or the one after
-    /// it, when the change removed a newline).
-    #[test]
-    fn every_single_byte_change_is_detected_and_located() {
-        let (_d, path) = write_log(4);
-        let original = std::fs::read(&path).unwrap();
-        for pos in 0..original.len() {
-            for replacement in [b'x', b'0', b' '] {
-                if original[pos] == replacement {
-                    continue;
-                }
-                let mut bytes = original.clone();
-                bytes[pos] = replacement;
-                std::fs::write(&path, &bytes).unwrap();
-                let line_of_pos =
-                    original[..pos].iter().filter(|b| **b == b'\n').count() as u64 + 1;
-                match verify(&path) {
-                    Err(AuditError::Broken { line, .. }) => {
-                        assert!(
-                            line == line_of_pos || line == line_of_pos + 1,
-                            "pos {pos}: line {line}"
-                        )
-                    }
-                    other => panic!("byte {pos} -> {replacement}: {other:?}"),
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn removed_or_reordered_entries_are_detected() {
-        let (_d, path) = write_log(4);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
-        assert!(matches!(
-            verify(&path),
-            Err(AuditError::Broken { line: 2, .. })
-        ));
-        std::fs::write(&path, format!("{}\n{}\n", lines[1], lines[0])).unwrap();
-        assert!(matches!(
-            verify(&path),
-            Err(AuditError::Broken { line: 1, .. })
-        ));
-        // A tampered log is refused at start-up instead of being extended.
-        assert!(AuditLog::open(&path).is_err());
-    }
-}
+mod tests;

@@ -174,7 +174,7 @@ pub async fn run() -> DemoResult {
         entry["decision"].as_str().unwrap_or(""),
         entry["policies"]
     );
-    let verified = fief_audit::verify(&dir.path().join(fief_server::AUDIT_LOG_FILE))?;
+    let verified = fief_audit::verify_dir(dir.path())?;
     println!(
         "  fief audit verify: OK, {} entries chained",
         verified.entries

@@ -338,15 +338,20 @@ async fn serve(args: ServeArgs) -> CliResult {
     Ok(())
 }
 
+/// Checks the whole audit log, segment by segment (`fief audit verify`).
 fn audit_verify(data_dir: &Path) -> CliResult {
-    let path = data_dir.join(fief_server::AUDIT_LOG_FILE);
+    let path = data_dir.join(fief_server::AUDIT_DIR);
+    let started = std::time::Instant::now();
     let verified =
-        fief_audit::verify(&path).map_err(|e| format!("{}: FAILED: {e}", path.display()))?;
+        fief_audit::verify_dir(data_dir).map_err(|e| format!("{}: FAILED: {e}", path.display()))?;
     println!(
-        "{}: OK, {} entries, chain head {}",
+        "{}: OK, {} entries (from {}) in {} segment(s), chain head {}; verified in {:.2?}",
         path.display(),
         verified.entries,
-        verified.last_hash
+        verified.first_seq,
+        verified.segments,
+        verified.last_hash,
+        started.elapsed()
     );
     Ok(())
 }

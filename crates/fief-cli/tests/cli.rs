@@ -60,7 +60,7 @@ async fn audit_verify_names_the_first_tampered_entry() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    let path = dir.path().join("audit.log");
+    let path = dir.path().join("audit/segment-000001.log");
     let original = std::fs::read(&path).unwrap();
     let line_starts: Vec<usize> = std::iter::once(0)
         .chain(

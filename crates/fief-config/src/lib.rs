@@ -77,12 +77,37 @@ pub struct AuditConfig {
     /// source address and window of this many seconds, so a flood of bad
     /// credentials cannot fill the disk.
     pub auth_failure_window_secs: u64,
+    /// `always`: every group of entries is on disk before its requests are
+    /// answered (survives power loss; each write waits for the disk).
+    /// `batch` (the default): written before the answer, so a killed process
+    /// loses nothing answered, and flushed to disk every 100 ms (a power
+    /// loss can take the last 100 ms). `never`: written before the answer,
+    /// flushed when the OS decides.
+    pub fsync: AuditFsync,
+    /// A segment of the log is closed (indexed, checkpointed) at this size...
+    pub segment_bytes: u64,
+    /// ...or this age, in seconds.
+    pub segment_secs: u64,
+    /// Closed segments older than this are removed, whole (off when absent).
+    pub retention_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    Always,
+    Batch,
+    Never,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             auth_failure_window_secs: 60,
+            fsync: AuditFsync::Batch,
+            segment_bytes: 16 * 1024 * 1024,
+            segment_secs: 24 * 3600,
+            retention_days: None,
         }
     }
 }
@@ -405,6 +430,11 @@ impl Config {
         }
         if !(1..=3600).contains(&self.audit.auth_failure_window_secs) {
             return invalid("audit.auth_failure_window_secs must be between 1 and 3600");
+        }
+        if self.audit.segment_bytes < 4096 || self.audit.segment_secs == 0 {
+            return invalid(
+                "audit.segment_bytes must be at least 4096 and audit.segment_secs at least 1",
+            );
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;

@@ -197,7 +197,7 @@ impl FromStr for Tier {
 /// Accepted forms: `name` (the caller's own namespace), `tenant/name`, and the
 /// fief resource name `frn:fief:model:tenant/name`. The owner named here is only
 /// a claim: the authorisation layer decides whether the caller may touch it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelRef {
     pub owner: TenantId,
     pub name: ModelName,

@@ -60,7 +60,7 @@ pub const ASSUME_ROLE_GUARDRAIL_ID: &str = "assume-role-guardrail";
 /// decision on them grants nothing by itself. The authenticated principal
 /// that storage trusts (and that the gate turns into a tenant scope) is
 /// `fief_store::Principal`, made only from a verified credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PrincipalFacts {
     /// An API key; `role` is set for a scoped key.
     ApiKey {
@@ -83,7 +83,7 @@ pub enum PrincipalFacts {
 }
 
 /// A role session, as its verified token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionFacts {
     /// The role's tenant: the session acts there.
     pub tenant: TenantId,
@@ -147,7 +147,7 @@ impl PrincipalFacts {
 }
 
 /// What is being touched, as addressed by the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Resource {
     Tenant(TenantId),
     Model(ModelRef),
@@ -191,7 +191,7 @@ impl Resource {
 
 /// Attributes of the resource read from the store (only ever for the
 /// caller's own tenant): its tags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ResourceAttrs {
     pub tags: Tags,
 }
@@ -329,6 +329,89 @@ pub struct CompiledTenant {
     /// Whether the tenant wrote anything; if not, only platform policies
     /// apply and no resource attribute can matter.
     has_documents: bool,
+    /// Decisions already made with exactly these policies, which go away
+    /// with them when the tenant's documents change.
+    decisions: Decisions,
+}
+
+/// Verdicts by their inputs. A decision is a pure function of the policy
+/// set and of the facts, action, resource and attributes it was asked
+/// about, so one made once holds until the policy set changes.
+#[derive(Default)]
+struct Decisions {
+    by_hash: RwLock<HashMap<u64, Vec<Remembered>>>,
+}
+
+struct Remembered {
+    principal: PrincipalFacts,
+    action: Action,
+    resource: Resource,
+    attrs: ResourceAttrs,
+    verdict: Verdict,
+}
+
+/// Most decisions remembered per policy set; past it the memory starts over.
+const MAX_REMEMBERED: usize = 4096;
+
+impl Decisions {
+    fn key(
+        principal: &PrincipalFacts,
+        action: Action,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+    ) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        principal.hash(&mut h);
+        action.hash(&mut h);
+        resource.hash(&mut h);
+        attrs.hash(&mut h);
+        h.finish()
+    }
+
+    fn get(
+        &self,
+        key: u64,
+        principal: &PrincipalFacts,
+        action: Action,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+    ) -> Option<Verdict> {
+        let map = self.by_hash.read().ok()?;
+        map.get(&key)?
+            .iter()
+            .find(|r| {
+                r.action == action
+                    && &r.principal == principal
+                    && &r.resource == resource
+                    && &r.attrs == attrs
+            })
+            .map(|r| r.verdict.clone())
+    }
+
+    fn put(
+        &self,
+        key: u64,
+        principal: &PrincipalFacts,
+        action: Action,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+        verdict: &Verdict,
+    ) {
+        let Ok(mut map) = self.by_hash.write() else {
+            return;
+        };
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
+        }
+        map.entry(key).or_default().push(Remembered {
+            principal: principal.clone(),
+            action,
+            resource: resource.clone(),
+            attrs: attrs.clone(),
+            verdict: verdict.clone(),
+        });
+    }
 }
 
 impl CompiledTenant {
@@ -361,6 +444,21 @@ pub struct PolicyEngine {
     policies: PolicySet,
     authorizer: Authorizer,
     tenants: RwLock<HashMap<TenantId, Slot>>,
+    /// Decisions on the platform policies alone (the operator's).
+    platform_decisions: Decisions,
+    /// Per action, what the schema says once (at start-up) instead of on
+    /// every request: its entity with its groups, and which principal and
+    /// resource types it applies to.
+    actions: HashMap<Action, ActionFacts>,
+}
+
+/// What a request needs from the schema for one action.
+struct ActionFacts {
+    uid: EntityUid,
+    /// The action's entity and its groups' (for `action in ...`).
+    entities: Vec<Entity>,
+    principals: HashSet<String>,
+    resources: HashSet<String>,
 }
 
 impl PolicyEngine {
@@ -394,11 +492,14 @@ impl PolicyEngine {
             let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
             return Err(PolicyError::Invalid(errors.join("; ")));
         }
+        let actions = action_facts(&schema)?;
         Ok(Self {
             schema,
             policies,
             authorizer: Authorizer::new(),
             tenants: RwLock::new(HashMap::new()),
+            platform_decisions: Decisions::default(),
+            actions,
         })
     }
 
@@ -435,6 +536,7 @@ impl PolicyEngine {
             base,
             roles,
             has_documents: !docs.policies.is_empty() || !docs.roles.is_empty(),
+            decisions: Decisions::default(),
         })
     }
 
@@ -594,29 +696,48 @@ impl PolicyEngine {
         if matches!(action, Action::AssumeRole | Action::TagSession) {
             return Verdict::deny("AssumeRole is decided by the role's trust policy");
         }
-        let policies = match principal.tenant() {
+        let (policies, memory) = match principal.tenant() {
             Some(tenant) => {
                 let Some(compiled) = compiled else {
                     return Verdict::deny(format!("policies of tenant {tenant} are not loaded"));
                 };
-                match principal_role(principal) {
+                let policies = match principal_role(principal) {
                     None => &compiled.base,
                     Some(role) => match compiled.roles.get(role) {
                         Some(r) => &r.permissions,
                         None => return Verdict::deny(format!("role {role} no longer exists")),
                     },
-                }
+                };
+                (policies, &compiled.decisions)
             }
-            None => &self.policies,
+            None => (&self.policies, &self.platform_decisions),
         };
-        verdict(self.evaluate(
+        #[cfg(feature = "fault-injection")]
+        if faults::guardrail_skipped() {
+            // A switched-off layer is never remembered.
+            return verdict(self.evaluate(
+                policies,
+                principal,
+                action,
+                resource,
+                attrs,
+                &RequestContext::None,
+            ));
+        }
+        let key = Decisions::key(principal, action, resource, attrs);
+        if let Some(v) = memory.get(key, principal, action, resource, attrs) {
+            return v;
+        }
+        let v = verdict(self.evaluate(
             policies,
             principal,
             action,
             resource,
             attrs,
             &RequestContext::None,
-        ))
+        ));
+        memory.put(key, principal, action, resource, attrs, &v);
+        v
     }
 
     /// Decides whether `principal` may assume `role` (of the incarnation
@@ -760,10 +881,28 @@ impl PolicyEngine {
         attrs: &ResourceAttrs,
         context: &RequestContext<'_>,
     ) -> Result<(bool, Vec<String>), String> {
-        let mut entities = Vec::new();
+        // The entities and the request are built to the schema here, so
+        // they are not validated against it again on every request (that
+        // re-validation, and the schema's action entities added each time,
+        // were most of a decision's cost); what the schema decides about the
+        // request's shape is checked from the facts read at start-up.
+        let facts = self
+            .actions
+            .get(&action)
+            .ok_or_else(|| format!("action {} is not in the schema", action.name()))?;
+        let mut entities = facts.entities.clone();
         let principal_uid = principal_entity(principal, &mut entities)?;
         let resource_uid = resource_entity(resource, attrs, &mut entities)?;
-        let action_uid = uid("Action", action.name())?;
+        let (p_type, r_type) = (
+            principal_uid.type_name().to_string(),
+            resource_uid.type_name().to_string(),
+        );
+        if !facts.principals.contains(&p_type) || !facts.resources.contains(&r_type) {
+            return Err(format!(
+                "request does not fit the schema: {} does not apply to {p_type} on {r_type}",
+                action.name()
+            ));
+        }
         let context = match context {
             RequestContext::None => Context::empty(),
             RequestContext::ExternalId(v) => Context::from_pairs([(
@@ -785,13 +924,13 @@ impl PolicyEngine {
         };
         let request = Request::new(
             principal_uid,
-            action_uid,
+            facts.uid.clone(),
             resource_uid,
             context,
-            Some(&self.schema),
+            None,
         )
         .map_err(|e| format!("request does not fit the schema: {e}"))?;
-        let entities = Entities::from_entities(entities, Some(&self.schema))
+        let entities = Entities::from_entities(entities, None)
             .map_err(|e| format!("entities do not fit the schema: {e}"))?;
         #[cfg(feature = "fault-injection")]
         let without_guardrail;
@@ -824,6 +963,39 @@ impl PolicyEngine {
             policies,
         ))
     }
+}
+
+/// Reads, for every action, its entity (with its groups) and the principal
+/// and resource types it applies to.
+fn action_facts(schema: &Schema) -> Result<HashMap<Action, ActionFacts>, PolicyError> {
+    let all = schema
+        .action_entities()
+        .map_err(|e| PolicyError::Schema(e.to_string()))?;
+    let mut out = HashMap::new();
+    for action in Action::ALL {
+        let uid = uid("Action", action.name()).map_err(PolicyError::Schema)?;
+        let missing =
+            || PolicyError::Schema(format!("action {} is not in the schema", action.name()));
+        let mut entities = vec![all.get(&uid).cloned().ok_or_else(missing)?];
+        for group in all.ancestors(&uid).ok_or_else(missing)? {
+            entities.extend(all.get(group).cloned());
+        }
+        let names = |types: Option<Box<dyn Iterator<Item = &EntityTypeName> + '_>>| {
+            types
+                .map(|t| t.map(ToString::to_string).collect::<HashSet<_>>())
+                .unwrap_or_default()
+        };
+        out.insert(
+            *action,
+            ActionFacts {
+                principals: names(schema.principals_for_action(&uid).map(|i| Box::new(i) as _)),
+                resources: names(schema.resources_for_action(&uid).map(|i| Box::new(i) as _)),
+                uid,
+                entities,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// What a decision's Cedar context holds.

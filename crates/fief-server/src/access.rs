@@ -42,12 +42,14 @@ pub async fn put_policy(
         .map_err(ApiError::InvalidPolicy)?;
     let created = state.store.put_policy(&scope, id, text).await?;
     state.policy.invalidate(scope.tenant());
-    state.audit_change(
-        principal,
-        Action::PutPolicy,
-        &resource,
-        "policy written".into(),
-    )?;
+    state
+        .audit_change(
+            principal,
+            Action::PutPolicy,
+            &resource,
+            "policy written".into(),
+        )
+        .await?;
     let record = state
         .store
         .get_policy(&scope, id)
@@ -81,12 +83,14 @@ pub async fn delete_policy(state: &AppState, principal: &Principal, id: &str) ->
         return Err(ApiError::NotFound(format!("policy {id} not found")));
     }
     state.policy.invalidate(scope.tenant());
-    state.audit_change(
-        principal,
-        Action::DeletePolicy,
-        &resource,
-        "policy deleted".into(),
-    )
+    state
+        .audit_change(
+            principal,
+            Action::DeletePolicy,
+            &resource,
+            "policy deleted".into(),
+        )
+        .await
 }
 
 pub async fn list_policies(
@@ -164,7 +168,9 @@ pub async fn put_role(
     };
     let created = state.store.put_role(&scope, name, &input).await?;
     state.policy.invalidate(scope.tenant());
-    state.audit_change(principal, Action::PutRole, &resource, "role written".into())?;
+    state
+        .audit_change(principal, Action::PutRole, &resource, "role written".into())
+        .await?;
     let record = state
         .store
         .get_role(&scope, name)
@@ -199,12 +205,14 @@ pub async fn delete_role(state: &AppState, principal: &Principal, name: &str) ->
     }
     // Its sessions and scoped keys lose every permission at once.
     state.policy.invalidate(scope.tenant());
-    state.audit_change(
-        principal,
-        Action::DeleteRole,
-        &resource,
-        "role deleted".into(),
-    )
+    state
+        .audit_change(
+            principal,
+            Action::DeleteRole,
+            &resource,
+            "role deleted".into(),
+        )
+        .await
 }
 
 pub async fn list_roles(state: &AppState, principal: &Principal) -> ApiResult<Vec<RoleRecord>> {
@@ -283,7 +291,9 @@ pub async fn assume_role(
             policies: vec![fief_policy::ASSUME_ROLE_GUARDRAIL_ID.to_owned()],
             reason: Some("another tenant's role needs its external id".into()),
         };
-        state.audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)?;
+        state
+            .audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)
+            .await?;
         return Err(ApiError::AccessDenied);
     } else {
         state.store.active_incarnation(&role.owner).await?
@@ -307,15 +317,19 @@ pub async fn assume_role(
     };
     let Some(decision) = decision else {
         let refused = Verdict::deny(fief_policy::NO_SUCH_ROLE);
-        state.audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)?;
+        state
+            .audit_verdict(principal, Action::AssumeRole.name(), &resource, &refused)
+            .await?;
         return Err(ApiError::AccessDenied);
     };
-    state.audit_verdict(
-        principal,
-        Action::AssumeRole.name(),
-        &resource,
-        &decision.verdict.verdict,
-    )?;
+    state
+        .audit_verdict(
+            principal,
+            Action::AssumeRole.name(),
+            &resource,
+            &decision.verdict.verdict,
+        )
+        .await?;
     let grant = decision.into_grant().ok_or(ApiError::AccessDenied)?;
     // Allowed, so the role exists; its own limit applies as well.
     let record = state
@@ -339,14 +353,16 @@ pub async fn assume_role(
             .to_string();
     // Recorded as the new session, so the role's tenant sees who assumed
     // its role (the decision above is recorded under the caller's tenant).
-    state.audit_session_issued(
-        &claims,
-        &resource,
-        format!(
-            "session issued until {expires_at}; tags: {}",
-            grant.tags().keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    )?;
+    state
+        .audit_session_issued(
+            &claims,
+            &resource,
+            format!(
+                "session issued until {expires_at}; tags: {}",
+                grant.tags().keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .await?;
     Ok(Credentials {
         token,
         expires_at,

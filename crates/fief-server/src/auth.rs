@@ -98,7 +98,7 @@ pub async fn tenant_layer(
     };
     // Network placement: a tenant is served only on listeners that admit it.
     if !listener.admits(tenant, &state.config) {
-        return match state.audit_network_deny(&principal) {
+        return match state.audit_network_deny(&principal).await {
             Ok(()) => ApiError::AccessDenied.into_response(),
             Err(e) => e.into_response(),
         };

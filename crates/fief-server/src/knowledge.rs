@@ -84,12 +84,14 @@ pub async fn create(
         .knowledge
         .create(&state.store, &scope, &kb.name)
         .await?;
-    state.audit_change(
-        principal,
-        Action::CreateKnowledgeBase,
-        &Resource::KnowledgeBase(kb),
-        "knowledge base created".into(),
-    )?;
+    state
+        .audit_change(
+            principal,
+            Action::CreateKnowledgeBase,
+            &Resource::KnowledgeBase(kb),
+            "knowledge base created".into(),
+        )
+        .await?;
     Ok(record)
 }
 
@@ -117,12 +119,14 @@ pub async fn delete(state: &AppState, principal: &Principal, raw: &str) -> ApiRe
         .knowledge
         .delete(&state.store, &scope, &kb.name)
         .await?;
-    state.audit_change(
-        principal,
-        Action::DeleteKnowledgeBase,
-        &Resource::KnowledgeBase(kb),
-        "knowledge base deleted with its documents".into(),
-    )
+    state
+        .audit_change(
+            principal,
+            Action::DeleteKnowledgeBase,
+            &Resource::KnowledgeBase(kb),
+            "knowledge base deleted with its documents".into(),
+        )
+        .await
 }
 
 pub async fn list_documents(
@@ -151,12 +155,14 @@ pub async fn put_document(
         .knowledge
         .put_document(&state.store, &scope, tier, &kb.name, &doc, input)
         .await?;
-    state.audit_change(
-        principal,
-        Action::PutDocument,
-        &Resource::KnowledgeBase(kb),
-        format!("document {doc} written: {} chunks", view.chunks),
-    )?;
+    state
+        .audit_change(
+            principal,
+            Action::PutDocument,
+            &Resource::KnowledgeBase(kb),
+            format!("document {doc} written: {} chunks", view.chunks),
+        )
+        .await?;
     Ok(view)
 }
 
@@ -173,12 +179,14 @@ pub async fn delete_document(
         .knowledge
         .delete_document(&state.store, &scope, tier, &kb.name, &doc)
         .await?;
-    state.audit_change(
-        principal,
-        Action::DeleteDocument,
-        &Resource::KnowledgeBase(kb),
-        format!("document {doc} deleted"),
-    )
+    state
+        .audit_change(
+            principal,
+            Action::DeleteDocument,
+            &Resource::KnowledgeBase(kb),
+            format!("document {doc} deleted"),
+        )
+        .await
 }
 
 pub async fn query(

@@ -43,7 +43,8 @@ pub use state::AppState;
 /// File names inside the data directory.
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-pub const AUDIT_LOG_FILE: &str = "audit.log";
+/// The audit log's directory of segments.
+pub const AUDIT_DIR: &str = fief_audit::DIR;
 /// Held locked by the one `fief serve` using the data directory.
 pub const LOCK_FILE: &str = "fief.lock";
 
@@ -119,7 +120,7 @@ impl Running {
                 .map_err(|e| ServerError::Task(e.to_string()))?;
         }
         // Refusals of the last, partial window are audited too.
-        self.state.flush_auth_failures();
+        self.state.flush_auth_failures().await;
         Ok(())
     }
 
@@ -147,7 +148,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     };
     let admin_token = admin_token(&dir, secrets.admin_token)?;
     let policy = PolicyEngine::new()?;
-    let audit = AuditLog::open(&dir.join(AUDIT_LOG_FILE))?;
+    let audit = AuditLog::open(&dir, audit_options(&config.audit))?;
     let postgres = config
         .postgres
         .as_ref()
@@ -193,7 +194,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config,
         store,
         policy,
-        audit,
+        audit: Arc::new(audit),
         cache,
         activity: fence::Activity::default(),
         auth_failures: authfail::AuthFailures::default(),
@@ -219,7 +220,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         let router = routes::data_router(state.clone(), island::Listener::Island(island));
         tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
+    record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
+    if state.audit.options().fsync == fief_audit::Fsync::Batch {
+        tokio::spawn(flush_audit(state.clone(), rx.clone()));
+    }
     Ok(Running {
         island_addrs,
         data_addr,
@@ -232,6 +237,59 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     })
 }
 
+fn audit_options(c: &fief_config::AuditConfig) -> fief_audit::Options {
+    fief_audit::Options {
+        fsync: match c.fsync {
+            fief_config::AuditFsync::Always => fief_audit::Fsync::Always,
+            fief_config::AuditFsync::Batch => fief_audit::Fsync::Batch,
+            fief_config::AuditFsync::Never => fief_audit::Fsync::Never,
+        },
+        segment_bytes: c.segment_bytes,
+        segment_secs: c.segment_secs,
+        retention_days: c.retention_days,
+    }
+}
+
+/// What opening the audit log repaired or moved goes into the log itself.
+async fn record_audit_repairs(state: &AppState) -> Result<(), ServerError> {
+    let opened = state.audit.opened().clone();
+    let mut notes = Vec::new();
+    if opened.torn_tail_bytes > 0 {
+        notes.push(format!(
+            "removed {} bytes of an unfinished last line (a write cut short by a crash; never acknowledged)",
+            opened.torn_tail_bytes
+        ));
+    }
+    if opened.migrated_legacy {
+        notes.push(format!("moved {} into segments", fief_audit::LEGACY_FILE));
+    }
+    for note in notes {
+        state.audit_start_up(note).await?;
+    }
+    Ok(())
+}
+
+/// The `batch` durability: whatever was written reaches the disk within
+/// 100 ms.
+async fn flush_audit(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = state.clone();
+                let flushed = tokio::task::spawn_blocking(move || s.audit.flush()).await;
+                if let Ok(Err(e)) = flushed {
+                    tracing::error!("audit log flush failed: {e}");
+                }
+            }
+            () = stopped(&mut stop) => {
+                let _ = state.audit.flush();
+                return;
+            }
+        }
+    }
+}
+
 /// Writes the refused credentials of each window to the audit log.
 async fn audit_auth_failures(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let window = std::time::Duration::from_secs(state.config.audit.auth_failure_window_secs);
@@ -239,7 +297,7 @@ async fn audit_auth_failures(state: Arc<AppState>, mut stop: watch::Receiver<boo
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => state.flush_auth_failures(),
+            _ = tick.tick() => state.flush_auth_failures().await,
             () = stopped(&mut stop) => return,
         }
     }

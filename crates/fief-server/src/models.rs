@@ -219,12 +219,26 @@ async fn invoke_model(
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))??)
         }
+        // A run known to take microseconds costs less than the hop to a
+        // blocking thread: it runs here. Anything slower, or not yet
+        // measured, runs on the blocking pool so no request holds an
+        // async worker for long.
+        None if loaded
+            .expected_micros(&inputs)
+            .is_some_and(|us| us <= INLINE_RUN_MICROS) =>
+        {
+            state.metrics.job("shared");
+            Ok(loaded.run(&inputs)?)
+        }
         None => {
             state.metrics.job("shared");
             Ok(blocking(move || loaded.run(&inputs)).await??)
         }
     }
 }
+
+/// Longest expected run that is not worth moving to a blocking thread.
+const INLINE_RUN_MICROS: f64 = 50.0;
 
 /// Loads a cold model in a task of its own. If the load outlasts the
 /// deadline the caller gets a retryable 503 ModelNotReady, and the load goes

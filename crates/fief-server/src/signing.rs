@@ -51,11 +51,13 @@ pub async fn rotate(state: &AppState, op: &Principal) -> ApiResult<Rotated> {
         .await?;
     let max = Duration::from_secs(state.config.sts.max_session_secs);
     let (kid, retired) = state.store.rotate_signing_key(max).await?;
-    state.audit_change(
-        op,
-        Action::RotateSigningKey,
-        &resource,
-        format!("signing key {kid} active; retired {retired:?}"),
-    )?;
+    state
+        .audit_change(
+            op,
+            Action::RotateSigningKey,
+            &resource,
+            format!("signing key {kid} active; retired {retired:?}"),
+        )
+        .await?;
     Ok(Rotated { kid, retired })
 }

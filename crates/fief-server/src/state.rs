@@ -19,7 +19,7 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub policy: PolicyEngine,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub cache: ModelCache,
     pub metrics: crate::metrics::Metrics,
     pub placement: crate::placement::Placement,
@@ -42,7 +42,8 @@ impl AppState {
         resource: &Resource,
     ) -> ApiResult<Decision> {
         let decision = self.decide(principal, action, resource, None).await?;
-        self.audit_decision(principal, action.name(), resource, &decision)?;
+        self.audit_decision(principal, action.name(), resource, &decision)
+            .await?;
         if decision.allowed {
             Ok(decision)
         } else {
@@ -171,7 +172,7 @@ impl AppState {
     }
 
     /// Records one decision made here.
-    pub fn audit_decision(
+    pub async fn audit_decision(
         &self,
         principal: &Principal,
         action: &str,
@@ -186,10 +187,11 @@ impl AppState {
             &decision.policies,
             &decision.reason,
         )
+        .await
     }
 
     /// Records one verdict of the trust-policy path.
-    pub fn audit_verdict(
+    pub async fn audit_verdict(
         &self,
         principal: &Principal,
         action: &str,
@@ -204,9 +206,10 @@ impl AppState {
             &verdict.policies,
             &verdict.reason,
         )
+        .await
     }
 
-    fn audit_outcome(
+    async fn audit_outcome(
         &self,
         principal: &Principal,
         action: &str,
@@ -229,6 +232,7 @@ impl AppState {
             policies.to_vec(),
             reason.clone(),
         )
+        .await
         .map(|_| ())
         .map_err(|e| {
             tracing::error!("audit append failed: {e}");
@@ -237,7 +241,7 @@ impl AppState {
     }
 
     /// Records a credential refused because of the listener it came in on.
-    pub fn audit_network_deny(&self, principal: &Principal) -> ApiResult<()> {
+    pub async fn audit_network_deny(&self, principal: &Principal) -> ApiResult<()> {
         self.record(
             Kind::Authz,
             principal,
@@ -247,13 +251,14 @@ impl AppState {
             vec!["network-island".to_owned()],
             Some("this listener does not serve the tenant".to_owned()),
         )
+        .await
         .map(|_| ())
         .map_err(|_| ApiError::Unavailable("the audit log is unavailable".into()))
     }
 
     /// Records a change after it happened: by the operator (admin plane) or
     /// by a tenant principal (its policies, roles and sessions).
-    pub fn audit_change(
+    pub async fn audit_change(
         &self,
         principal: &Principal,
         action: Action,
@@ -274,13 +279,14 @@ impl AppState {
             Vec::new(),
             Some(detail),
         )
+        .await
         .map(|_| ())
         .map_err(|e| ApiError::Internal(format!("audit append failed after a change: {e}")))
     }
 
     /// Appends one audit event for `principal` in the current request.
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    async fn record(
         &self,
         kind: Kind,
         principal: &Principal,
@@ -290,24 +296,26 @@ impl AppState {
         policies: Vec<String>,
         reason: Option<String>,
     ) -> Result<u64, fief_audit::AuditError> {
-        self.audit.append(Event {
-            kind,
-            request_id: request_id::current(),
-            principal: principal.audit_name(),
-            tenant: principal.tenant().map(ToString::to_string),
-            incarnation: principal.incarnation().map(ToString::to_string),
-            action: action.to_owned(),
-            resource,
-            decision,
-            policies,
-            reason,
-            source: principal.source(),
-        })
+        self.audit
+            .append(Event {
+                kind,
+                request_id: request_id::current(),
+                principal: principal.audit_name(),
+                tenant: principal.tenant().map(ToString::to_string),
+                incarnation: principal.incarnation().map(ToString::to_string),
+                action: action.to_owned(),
+                resource,
+                decision,
+                policies,
+                reason,
+                source: principal.source(),
+            })
+            .await
     }
 
     /// Records the session an assume-role issued, as that session (so the
     /// role's tenant sees who assumed its role).
-    pub fn audit_session_issued(
+    pub async fn audit_session_issued(
         &self,
         claims: &fief_identity::SessionClaims,
         resource: &Resource,
@@ -333,34 +341,58 @@ impl AppState {
                     claims.source_principal, claims.source_tenant
                 )),
             })
+            .await
             .map(|_| ())
             .map_err(|e| ApiError::Internal(format!("audit append failed after a change: {e}")))
     }
 
-    /// Writes the window's refused credentials to the audit log, one entry
-    /// per (listener, credential kind, source). Called once per window.
-    pub fn flush_auth_failures(&self) {
-        let window = self.config.audit.auth_failure_window_secs;
-        for (key, count) in self.auth_failures.take() {
-            let appended = self.audit.append(Event {
-                kind: Kind::Authn,
-                request_id: "none".into(),
-                principal: format!("anonymous:{}", key.kind.as_str()),
+    /// Records what start-up did to the audit log itself (a repair).
+    pub async fn audit_start_up(&self, detail: String) -> Result<(), fief_audit::AuditError> {
+        self.audit
+            .append(Event {
+                kind: Kind::Admin,
+                request_id: "start-up".into(),
+                principal: "fief".into(),
                 tenant: None,
                 incarnation: None,
-                action: "Authenticate".into(),
-                resource: format!("frn:fief:listener:{}", key.listener),
-                decision: AuditDecision::Deny,
+                action: "OpenAuditLog".into(),
+                resource: "frn:fief:platform".into(),
+                decision: AuditDecision::Allow,
                 policies: Vec::new(),
-                reason: Some(format!(
-                    "{} refused {} credential(s) from {} in {window}s; last: {}",
-                    count.refused,
-                    key.kind.as_str(),
-                    key.source,
-                    count.reason
-                )),
-                source: Some(key.source),
-            });
+                reason: Some(detail),
+                source: None,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes the window's refused credentials to the audit log, one entry
+    /// per (listener, credential kind, source). Called once per window.
+    pub async fn flush_auth_failures(&self) {
+        let window = self.config.audit.auth_failure_window_secs;
+        for (key, count) in self.auth_failures.take() {
+            let appended = self
+                .audit
+                .append(Event {
+                    kind: Kind::Authn,
+                    request_id: "none".into(),
+                    principal: format!("anonymous:{}", key.kind.as_str()),
+                    tenant: None,
+                    incarnation: None,
+                    action: "Authenticate".into(),
+                    resource: format!("frn:fief:listener:{}", key.listener),
+                    decision: AuditDecision::Deny,
+                    policies: Vec::new(),
+                    reason: Some(format!(
+                        "{} refused {} credential(s) from {} in {window}s; last: {}",
+                        count.refused,
+                        key.kind.as_str(),
+                        key.source,
+                        count.reason
+                    )),
+                    source: Some(key.source),
+                })
+                .await;
             if let Err(e) = appended {
                 tracing::error!("audit append of refused credentials failed: {e}");
             }

@@ -67,15 +67,17 @@ pub async fn create(state: &AppState, op: &Principal, req: CreateTenant) -> ApiR
     state.authorize(op, Action::CreateTenant, &resource).await?;
     let (tenant, key) = state.store.create_tenant(&id, req.tier, &req.tags).await?;
     state.placement.apply(&id, req.tier)?;
-    state.audit_change(
-        op,
-        Action::CreateTenant,
-        &resource,
-        format!(
-            "created incarnation {} tier={} key={}",
-            tenant.incarnation, req.tier, key.record.id
-        ),
-    )?;
+    state
+        .audit_change(
+            op,
+            Action::CreateTenant,
+            &resource,
+            format!(
+                "created incarnation {} tier={} key={}",
+                tenant.incarnation, req.tier, key.record.id
+            ),
+        )
+        .await?;
     Ok(Created {
         tenant,
         api_key: key.token,
@@ -137,16 +139,18 @@ pub async fn update(
         state.knowledge.forget_tenant(&id)?;
     }
     let from = before.map_or("?", |t| t.tier.as_str());
-    state.audit_change(
-        op,
-        Action::UpdateTenant,
-        &resource,
-        format!(
-            "tier {from} -> {}; tags set: {}",
-            after.tier,
-            req.tags.is_some()
-        ),
-    )?;
+    state
+        .audit_change(
+            op,
+            Action::UpdateTenant,
+            &resource,
+            format!(
+                "tier {from} -> {}; tags set: {}",
+                after.tier,
+                req.tags.is_some()
+            ),
+        )
+        .await?;
     Ok(after)
 }
 
@@ -195,7 +199,9 @@ pub async fn delete(state: &AppState, op: &Principal, raw: &str) -> ApiResult<()
         Some(inc) => format!("offboarded incarnation {inc}; data key destroyed"),
         None => "removed data an earlier tenant left".to_owned(),
     };
-    state.audit_change(op, Action::DeleteTenant, &resource, detail)
+    state
+        .audit_change(op, Action::DeleteTenant, &resource, detail)
+        .await
 }
 
 pub async fn create_key(
@@ -225,12 +231,14 @@ pub async fn create_key(
     let scoped = role
         .map(|r| format!(" scoped to role {r}"))
         .unwrap_or_default();
-    state.audit_change(
-        op,
-        Action::CreateApiKey,
-        &resource,
-        format!("key {} created{scoped}", key.record.id),
-    )?;
+    state
+        .audit_change(
+            op,
+            Action::CreateApiKey,
+            &resource,
+            format!("key {} created{scoped}", key.record.id),
+        )
+        .await?;
     Ok(CreatedKey {
         record: key.record,
         api_key: key.token,
@@ -266,12 +274,14 @@ pub async fn revoke_key(
             "no live key {key_id} for tenant {id}"
         )));
     }
-    state.audit_change(
-        op,
-        Action::RevokeApiKey,
-        &resource,
-        format!("key {key_id} revoked"),
-    )
+    state
+        .audit_change(
+            op,
+            Action::RevokeApiKey,
+            &resource,
+            format!("key {key_id} revoked"),
+        )
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,27 +289,48 @@ pub async fn revoke_key(
 pub struct AuditQuery {
     pub tenant: Option<String>,
     pub decision: Option<fief_audit::Decision>,
+    pub kind: Option<fief_audit::Kind>,
+    /// RFC 3339: entries at or after this time...
+    pub since: Option<String>,
+    /// ...and before this one.
+    pub until: Option<String>,
     pub limit: Option<usize>,
 }
 
-/// Audit entries, newest last. They hold who did what to which resource
-/// name, never tenant content.
+fn time_ms(what: &str, raw: &Option<String>) -> ApiResult<Option<i64>> {
+    raw.as_deref()
+        .map(|t| {
+            humantime::parse_rfc3339_weak(t)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .ok_or_else(|| {
+                    ApiError::Validation(format!(
+                        "{what} must be an RFC 3339 time such as 2026-12-01T10:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// Audit entries, newest last, found through the log's index (tenant,
+/// decision, kind, time). They hold who did what to which resource name,
+/// never tenant content.
 pub async fn audit(state: &AppState, op: &Principal, q: AuditQuery) -> ApiResult<Vec<Entry>> {
     state
         .authorize(op, Action::ReadAudit, &Resource::Platform)
         .await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let path = state.audit.path().to_owned();
-    let entries = tokio::task::spawn_blocking(move || {
-        fief_audit::read_entries(&path, limit, |e| {
-            q.tenant
-                .as_deref()
-                .is_none_or(|t| e.event.tenant.as_deref() == Some(t))
-                && q.decision.is_none_or(|d| e.event.decision == d)
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(entries)
+    let query = fief_audit::Query {
+        tenant: q.tenant,
+        decision: q.decision,
+        kind: q.kind,
+        since_ms: time_ms("since", &q.since)?,
+        until_ms: time_ms("until", &q.until)?,
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let audit = state.audit.clone();
+    tokio::task::spawn_blocking(move || audit.query(&query))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }

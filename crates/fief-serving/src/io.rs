@@ -37,6 +37,14 @@ pub enum Inputs {
 pub struct ArrayInput(Array);
 
 impl Inputs {
+    /// How many numbers the inputs hold (what a run's cost grows with).
+    pub fn elements(&self) -> usize {
+        match self {
+            Inputs::Single(a) => a.0.values.len(),
+            Inputs::Named(n) => n.iter().map(|(_, a)| a.0.values.len()).sum(),
+        }
+    }
+
     /// Decodes the value of the `inputs` field.
     pub fn from_json(v: &Value) -> Result<Self> {
         match v {

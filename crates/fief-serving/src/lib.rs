@@ -13,7 +13,9 @@ pub mod package;
 mod pool;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
@@ -49,6 +51,9 @@ pub struct LoadedModel {
     input_shapes: Vec<Vec<Option<usize>>>,
     /// Size of the ONNX bytes it was loaded from; the cache's unit of cost.
     source_bytes: usize,
+    /// Recent run time per input number, in nanoseconds (a moving
+    /// average; 0 until the first run): what a run is expected to cost.
+    nanos_per_element: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -123,7 +128,15 @@ impl LoadedModel {
             input_types,
             input_shapes,
             source_bytes: bytes.len(),
+            nanos_per_element: AtomicU64::new(0),
         })
+    }
+
+    /// What a run on `inputs` is expected to take, from the model's recent
+    /// runs; `None` before it has run.
+    pub fn expected_micros(&self, inputs: &Inputs) -> Option<f64> {
+        let per = self.nanos_per_element.load(Ordering::Relaxed);
+        (per > 0).then(|| per as f64 * inputs.elements().max(1) as f64 / 1000.0)
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -136,6 +149,18 @@ impl LoadedModel {
 
     /// Runs the model on decoded inputs.
     pub fn run(&self, inputs: &Inputs) -> Result<Outputs> {
+        let started = Instant::now();
+        let out = self.run_inner(inputs);
+        let per = u64::try_from(started.elapsed().as_nanos() / inputs.elements().max(1) as u128)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let old = self.nanos_per_element.load(Ordering::Relaxed);
+        let avg = if old == 0 { per } else { (old * 7 + per) / 8 };
+        self.nanos_per_element.store(avg, Ordering::Relaxed);
+        out
+    }
+
+    fn run_inner(&self, inputs: &Inputs) -> Result<Outputs> {
         let tensors = inputs.to_tensors(&self.signature, &self.input_types, &self.input_shapes)?;
         catch(
             || {

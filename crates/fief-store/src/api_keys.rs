@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use fief_core::{Incarnation, Tags, TenantId};
 
 use crate::db::{q, Row, Tx};
+use crate::directory::CachedKey;
 use crate::{now, Result, Store, StoreError};
 
 pub const KEY_PREFIX: &str = "fief_";
@@ -188,6 +189,7 @@ impl Store {
     }
 
     /// Revokes a key of this tenant; `false` if there is no such live key.
+    /// The very next request with it is refused.
     pub async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> Result<bool> {
         let done = q("UPDATE api_keys SET revoked_at = $1
              WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
@@ -196,6 +198,8 @@ impl Store {
         .bind(tenant.as_str())
         .exec(&self.platform)
         .await?;
+        self.directory
+            .invalidate(&crate::Change::Key(key_id.to_owned()));
         Ok(done == 1)
     }
 
@@ -206,23 +210,40 @@ impl Store {
         let Some((id, secret)) = parse_token(token) else {
             return Ok(None);
         };
-        let row = q(format!(
-            "SELECT {COLUMNS}, k.secret_hash
-             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id AND t.incarnation = k.incarnation
-             WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'"
-        ))
-        .bind(id)
-        .opt(&self.platform)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        let key = match self.directory.key(id) {
+            Some(k) => k,
+            None => {
+                let epoch = self.directory.epoch();
+                let row = q(format!(
+                    "SELECT {COLUMNS}, k.secret_hash
+                     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id AND t.incarnation = k.incarnation
+                     WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'"
+                ))
+                .bind(id)
+                .opt(&self.platform)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let key = CachedKey {
+                    record: from_row(&row)?,
+                    secret_hash: row.get("secret_hash")?,
+                };
+                self.directory.keep_key(epoch, id, key.clone());
+                key
+            }
         };
-        let stored: Vec<u8> = row.get("secret_hash")?;
-        if bool::from(stored.ct_eq(&secret_hash(secret))) {
-            from_row(&row).map(Some)
-        } else {
-            Ok(None)
+        if !bool::from(key.secret_hash.ct_eq(&secret_hash(secret))) {
+            return Ok(None);
         }
+        // The key's tenant incarnation must still be the active one.
+        let live = self
+            .tenant_state(&key.record.tenant_id)
+            .await?
+            .is_some_and(|t| {
+                t.status == crate::TenantStatus::Active && t.incarnation == key.record.incarnation
+            });
+        Ok(live.then_some(key.record))
     }
 }
 

@@ -18,6 +18,7 @@
 mod api_keys;
 mod authn;
 mod db;
+mod directory;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod gate;
@@ -46,6 +47,7 @@ use tenants::TenantStatus as Status;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
 pub use authn::{AuthnError, CredentialKind};
+pub use directory::Change;
 pub use gate::{
     decide, decide_assume_role, AssumeRoleDecision, Decision, OffboardScope, SessionGrant,
     TenantScope,
@@ -113,6 +115,8 @@ pub struct Store {
     admin_token: String,
     /// Table items that failed to open under the caller's key.
     items_rejected: std::sync::atomic::AtomicU64,
+    /// Keys, tenant states and model records as every request reads them.
+    directory: directory::Directory,
     /// Per tenant: content operations hold it shared, a tier change or an
     /// offboarding holds it
     /// exclusively, so no operation runs on a place while the tenant's
@@ -210,6 +214,7 @@ impl Store {
             oidc,
             admin_token,
             items_rejected: std::sync::atomic::AtomicU64::new(0),
+            directory: directory::Directory::default(),
         };
         store.rewrap_legacy_keys().await?;
         store.load_signing_keys().await?;
@@ -224,6 +229,19 @@ impl Store {
     async fn place(&self, scope: &TenantScope) -> Result<Placed> {
         self.place_of(scope.tenant(), Some(scope.incarnation()))
             .await
+    }
+
+    /// Refuses a scope whose incarnation is no longer active (for reads that
+    /// need no place).
+    async fn check_live(&self, scope: &TenantScope) -> Result<()> {
+        let live = self.tenant_state(scope.tenant()).await?.is_some_and(|s| {
+            s.status == Status::Active && live(Some(scope.incarnation()), &s.incarnation)
+        });
+        if live {
+            Ok(())
+        } else {
+            Err(StoreError::TenantGone(scope.tenant().to_string()))
+        }
     }
 
     /// [`place`](Self::place) for the store's own reads by tenant id (the
@@ -254,6 +272,12 @@ impl Store {
             .lock()
             .map_err(|_| StoreError::Corrupt("tier-move registry poisoned".into()))?;
         Ok(moves.entry(tenant.clone()).or_default().clone())
+    }
+
+    /// Forgets what `change` touched in the in-memory directory (for a
+    /// change made elsewhere: another replica's).
+    pub fn invalidate(&self, change: &Change) {
+        self.directory.invalidate(change);
     }
 
     /// Readiness: the database answers.

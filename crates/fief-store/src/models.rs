@@ -149,6 +149,7 @@ impl Store {
                 .delete(&object_path(tenant, name, p.version))
                 .await;
         }
+        self.model_changed(tenant, name);
         let record = select_model(&place, tenant, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("model {name}")))?;
@@ -160,13 +161,31 @@ impl Store {
         Ok((record, outcome))
     }
 
+    /// The model's record: from the directory (the scope's incarnation
+    /// still checked live), or its place.
     pub async fn get_model(
         &self,
         scope: &TenantScope,
         name: &ModelName,
     ) -> Result<Option<ModelRecord>> {
+        let (tenant, incarnation) = (scope.tenant(), scope.incarnation());
+        if let Some(record) = self.directory.model(tenant, incarnation, name) {
+            self.check_live(scope).await?;
+            return Ok(Some(record));
+        }
+        let epoch = self.directory.epoch();
         let place = self.place(scope).await?;
-        select_model(&place, scope.tenant(), name).await
+        let record = select_model(&place, tenant, name).await?;
+        if let Some(r) = &record {
+            self.directory
+                .keep_model(epoch, tenant, incarnation, r.clone());
+        }
+        Ok(record)
+    }
+
+    fn model_changed(&self, tenant: &TenantId, name: &ModelName) {
+        self.directory
+            .invalidate(&crate::Change::Model(tenant.clone(), name.clone()));
     }
 
     pub async fn list_models(&self, scope: &TenantScope) -> Result<Vec<ModelRecord>> {
@@ -206,6 +225,7 @@ impl Store {
                 .bind(name.as_str()),
             )
             .await?;
+        self.model_changed(scope.tenant(), name);
         Ok(done == 1)
     }
 
@@ -227,6 +247,7 @@ impl Store {
                 .bind(record.version),
             )
             .await?;
+        self.model_changed(scope.tenant(), name);
         if done == 1 {
             self.objects
                 .delete(&object_path(scope.tenant(), name, record.version))
@@ -241,8 +262,7 @@ impl Store {
         scope: &TenantScope,
         record: &ModelRecord,
     ) -> Result<Vec<u8>> {
-        // Held only to refuse an incarnation that is no longer active.
-        let _place = self.place(scope).await?;
+        self.check_live(scope).await?;
         let path = object_path(scope.tenant(), &record.name, record.version);
         let sealed = self.objects.get(&path).await?.bytes().await?;
         self.open_model_bytes(scope, &record.name, record.version, &sealed)

@@ -13,6 +13,7 @@ use fief_crypto::DataKey;
 use crate::api_keys::{insert_key, NewApiKey};
 use crate::authn::now_ms;
 use crate::db::{q, Db, Row};
+use crate::directory::Change;
 use crate::gate::OffboardScope;
 use crate::{now, Result, Store, StoreError};
 
@@ -147,6 +148,7 @@ impl Store {
         }
         let key = insert_key(&mut tx, id, &incarnation, "initial", None, &Tags::new()).await?;
         tx.commit().await?;
+        self.changed(id);
         let record = TenantRecord {
             id: id.clone(),
             incarnation,
@@ -198,6 +200,7 @@ impl Store {
         .bind(before.incarnation.as_str())
         .exec(&self.platform)
         .await?;
+        self.changed(id);
         if done == 0 {
             return Err(StoreError::NotFound(format!("tenant {id}")));
         }
@@ -224,7 +227,13 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// The tenant's tier, status and incarnation: from the directory, or
+    /// the database on a miss.
     pub(crate) async fn tenant_state(&self, id: &TenantId) -> Result<Option<TenantState>> {
+        if let Some(state) = self.directory.tenant(id) {
+            return Ok(Some(state));
+        }
+        let epoch = self.directory.epoch();
         let row = q(
             "SELECT tier, status, incarnation, created_ms, reused_after_ms FROM tenants
              WHERE id = $1",
@@ -236,13 +245,19 @@ impl Store {
             return Ok(None);
         };
         let tier: String = row.get("tier")?;
-        Ok(Some(TenantState {
+        let state = TenantState {
             tier: tier.parse().map_err(|e| corrupt("tier", &e))?,
             status: status(&row)?,
             incarnation: incarnation(&row)?,
             created_ms: row.get("created_ms")?,
             reused_after_ms: row.get("reused_after_ms")?,
-        }))
+        };
+        self.directory.keep_tenant(epoch, id, state.clone());
+        Ok(Some(state))
+    }
+
+    fn changed(&self, id: &TenantId) {
+        self.directory.invalidate(&Change::Tenant(id.clone()));
     }
 
     /// Offboarding, first half: the tenant is marked offboarding and every
@@ -268,6 +283,8 @@ impl Store {
             .exec(&mut tx)
             .await?;
         tx.commit().await?;
+        // From here on no credential of the tenant is accepted.
+        self.changed(tenant);
         Ok(Some(record.incarnation))
     }
 
@@ -324,6 +341,7 @@ impl Store {
             .exec(&mut tx)
             .await?;
         tx.commit().await?;
+        self.changed(tenant);
         if let Db::Sqlite(_) = self.platform {
             q("PRAGMA wal_checkpoint(TRUNCATE)")
                 .exec(&self.platform)
