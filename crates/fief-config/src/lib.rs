@@ -279,6 +279,13 @@ pub struct ModelsConfig {
     pub load_deadline_ms: u64,
     /// Threads of each silo tenant's dedicated worker pool.
     pub silo_threads: usize,
+    /// Threads all silo tenants' pools may hold together; a pool that would
+    /// exceed it is refused (503) until another goes idle.
+    pub max_silo_threads: usize,
+    /// A silo tenant's worker pool and database connections are released
+    /// after this many seconds without a request, and started again on the
+    /// next: an idle tenant costs no thread.
+    pub silo_idle_secs: u64,
 }
 
 impl Default for Config {
@@ -307,6 +314,8 @@ impl Default for ModelsConfig {
             cache_bytes: 512 * 1024 * 1024,
             max_concurrent_loads: 2,
             silo_threads: 1,
+            max_silo_threads: 64,
+            silo_idle_secs: 300,
             max_model_bytes: 256 * 1024 * 1024,
             load_deadline_ms: 10_000,
         }
@@ -418,6 +427,12 @@ impl Config {
         }
         if self.models.silo_threads == 0 || self.models.silo_threads > 64 {
             return invalid("models.silo_threads must be between 1 and 64");
+        }
+        if self.models.max_silo_threads < self.models.silo_threads {
+            return invalid("models.max_silo_threads must be at least models.silo_threads");
+        }
+        if self.models.silo_idle_secs == 0 {
+            return invalid("models.silo_idle_secs must be at least 1");
         }
         if self.models.max_concurrent_loads == 0 {
             return invalid("models.max_concurrent_loads must be greater than 0");

@@ -159,6 +159,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         postgres,
         oidc: config.oidc.clone(),
         admin_token: admin_token.clone(),
+        silo_idle: std::time::Duration::from_secs(config.models.silo_idle_secs),
     })
     .await?;
     let cache = ModelCache::new(
@@ -177,7 +178,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     }
     let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
 
-    let placement = placement::Placement::new(config.models.silo_threads);
+    let placement = placement::Placement::new(
+        config.models.silo_threads,
+        config.models.max_silo_threads,
+        std::time::Duration::from_secs(config.models.silo_idle_secs),
+    );
     for tenant in store.list_tenants().await? {
         placement
             .apply(&tenant.id, tenant.tier)
@@ -222,6 +227,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     }
     record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
+    tokio::spawn(stop_idle_pools(state.clone(), rx.clone()));
     if state.audit.options().fsync == fief_audit::Fsync::Batch {
         tokio::spawn(flush_audit(state.clone(), rx.clone()));
     }
@@ -286,6 +292,18 @@ async fn flush_audit(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 let _ = state.audit.flush();
                 return;
             }
+        }
+    }
+}
+
+/// Stops silo worker pools that have gone idle.
+async fn stop_idle_pools(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let every = (state.placement.idle_period() / 2).max(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { state.placement.stop_idle(); }
+            () = stopped(&mut stop) => return,
         }
     }
 }

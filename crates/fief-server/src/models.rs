@@ -211,7 +211,7 @@ async fn invoke_model(
         None => load_within_deadline(state, scope.clone(), record).await?,
     };
     // Placement by tier: a silo tenant's own threads, or the shared pool.
-    match state.placement.pool(scope.tenant()) {
+    match state.placement.pool(scope.tenant())? {
         Some(pool) => {
             state.metrics.job(pool.name());
             Ok(pool

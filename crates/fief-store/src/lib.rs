@@ -148,6 +148,8 @@ pub struct StoreOptions<'a> {
     pub oidc: Option<fief_config::OidcConfig>,
     /// The admin plane's bearer token.
     pub admin_token: String,
+    /// A silo tenant's database connections close after this long unused.
+    pub silo_idle: std::time::Duration,
 }
 
 impl Store {
@@ -161,6 +163,7 @@ impl Store {
             postgres,
             oidc,
             admin_token,
+            silo_idle,
         } = options;
         let io = |source| StoreError::Io {
             path: data_dir.to_owned(),
@@ -188,7 +191,7 @@ impl Store {
                 )));
             }
             Some((url, admin)) => {
-                let pg = placement::PgPlacement::open(url, admin).await?;
+                let pg = placement::PgPlacement::open(url, admin, silo_idle).await?;
                 (pg.runtime.clone(), Placement::Pg(Box::new(pg)))
             }
             None => {
@@ -196,7 +199,7 @@ impl Store {
                 if let Db::Sqlite(pool) = &main {
                     sqlx::migrate!("./migrations").run(pool).await?;
                 }
-                let sqlite = placement::SqlitePlacement::new(main.clone(), data_dir);
+                let sqlite = placement::SqlitePlacement::new(main.clone(), data_dir, silo_idle);
                 sqlite.upgrade_legacy_items().await?;
                 (main, Placement::Sqlite(sqlite))
             }

@@ -344,6 +344,8 @@ impl Placement {
 pub(crate) struct SqlitePlacement {
     main: Db,
     data_dir: PathBuf,
+    /// A silo file's connections (each a thread) close after this long unused.
+    silo_idle: std::time::Duration,
     silos: Mutex<HashMap<TenantId, Db>>,
     /// Bridge tables known to exist, so a request runs no DDL.
     bridges: Mutex<HashSet<TenantId>>,
@@ -352,6 +354,11 @@ pub(crate) struct SqlitePlacement {
 /// A SQLite database file with fief's pragmas: WAL, and deleted content
 /// zeroed on disk rather than left in free pages.
 pub(crate) async fn sqlite_file(path: &Path, connections: u32) -> Result<Db> {
+    sqlite_file_idle(path, connections, std::time::Duration::from_secs(600)).await
+}
+
+/// [`sqlite_file`] whose connections close after `idle` unused.
+async fn sqlite_file_idle(path: &Path, connections: u32, idle: std::time::Duration) -> Result<Db> {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -362,6 +369,8 @@ pub(crate) async fn sqlite_file(path: &Path, connections: u32) -> Result<Db> {
     Ok(Db::Sqlite(
         SqlitePoolOptions::new()
             .max_connections(connections)
+            .min_connections(0)
+            .idle_timeout(idle)
             .connect_with(options)
             .await?,
     ))
@@ -388,10 +397,11 @@ fn bridge_prefix(tenant: &TenantId) -> String {
 }
 
 impl SqlitePlacement {
-    pub fn new(main: Db, data_dir: &Path) -> Self {
+    pub fn new(main: Db, data_dir: &Path, silo_idle: std::time::Duration) -> Self {
         Self {
             main,
             data_dir: data_dir.to_owned(),
+            silo_idle,
             silos: Mutex::new(HashMap::new()),
             bridges: Mutex::new(HashSet::new()),
         }
@@ -509,7 +519,7 @@ impl SqlitePlacement {
                         source,
                     })?;
                 }
-                let db = sqlite_file(&path, 4).await?;
+                let db = sqlite_file_idle(&path, 4, self.silo_idle).await?;
                 for s in content_ddl(false, "", "") {
                     q(s).exec(&db).await?;
                 }
@@ -611,6 +621,8 @@ pub(crate) struct PgPlacement {
     /// `provisioning` (concurrent GRANT/ALTER on one table conflict).
     bridges: Mutex<HashSet<TenantId>>,
     provisioning: tokio::sync::Mutex<()>,
+    /// A silo database's connections close after this long unused.
+    silo_idle: std::time::Duration,
 }
 
 /// Statements that put a content table under the tenant policy and let the
@@ -670,7 +682,7 @@ async fn run_all(db: &PgPool, statements: Vec<String>) -> Result<()> {
 impl PgPlacement {
     /// Connects both roles, migrates with the admin role, and refuses a
     /// runtime role that could bypass row-level security.
-    pub async fn open(url: &str, admin_url: &str) -> Result<Self> {
+    pub async fn open(url: &str, admin_url: &str, silo_idle: std::time::Duration) -> Result<Self> {
         let parse = |u: &str, which: &str| {
             u.parse::<PgConnectOptions>()
                 .map_err(|e| StoreError::Config(format!("postgres {which} URL is not valid: {e}")))
@@ -719,6 +731,7 @@ impl PgPlacement {
             silos: Mutex::new(HashMap::new()),
             bridges: Mutex::new(HashSet::new()),
             provisioning: tokio::sync::Mutex::new(()),
+            silo_idle,
         };
         let role = &this.runtime_role;
         let mut statements = vec![
@@ -864,6 +877,8 @@ impl PgPlacement {
                 self.provision_silo(&name).await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(2)
+                    .min_connections(0)
+                    .idle_timeout(self.silo_idle)
                     .connect_with(self.runtime_options.clone().database(&name))
                     .await?;
                 let mut silos = self
