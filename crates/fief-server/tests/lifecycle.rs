@@ -654,3 +654,113 @@ async fn an_id_is_reused_only_when_nothing_of_it_is_left() {
     assert_eq!(s.send(delete()).await.status, StatusCode::NO_CONTENT);
     assert_eq!(s.send(delete()).await.status, StatusCode::NOT_FOUND);
 }
+
+/// Every change takes effect for the very next request, with the in-memory
+/// directory and remembered decisions in the way: while 8 clients hammer,
+/// a key is revoked, a model deleted, a policy changed and a tenant
+/// offboarded; no request that started after a change's answer arrived
+/// succeeds with the old state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_is_seen_by_the_very_next_request() {
+    let s = Arc::new(common::spawn().await);
+    let key = s.tenant("exact", "pool").await;
+    let doomed = s.tenant("exact-doomed", "pool").await;
+    for k in [&key, &doomed] {
+        let r = s.put_model(k, "m", tenant_model(1).to_onnx()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    assert_eq!(s.put_model(&key, "gone", tenant_model(2).to_onnx()).await.status, StatusCode::CREATED);
+    let r = ok(
+        &s,
+        s.admin_req(Method::POST, "/admin/v1/tenants/exact/api-keys")
+            .json(&json!({"name": "to-revoke"})),
+    )
+    .await;
+    let (revoked, revoked_id) = (
+        r.json()["api_key"].as_str().unwrap().to_owned(),
+        r.json()["id"].as_str().unwrap().to_owned(),
+    );
+    // What each client keeps asking, and when each answer came.
+    #[derive(Clone, Copy, Debug)]
+    enum Ask {
+        WithRevokedKey,
+        DeletedModel,
+        ModelUnderNewForbid,
+        OffboardedTenant,
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, stop) = (s.clone(), stop.clone());
+            let (key, revoked, doomed) = (key.clone(), revoked.clone(), doomed.clone());
+            tokio::spawn(async move {
+                let ask = [
+                    Ask::WithRevokedKey,
+                    Ask::DeletedModel,
+                    Ask::ModelUnderNewForbid,
+                    Ask::OffboardedTenant,
+                ][i % 4];
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let r = match ask {
+                        Ask::WithRevokedKey => s.invoke(&revoked, "shared", "m", &input()).await,
+                        Ask::DeletedModel => s.invoke(&key, "shared", "gone", &input()).await,
+                        Ask::ModelUnderNewForbid => s.invoke(&key, "shared", "m", &input()).await,
+                        Ask::OffboardedTenant => s.invoke(&doomed, "shared", "m", &input()).await,
+                    };
+                    seen.push((ask, started, r.status));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = |r: &Resp| {
+        assert!(r.status.is_success(), "{}", r.text);
+        Instant::now()
+    };
+    let revoked_at = done(
+        &s.send(s.admin_req(Method::DELETE, &format!("/admin/v1/tenants/exact/api-keys/{revoked_id}")))
+            .await,
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let deleted_at = done(&s.send(s.data_req(&key, Method::DELETE, "/api/v1/models/gone")).await);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let forbid_sent = Instant::now();
+    let forbidden_at = done(
+        &s.send(
+            s.data_req(&key, Method::PUT, "/api/v1/policies/no-invoke")
+                .header("content-type", "text/plain")
+                .body("forbid (principal, action == Fief::Action::\"InvokeModel\", resource);"),
+        )
+        .await,
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let offboarded_at = done(&s.send(s.admin_req(Method::DELETE, "/admin/v1/tenants/exact-doomed")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut before = 0;
+    let mut after = 0;
+    for c in clients {
+        for (ask, started, status) in c.await.unwrap() {
+            let (changed_at, refused) = match ask {
+                Ask::WithRevokedKey => (revoked_at, StatusCode::UNAUTHORIZED),
+                Ask::DeletedModel => (deleted_at, StatusCode::NOT_FOUND),
+                Ask::ModelUnderNewForbid => (forbidden_at, StatusCode::FORBIDDEN),
+                Ask::OffboardedTenant => (offboarded_at, StatusCode::UNAUTHORIZED),
+            };
+            if started > changed_at {
+                after += 1;
+                assert!(!status.is_success(), "{ask:?} started after the change: {status}");
+                // Until the forbid was asked for, each is refused for its own change.
+                if started < forbid_sent || matches!(ask, Ask::WithRevokedKey | Ask::OffboardedTenant) {
+                    assert_eq!(status, refused, "{ask:?} started after the change");
+                }
+            } else if status == StatusCode::OK {
+                before += 1;
+            }
+        }
+    }
+    assert!(before > 0 && after > 0, "{before} served before, {after} tried after");
+}
