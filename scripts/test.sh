@@ -19,7 +19,9 @@ cargo bench --locked -p fief-retrieval --bench recall
 # gets a throwaway database and a NOBYPASSRLS runtime role from
 # FIEF_TEST_DATABASE_URL (tests/common/pg.rs). Required under CI=true.
 if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
-    FIEF_TEST_STORE=postgres cargo test --locked -p fief-server \
+    # --workspace (not -p fief-server): the same features as the pass above,
+    # so these run from its build instead of compiling the tree again.
+    FIEF_TEST_STORE=postgres cargo test --locked --workspace \
         --test isolation --test identity --test knowledge --test proptest_isolation \
         --test hostile_catalogue --test islands --test lifecycle "$@"
 else

@@ -8,7 +8,7 @@
 //! what to compare. Then the layers one at a time, in-process.
 //!
 //! `cargo bench -p fief-server --bench gate` (BENCH_SECONDS per row, 3;
-//! BENCH_CONNECTIONS, "1,8"; FIEF_AUDIT_FSYNC to compare audit durability)
+//! BENCH_CONNECTIONS, "1,8"; BENCH_AUDIT_FSYNC always|batch|never, batch)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -124,13 +124,18 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    let fsync = std::env::var("BENCH_AUDIT_FSYNC").unwrap_or_else(|_| "batch".into());
+    config.audit.fsync = match fsync.as_str() {
+        "always" => fief_config::AuditFsync::Always,
+        "never" => fief_config::AuditFsync::Never,
+        "batch" => fief_config::AuditFsync::Batch,
+        other => panic!("BENCH_AUDIT_FSYNC must be always, batch or never, not {other}"),
+    };
     let (server, key) = server_rt.block_on(async {
-        let server = fief_server::start(
-            Config::ephemeral(dir.path()),
-            fief_server::Secrets::default(),
-        )
-        .await
-        .unwrap();
+        let server = fief_server::start(config, fief_server::Secrets::default())
+            .await
+            .unwrap();
         let http = reqwest::Client::new();
         let key = create_tenant(&http, server.admin_addr, &server.admin_token, "bench").await;
         put_model(
@@ -170,7 +175,7 @@ fn main() {
     for (_, req) in &rows {
         load(addr, req, 2, 0.5);
     }
-    println!("{seconds} s per row; one load thread; gateway on 2 workers");
+    println!("{seconds} s per row; one load thread; gateway on 2 workers; audit.fsync = {fsync}");
     print!("{:<20}", "");
     for c in &connections {
         print!(
