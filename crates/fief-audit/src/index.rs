@@ -46,6 +46,7 @@ fn kind_code(k: Kind) -> u8 {
         Kind::Authz => 1,
         Kind::Admin => 2,
         Kind::Authn => 3,
+        Kind::Usage => 4,
     }
 }
 

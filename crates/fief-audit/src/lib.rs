@@ -94,6 +94,9 @@ pub enum Kind {
     Admin,
     /// Refused credentials, aggregated per credential kind and source.
     Authn,
+    /// What an allowed call consumed (a foundation-model call's tokens):
+    /// counts and names, never content.
+    Usage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +127,9 @@ pub struct Event {
     /// For a role session: the principal (and tenant) that assumed the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A usage entry's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

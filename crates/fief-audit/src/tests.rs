@@ -23,6 +23,7 @@ fn event(i: usize) -> Event {
         policies: vec!["platform-guardrail".into()],
         reason: None,
         source: i.is_multiple_of(4).then(|| "api-key:src (bb)".into()),
+        usage: None,
     }
 }
 
@@ -336,7 +337,9 @@ async fn tenant_queries_hold_across_large_segments_and_reopening() {
             })
             .unwrap();
         assert_eq!(got.len(), 100, "tenant {t}");
-        assert!(got.iter().all(|e| e.event.tenant.as_deref() == Some(format!("s{t:05}").as_str())));
+        assert!(got
+            .iter()
+            .all(|e| e.event.tenant.as_deref() == Some(format!("s{t:05}").as_str())));
         // The newest ones: the last is the tenant's last entry.
         let newest = (0..40_000u64).rev().find(|i| i % 300 == t).unwrap() + 1;
         assert_eq!(got.last().unwrap().seq, newest);

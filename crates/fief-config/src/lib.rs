@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod llm;
+pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -68,6 +71,8 @@ pub struct Config {
     pub postgres: Option<PostgresConfig>,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Foundation-model (LLM) upstreams; none by default.
+    pub llm: LlmConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +173,9 @@ pub struct EmbeddingsUpstream {
     pub api_key_env: Option<String>,
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// PEM file of a CA that signs the upstream's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_upstream_timeout() -> u64 {
@@ -194,6 +202,10 @@ pub struct OidcConfig {
     /// The provider's key set, from a file or a URL (one of the two).
     pub jwks_file: Option<PathBuf>,
     pub jwks_url: Option<String>,
+    /// PEM file of a CA that signs the `jwks_url` server's certificate
+    /// (added to the system and webpki roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Pinned algorithms; the token header's `alg` must be one of them.
     pub algorithms: Vec<String>,
     /// The claim that names the caller's tenant.
@@ -304,6 +316,7 @@ impl Default for Config {
             knowledge: KnowledgeConfig::default(),
             postgres: None,
             audit: AuditConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -353,9 +366,11 @@ impl Config {
         };
         // Check the file alone first so its errors name the file.
         Self::from_table(table.clone(), &source)?;
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
+        let all: Vec<(String, String)> = env.into_iter().collect();
+        let mut env: Vec<(String, String)> = all
+            .iter()
             .filter(|(k, _)| k.starts_with("FIEF_"))
+            .cloned()
             .collect();
         env.sort();
         for (var, value) in env {
@@ -386,6 +401,8 @@ impl Config {
             config.admin_listen = a;
         }
         config.validate()?;
+        let set = |var: &str| all.iter().any(|(k, v)| k == var && !v.is_empty());
+        config.llm.validate(&set, true)?;
         Ok(config)
     }
 
@@ -454,6 +471,8 @@ impl Config {
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
         }
+        // Environment variables are checked by `load`, which has them.
+        self.llm.validate(&|_| true, false)?;
         let k = &self.knowledge;
         if !(16..=254).contains(&k.chunk_tokens) {
             return invalid("knowledge.chunk_tokens must be between 16 and 254");
@@ -467,14 +486,8 @@ impl Config {
             );
         }
         if let Some(u) = &k.upstream {
-            if u.url.starts_with("https://") {
-                return invalid(
-                    "knowledge.upstream.url: https is not supported yet (fief has no TLS client); \
-                     use http to a local proxy or the service on a private network",
-                );
-            }
-            if !u.url.starts_with("http://") {
-                return invalid("knowledge.upstream.url must be an http:// URL");
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return invalid("knowledge.upstream.url must be an http:// or https:// URL");
             }
             if u.model.is_empty() || u.dimensions == 0 || u.timeout_secs == 0 {
                 return invalid(

@@ -63,6 +63,18 @@ impl MasterKey {
         open_with(&self.cipher(), &platform_aad(purpose), sealed)
     }
 
+    /// A 256-bit key for one purpose, derived from the master key (so it
+    /// needs no storage of its own and changes with the master key).
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_LEN] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"fief derived key v1\0");
+        h.update(self.0);
+        h.update((purpose.len() as u64).to_be_bytes());
+        h.update(purpose.as_bytes());
+        h.finalize().into()
+    }
+
     /// Reads the key file, or creates it (mode 0600) when it does not exist yet.
     pub fn load_or_create(path: &Path) -> Result<Self, CryptoError> {
         match std::fs::read_to_string(path) {

@@ -60,13 +60,12 @@ impl OidcVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| IdentityError::Jwks {
+        let http = fief_http::client(config.ca_file.as_deref(), Duration::from_secs(5)).map_err(
+            |message| IdentityError::Jwks {
                 source_name: "http client".into(),
-                message: e.to_string(),
-            })?;
+                message,
+            },
+        )?;
         let verifier = Self {
             config,
             algorithms,
@@ -255,7 +254,7 @@ impl OidcVerifier {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", fief_http::describe(&e)))?;
         if !response.status().is_success() {
             return Err(format!("GET {url}: status {}", response.status()));
         }

@@ -55,10 +55,11 @@ impl Embedder {
                     })?),
                     None => None,
                 };
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(config.timeout_secs))
-                    .build()
-                    .map_err(|e| KnowledgeError::Unavailable(format!("HTTP client: {e}")))?;
+                let client = fief_http::client(
+                    config.ca_file.as_deref(),
+                    Duration::from_secs(config.timeout_secs),
+                )
+                .map_err(|e| KnowledgeError::Unavailable(format!("HTTP client: {e}")))?;
                 let tokenizer = dir
                     .ok()
                     .and_then(|d| Tokenizer::from_vocab_file(&d.join("vocab.txt")).ok())

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cedar_policy::{PolicyId, PolicySet};
 
-use crate::GUARDRAIL_ID;
+use crate::{FOUNDATION_MODEL_GUARDRAIL_ID, GUARDRAIL_ID};
 
 static SKIP_GUARDRAIL: AtomicBool = AtomicBool::new(false);
 
-/// Evaluate without the platform guardrail `forbid`.
+/// Evaluate without the platform guardrail `forbid`s (the tenant-resource
+/// one and the foundation-model one).
 pub fn skip_guardrail(on: bool) {
     SKIP_GUARDRAIL.store(on, Ordering::SeqCst);
 }
@@ -23,5 +24,6 @@ pub(crate) fn guardrail_skipped() -> bool {
 pub(crate) fn without_guardrail(policies: &PolicySet) -> PolicySet {
     let mut set = policies.clone();
     let _ = set.remove_static(PolicyId::new(GUARDRAIL_ID));
+    let _ = set.remove_static(PolicyId::new(FOUNDATION_MODEL_GUARDRAIL_ID));
     set
 }

@@ -55,6 +55,8 @@ const PLATFORM_POLICIES: &str = include_str!("platform.cedar");
 pub const GUARDRAIL_ID: &str = "platform-guardrail";
 /// The id of the guardrail on assuming another tenant's role.
 pub const ASSUME_ROLE_GUARDRAIL_ID: &str = "assume-role-guardrail";
+/// Forbids a foundation model to every tenant the deployment does not give it to.
+pub const FOUNDATION_MODEL_GUARDRAIL_ID: &str = "foundation-model-guardrail";
 
 /// Who is asking, as facts for one decision. Anyone may build these: a
 /// decision on them grants nothing by itself. The authenticated principal
@@ -152,10 +154,19 @@ pub enum Resource {
     Tenant(TenantId),
     Model(ModelRef),
     Endpoint(TenantId),
-    Policy { tenant: TenantId, id: String },
+    Policy {
+        tenant: TenantId,
+        id: String,
+    },
     Role(RoleRef),
     KnowledgeBase(KbRef),
     Table(TableRef),
+    /// A foundation model by the name tenants see; `available_to` is the
+    /// caller's tenant when the deployment lets it use the model.
+    FoundationModel {
+        name: String,
+        available_to: Option<TenantId>,
+    },
     SharedEndpoint,
     Platform,
 }
@@ -170,7 +181,9 @@ impl Resource {
             Resource::Role(r) => Some(&r.owner),
             Resource::KnowledgeBase(kb) => Some(&kb.owner),
             Resource::Table(t) => Some(&t.owner),
-            Resource::SharedEndpoint | Resource::Platform => None,
+            Resource::SharedEndpoint | Resource::Platform | Resource::FoundationModel { .. } => {
+                None
+            }
         }
     }
     /// Stable text for audit entries (a fief resource name).
@@ -183,6 +196,7 @@ impl Resource {
             Resource::Role(r) => r.frn(),
             Resource::KnowledgeBase(kb) => kb.frn(),
             Resource::Table(t) => t.frn(),
+            Resource::FoundationModel { name, .. } => format!("frn:fief:foundation-model:{name}"),
             Resource::SharedEndpoint => "frn:fief:endpoint:shared".into(),
             Resource::Platform => "frn:fief:platform".into(),
         }
@@ -223,6 +237,8 @@ macro_rules! actions {
 actions!(
     InvokeEndpoint,
     InvokeSharedEndpoint,
+    InvokeFoundationModel,
+    ListFoundationModels,
     InvokeModel,
     PutModel,
     GetModel,
@@ -1081,6 +1097,7 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 enum Value {
     Uid(EntityUid),
     Str(String),
+    Set(Vec<EntityUid>),
 }
 
 fn entity(
@@ -1093,6 +1110,9 @@ fn entity(
         let v = match v {
             Value::Uid(u) => RestrictedExpression::new_entity_uid(u),
             Value::Str(s) => RestrictedExpression::new_string(s),
+            Value::Set(uids) => RestrictedExpression::new_set(
+                uids.into_iter().map(RestrictedExpression::new_entity_uid),
+            ),
         };
         (k.to_owned(), v)
     });
@@ -1241,6 +1261,20 @@ fn resource_entity(
             &none,
             entities,
         ),
+        Resource::FoundationModel { name, available_to } => {
+            let mut tenants = Vec::new();
+            if let Some(t) = available_to {
+                tenants.push(tenant_entity(t, entities)?);
+            }
+            let uid = uid("FoundationModel", name)?;
+            entities.push(entity(
+                uid.clone(),
+                vec![("tenants", Value::Set(tenants))],
+                Vec::new(),
+                &attrs.tags,
+            )?);
+            Ok(uid)
+        }
         Resource::SharedEndpoint => no_attrs("SharedEndpoint", "shared", entities),
         Resource::Platform => no_attrs("Platform", "platform", entities),
     }
@@ -1471,6 +1505,11 @@ mod tests {
                         name: "memory".into(),
                     }),
                     Resource::Platform,
+                    // A foundation model the deployment gives to bb only.
+                    Resource::FoundationModel {
+                        name: "bb-tuned".into(),
+                        available_to: None,
+                    },
                 ] {
                     let d = engine.authorize(&p, *action, &resource);
                     assert!(!d.allowed, "{p:?} {action:?} {resource:?}");
@@ -1489,6 +1528,78 @@ mod tests {
             Some("x"),
         );
         assert!(!d.allowed && d.reason.unwrap().contains("does not name tenant bb"));
+    }
+
+    #[test]
+    fn foundation_models_only_for_the_tenants_given_them() {
+        let given = |to: Option<&str>| Resource::FoundationModel {
+            name: "chat".into(),
+            available_to: to.map(t),
+        };
+        let engine = engine_with(&["aa"], &TenantDocuments::default());
+        let p = key("aa");
+        assert!(
+            engine
+                .authorize(&p, Action::InvokeFoundationModel, &given(Some("aa")))
+                .allowed
+        );
+        let d = engine.authorize(&p, Action::InvokeFoundationModel, &given(None));
+        assert!(!d.allowed);
+        assert_eq!(d.policies, vec![FOUNDATION_MODEL_GUARDRAIL_ID.to_owned()]);
+        // Given to another tenant is not given to this one.
+        assert!(
+            !engine
+                .authorize(&p, Action::InvokeFoundationModel, &given(Some("bb")))
+                .allowed
+        );
+        // A session gets only what its role grants; tags narrow per model.
+        let docs = TenantDocuments {
+            policies: vec![(
+                "no-large".into(),
+                r#"forbid (principal, action == Fief::Action::"InvokeFoundationModel", resource)
+                   when { resource.hasTag("Size") && resource.getTag("Size") == "large" };"#
+                    .into(),
+            )],
+            roles: vec![role(
+                "chatter",
+                "permit(principal, action, resource);",
+                &[
+                    r#"permit (principal, action == Fief::Action::"InvokeFoundationModel", resource);"#,
+                ],
+                None,
+            )],
+        };
+        let engine = engine_with(&["aa"], &docs);
+        let s = session("aa", "chatter", Tags::new());
+        assert!(
+            engine
+                .authorize(&s, Action::InvokeFoundationModel, &given(Some("aa")))
+                .allowed
+        );
+        assert!(
+            !engine
+                .authorize(&s, Action::InvokeFoundationModel, &given(None))
+                .allowed
+        );
+        let large = ResourceAttrs {
+            tags: tags(&[("Size", "large")]),
+        };
+        assert!(
+            !engine
+                .authorize_with(
+                    &p,
+                    Action::InvokeFoundationModel,
+                    &given(Some("aa")),
+                    &large
+                )
+                .allowed
+        );
+        let no_role = session("aa", "gone", Tags::new());
+        assert!(
+            !engine
+                .authorize(&no_role, Action::InvokeFoundationModel, &given(Some("aa")))
+                .allowed
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one place where errors become HTTP: the JSON error shape
-//! `{"error": {"code", "message", "request_id"}}` with its status.
+//! `{"error": {"code", "type", "message", "request_id"}}` with its status (OpenAI's
+//! shape, so its SDKs read it), or Bedrock's on the Converse routes.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,14 @@ pub enum ApiError {
     /// A model is still loading; retry shortly.
     #[error("the model is loading; retry shortly")]
     ModelNotReady,
+    /// A foundation model's upstream is rate limiting, after retries.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A foundation model's upstream failed (message scrubbed of upstream detail).
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
     /// Details go to the server log, never to the client.
     #[error("internal error")]
     Internal(String),
@@ -55,8 +64,52 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::ModelNotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The OpenAI error `type` for the same status, so OpenAI SDKs raise
+    /// the matching exception.
+    pub fn kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            400 | 404 | 405 | 409 | 413 | 415 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            502 | 504 => "upstream_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Bedrock's error shape (`__type` and `x-amzn-ErrorType`) for the
+    /// Converse routes, so botocore raises the matching `ClientError`.
+    pub fn into_bedrock_response(self) -> Response {
+        use fief_bedrock::ErrorKind as K;
+        let kind = match self.status().as_u16() {
+            400 | 413 | 415 => K::Validation,
+            401 | 403 => K::AccessDenied,
+            404 | 405 => K::NotFound,
+            429 => K::Throttling,
+            503 | 502 => K::ServiceUnavailable,
+            504 => K::ModelTimeout,
+            _ => K::Internal,
+        };
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(request_id = %request_id::current(), "internal error: {detail}");
+        }
+        let (status, error_type, body) = fief_bedrock::error_response(kind, &self.to_string());
+        let mut response = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(body),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+        response
     }
 
     pub fn code(&self) -> &'static str {
@@ -72,6 +125,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::ModelNotReady => "ModelNotReady",
+            ApiError::RateLimited(_) => "RateLimited",
+            ApiError::Upstream(_) => "UpstreamError",
+            ApiError::UpstreamTimeout(_) => "UpstreamTimeout",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -83,13 +139,13 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%request_id, "internal error: {detail}");
         }
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string(), "request_id": request_id}});
+        let mut body = json!({"error": {"code": self.code(), "type": self.kind(), "message": self.to_string(), "request_id": request_id}});
         if let ApiError::InvalidPolicy(problems) = &self {
             // Each problem located in the text the client sent.
             body["error"]["details"] = json!(problems.0);
         }
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if matches!(self, ApiError::ModelNotReady) {
+        if matches!(self, ApiError::ModelNotReady | ApiError::RateLimited(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -10,6 +10,7 @@ mod error;
 mod fence;
 mod island;
 mod knowledge;
+mod llm;
 mod metrics;
 mod models;
 mod placement;
@@ -76,6 +77,10 @@ pub struct Secrets {
     pub admin_token: Option<String>,
     /// `FIEF_MASTER_KEY` (64 hex); a key file in the data directory when absent.
     pub master_key: Option<String>,
+    /// Upstream credentials by variable name (`llm.upstreams[].api_key_env`),
+    /// read before the process environment (the demo, tests and benches
+    /// hand them over without touching the environment).
+    pub upstream_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl Secrets {
@@ -87,6 +92,7 @@ impl Secrets {
             master_key: std::env::var("FIEF_MASTER_KEY")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            upstream_keys: Default::default(),
         }
     }
 }
@@ -192,7 +198,20 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         .map_err(|e| ServerError::Startup(format!("knowledge: {e}")))?;
     tracing::info!("embedder: {}", embedder.describe());
     let knowledge = fief_knowledge::Knowledge::new(config.knowledge.clone(), embedder);
+    let llm = fief_llm::Llm::new(
+        &config.llm,
+        |var| {
+            secrets
+                .upstream_keys
+                .get(var)
+                .cloned()
+                .or_else(|| std::env::var(var).ok())
+        },
+        store.derived_key("llm upstream user id"),
+    )
+    .map_err(|e| ServerError::Startup(format!("llm: {e}")))?;
     let state = Arc::new(AppState {
+        llm,
         knowledge,
         placement,
         metrics: metrics::Metrics::default(),

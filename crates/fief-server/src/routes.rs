@@ -75,6 +75,7 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
             get(get_item).put(put_item).delete(delete_item),
         )
         .route("/endpoints/{endpoint}/invocations", post(invoke))
+        .merge(crate::llm::routes())
         // Every route but health authenticates first (it runs after the
         // island gate, which tags the request with its listener).
         .route_layer(middleware::from_fn_with_state(
@@ -476,12 +477,19 @@ async fn list_items(
     Ok(Json(json!({"items": page.items, "next_cursor": page.next})))
 }
 
+/// The in-process embedder, or an upstream model when one is named.
 async fn embeddings(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
-    ApiJson(req): ApiJson<knowledge::EmbeddingsRequest>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(knowledge::embeddings(&state, &p, req).await?))
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    let model = body.get("model").and_then(|m| m.as_str());
+    if crate::llm::routes_embedding(&state, model, state.knowledge.embedder().model_name()) {
+        return Ok(crate::llm::embeddings(&state, &p, body).await);
+    }
+    let req: knowledge::EmbeddingsRequest = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))?;
+    Ok(Json(knowledge::embeddings(&state, &p, req).await?).into_response())
 }
 
 async fn invoke(
@@ -745,10 +753,11 @@ async fn rotate_signing_key(
 }
 
 async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = state
             .metrics
-            .render(&state.cache.stats(), state.store.items_rejected()),
-    )
+            .render(&state.cache.stats(), state.store.items_rejected());
+        state.llm.metrics.render(&mut text);
+        text
+    })
 }

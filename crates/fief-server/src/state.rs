@@ -28,6 +28,8 @@ pub struct AppState {
     pub activity: crate::fence::Activity,
     /// Refused credentials, audited once per window.
     pub auth_failures: crate::authfail::AuthFailures,
+    /// Foundation-model upstreams (empty when none are configured).
+    pub llm: fief_llm::Llm,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -156,6 +158,16 @@ impl AppState {
         policies: Option<&CompiledTenant>,
         resource: &Resource,
     ) -> ApiResult<ResourceAttrs> {
+        if let Resource::FoundationModel { name, .. } = resource {
+            // Platform resources: their tags are config, the same for every tenant.
+            let tags = self
+                .llm
+                .catalog
+                .resolve(name)
+                .map(|m| self.llm.catalog.model(m).tags.clone())
+                .unwrap_or_default();
+            return Ok(ResourceAttrs { tags });
+        }
         let Resource::Model(model) = resource else {
             return Ok(ResourceAttrs::default());
         };
@@ -284,6 +296,34 @@ impl AppState {
         .map_err(|e| ApiError::Internal(format!("audit append failed after a change: {e}")))
     }
 
+    /// Records what an allowed foundation-model call consumed (counts and
+    /// names only). A failure is the caller's to report.
+    pub async fn audit_usage(&self, usage: &fief_llm::Usage) -> ApiResult<()> {
+        let record = serde_json::to_value(usage)
+            .map_err(|e| ApiError::Internal(format!("usage record: {e}")))?;
+        self.audit
+            .append(Event {
+                kind: Kind::Usage,
+                request_id: usage.request_id.clone(),
+                principal: usage.principal.clone(),
+                tenant: Some(usage.tenant.clone()),
+                incarnation: Some(usage.incarnation.clone()),
+                action: Action::InvokeFoundationModel.name().to_owned(),
+                resource: format!("frn:fief:foundation-model:{}", usage.model),
+                decision: AuditDecision::Allow,
+                policies: Vec::new(),
+                reason: None,
+                source: usage.source.clone(),
+                usage: Some(record),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!("audit append failed: {e}");
+                ApiError::Unavailable("the audit log is unavailable".into())
+            })
+    }
+
     /// Appends one audit event for `principal` in the current request.
     #[allow(clippy::too_many_arguments)]
     async fn record(
@@ -309,6 +349,7 @@ impl AppState {
                 policies,
                 reason,
                 source: principal.source(),
+                usage: None,
             })
             .await
     }
@@ -340,6 +381,7 @@ impl AppState {
                     "{} ({})",
                     claims.source_principal, claims.source_tenant
                 )),
+                usage: None,
             })
             .await
             .map(|_| ())
@@ -361,6 +403,7 @@ impl AppState {
                 policies: Vec::new(),
                 reason: Some(detail),
                 source: None,
+                usage: None,
             })
             .await
             .map(|_| ())
@@ -391,6 +434,7 @@ impl AppState {
                         count.reason
                     )),
                     source: Some(key.source),
+                    usage: None,
                 })
                 .await;
             if let Err(e) = appended {

@@ -109,6 +109,19 @@ pub async fn get(state: &AppState, op: &Principal, raw: &str) -> ApiResult<Tenan
 pub struct UpdateTenant {
     pub tier: Option<Tier>,
     pub tags: Option<Tags>,
+    /// The foundation models the tenant may use (names or `Key=Value`
+    /// tags); `null` removes the allowlist.
+    #[serde(default, deserialize_with = "present")]
+    pub llm_models: Option<Option<Vec<String>>>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 pub async fn update(
@@ -118,10 +131,17 @@ pub async fn update(
     req: UpdateTenant,
 ) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
-    if req.tier.is_none() && req.tags.is_none() {
+    if req.tier.is_none() && req.tags.is_none() && req.llm_models.is_none() {
         return Err(ApiError::Validation(
-            "nothing to update: give `tier` and/or `tags`".into(),
+            "nothing to update: give `tier`, `tags` and/or `llm_models`".into(),
         ));
+    }
+    if let Some(Some(models)) = &req.llm_models {
+        state
+            .llm
+            .catalog
+            .parse_allowlist(models)
+            .map_err(ApiError::Validation)?;
     }
     if let Some(tags) = &req.tags {
         validate_tags(tags)?;
@@ -131,7 +151,12 @@ pub async fn update(
     let before = state.store.get_tenant(&id).await?;
     let after = state
         .store
-        .update_tenant(&id, req.tier, req.tags.as_ref())
+        .update_tenant(
+            &id,
+            req.tier,
+            req.tags.as_ref(),
+            req.llm_models.as_ref().map(Option::as_deref),
+        )
         .await?;
     state.placement.apply(&id, after.tier)?;
     if before.as_ref().is_some_and(|b| b.tier != after.tier) {
@@ -145,9 +170,14 @@ pub async fn update(
             Action::UpdateTenant,
             &resource,
             format!(
-                "tier {from} -> {}; tags set: {}",
+                "tier {from} -> {}; tags set: {}; llm_models: {}",
                 after.tier,
-                req.tags.is_some()
+                req.tags.is_some(),
+                match &req.llm_models {
+                    None => "unchanged".to_owned(),
+                    Some(None) => "removed".to_owned(),
+                    Some(Some(m)) => format!("{m:?}"),
+                }
             ),
         )
         .await?;

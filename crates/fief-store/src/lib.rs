@@ -284,6 +284,11 @@ impl Store {
     }
 
     /// Readiness: the database answers.
+    /// A key for one platform purpose, derived from the master key.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.master.derive(purpose)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         q("SELECT 1").exec(&self.platform).await?;
         Ok(())

@@ -2,6 +2,8 @@
 //! makes a new incarnation; offboarding is a fence that no request outlives
 //! (see [`Store::begin_offboarding`] and [`Store::finish_offboarding`]).
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use rand::RngCore;
@@ -15,6 +17,7 @@ use crate::authn::now_ms;
 use crate::db::{q, Db, Row};
 use crate::directory::Change;
 use crate::gate::OffboardScope;
+use crate::principal::Principal;
 use crate::{now, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +38,9 @@ pub struct TenantRecord {
     pub tags: Tags,
     pub status: TenantStatus,
     pub created_at: String,
+    /// The operator's foundation-model allowlist (model names or
+    /// `Key=Value` tag matches); `None`: every model open to the tenant.
+    pub llm_models: Option<Vec<String>>,
 }
 
 /// What authentication and placement need to know of a tenant.
@@ -46,9 +52,16 @@ pub(crate) struct TenantState {
     pub created_ms: i64,
     /// When an earlier incarnation of the same id was offboarded.
     pub reused_after_ms: Option<i64>,
+    pub llm_models: Option<Arc<[String]>>,
 }
 
-const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at";
+const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models";
+
+fn llm_models(row: &Row) -> Result<Option<Vec<String>>> {
+    let raw: Option<String> = row.get("llm_models")?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| corrupt("llm_models", &e)))
+        .transpose()
+}
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("tenant {what}: {e}"))
@@ -79,6 +92,7 @@ fn from_row(row: &Row) -> Result<TenantRecord> {
         tags: serde_json::from_str(&tags).map_err(|e| corrupt("tags", &e))?,
         status: status(row)?,
         created_at: row.get("created_at")?,
+        llm_models: llm_models(row)?,
     })
 }
 
@@ -156,6 +170,7 @@ impl Store {
             tags: tags.clone(),
             status: TenantStatus::Active,
             created_at,
+            llm_models: None,
         };
         Ok((record, key))
     }
@@ -164,11 +179,13 @@ impl Store {
     /// content to the new tier's place: copied there before the switch,
     /// removed from the old one after it, so an interruption leaves a copy,
     /// never a loss. Objects and the key stay where they are.
+    /// `llm_models`: `Some(None)` removes the allowlist.
     pub async fn update_tenant(
         &self,
         id: &TenantId,
         tier: Option<Tier>,
         tags: Option<&Tags>,
+        llm_models: Option<Option<&[String]>>,
     ) -> Result<TenantRecord> {
         let tags_json = tags
             .map(serde_json::to_string)
@@ -200,6 +217,19 @@ impl Store {
         .bind(before.incarnation.as_str())
         .exec(&self.platform)
         .await?;
+        if let Some(models) = llm_models {
+            let json = models
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            q("UPDATE tenants SET llm_models = $1
+               WHERE id = $2 AND incarnation = $3 AND status = 'active'")
+            .bind(json)
+            .bind(id.as_str())
+            .bind(before.incarnation.as_str())
+            .exec(&self.platform)
+            .await?;
+        }
         self.changed(id);
         if done == 0 {
             return Err(StoreError::NotFound(format!("tenant {id}")));
@@ -235,8 +265,8 @@ impl Store {
         }
         let epoch = self.directory.epoch();
         let row = q(
-            "SELECT tier, status, incarnation, created_ms, reused_after_ms FROM tenants
-             WHERE id = $1",
+            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models
+             FROM tenants WHERE id = $1",
         )
         .bind(id.as_str())
         .opt(&self.platform)
@@ -251,9 +281,19 @@ impl Store {
             incarnation: incarnation(&row)?,
             created_ms: row.get("created_ms")?,
             reused_after_ms: row.get("reused_after_ms")?,
+            llm_models: llm_models(&row)?.map(Into::into),
         };
         self.directory.keep_tenant(epoch, id, state.clone());
         Ok(Some(state))
+    }
+
+    /// The operator's foundation-model allowlist of the principal's own
+    /// tenant (from the directory: no database round trip when warm).
+    pub async fn llm_allowlist(&self, principal: &Principal) -> Result<Option<Arc<[String]>>> {
+        let Some(tenant) = principal.tenant() else {
+            return Ok(None);
+        };
+        Ok(self.tenant_state(tenant).await?.and_then(|s| s.llm_models))
     }
 
     fn changed(&self, id: &TenantId) {

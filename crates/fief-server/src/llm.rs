@@ -1,0 +1,776 @@
+//! Foundation-model surfaces: OpenAI's `/v1/chat/completions`,
+//! `/v1/completions`, `/v1/models` and (for an upstream model)
+//! `/v1/embeddings`, and Bedrock's Converse. Every call takes the one gate:
+//! the credential (auth layer), the model resolved from any spelling, the
+//! operator's allowlist and dedicated deployments, a Cedar decision under the
+//! foundation-model guardrail (audited), then fief-llm. Nothing the client
+//! sends decides tenancy, priority or the upstream `user`; upstream ids,
+//! hosts and keys never reach the client. Each call's usage record goes to
+//! the audit log (counts only) and to the metrics.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use fief_llm::wire::{self, SseData, SseSplitter};
+use fief_llm::{CallError, Counted, ModelId, Sent, Usage};
+use fief_policy::{Action, Resource};
+use fief_store::Principal;
+
+use crate::auth::TenantCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::request_id;
+use crate::routes::{ApiJson, ApiPath};
+use crate::state::{AppState, SharedState};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(list))
+        .route("/model/{model_id}/{operation}", post(converse))
+}
+
+/// The surfaces, as usage records name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Chat,
+    Completions,
+    Embeddings,
+    Converse,
+}
+
+impl Surface {
+    fn name(self) -> &'static str {
+        match self {
+            Surface::Chat => "chat",
+            Surface::Completions => "completions",
+            Surface::Embeddings => "embeddings",
+            Surface::Converse => "converse",
+        }
+    }
+    fn path(self) -> &'static str {
+        match self {
+            Surface::Chat | Surface::Converse => "chat/completions",
+            Surface::Completions => "completions",
+            Surface::Embeddings => "embeddings",
+        }
+    }
+}
+
+async fn chat(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Response {
+    openai(&state, &p, Surface::Chat, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Response {
+    openai(&state, &p, Surface::Completions, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/v1/embeddings` naming an upstream model.
+pub async fn embeddings(state: &SharedState, p: &Principal, body: Map<String, Value>) -> Response {
+    openai(state, p, Surface::Embeddings, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether `/v1/embeddings` naming `model` goes to an upstream: whenever
+/// foundation models are configured and the name is not the in-process
+/// embedder's, so a name no upstream serves is refused like a forbidden one.
+pub fn routes_embedding(state: &AppState, model: Option<&str>, local: &str) -> bool {
+    match model {
+        None => false,
+        Some(m) => {
+            !state.llm.catalog.is_empty()
+                && m != local
+                && m != format!("sentence-transformers/{local}")
+        }
+    }
+}
+
+/// `GET /v1/models`: only the models the caller may call.
+async fn list(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+) -> ApiResult<Json<Value>> {
+    let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
+    state
+        .authorize(&p, Action::ListFoundationModels, &Resource::Tenant(tenant))
+        .await?;
+    let allow = allowlist(&state, &p).await?;
+    let mut data = Vec::new();
+    for (id, m) in state.llm.catalog.models() {
+        // Decided, not acted on: listing calls nothing.
+        let decision = state
+            .decide(
+                &p,
+                Action::InvokeFoundationModel,
+                &resource(&state, &p, id, allow.as_deref()),
+                None,
+            )
+            .await?;
+        if decision.allowed {
+            data.push(json!({"id": m.name, "object": "model", "created": 0, "owned_by": "fief"}));
+        }
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn allowlist(state: &AppState, p: &Principal) -> ApiResult<Option<Vec<fief_llm::Allow>>> {
+    let entries = state
+        .store
+        .llm_allowlist(p)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("tenant settings cannot be read: {e}")))?;
+    Ok(entries.map(|e| state.llm.catalog.allowlist(&e)))
+}
+
+fn resource(
+    state: &AppState,
+    p: &Principal,
+    model: ModelId,
+    allow: Option<&[fief_llm::Allow]>,
+) -> Resource {
+    let catalog = &state.llm.catalog;
+    let available_to = p
+        .tenant()
+        .filter(|t| catalog.available(model, t, allow))
+        .cloned();
+    Resource::FoundationModel {
+        name: catalog.model(model).name.clone(),
+        available_to,
+    }
+}
+
+/// The models a call for `spelled` may use, in order: the one asked for,
+/// then its fallbacks the caller may also use. The asked one is decided and
+/// audited here; a name no upstream serves is denied (and audited) the same
+/// as a forbidden one, so the answer tells nothing of what exists.
+async fn authorize_models(
+    state: &AppState,
+    p: &Principal,
+    spelled: &str,
+) -> ApiResult<(Vec<ModelId>, Vec<Resource>)> {
+    let catalog = &state.llm.catalog;
+    let Some(model) = catalog.resolve(spelled) else {
+        let name = fief_llm::catalog::fold(spelled).unwrap_or_else(|| "(invalid)".into());
+        let unknown = Resource::FoundationModel {
+            name: name.chars().take(128).collect(),
+            available_to: None,
+        };
+        state
+            .authorize(p, Action::InvokeFoundationModel, &unknown)
+            .await?;
+        return Err(ApiError::AccessDenied);
+    };
+    let allow = allowlist(state, p).await?;
+    let asked = resource(state, p, model, allow.as_deref());
+    state
+        .authorize(p, Action::InvokeFoundationModel, &asked)
+        .await?;
+    let mut models = vec![model];
+    let mut resources = vec![asked];
+    for &f in &catalog.model(model).fallbacks {
+        let r = resource(state, p, f, allow.as_deref());
+        // Audited if it is used (see `audit_fallback`).
+        if state
+            .decide(p, Action::InvokeFoundationModel, &r, None)
+            .await?
+            .allowed
+        {
+            models.push(f);
+            resources.push(r);
+        }
+    }
+    Ok((models, resources))
+}
+
+/// A fallback answered: its decision is recorded before the answer goes out.
+async fn audit_fallback(
+    state: &AppState,
+    p: &Principal,
+    models: &[ModelId],
+    resources: &[Resource],
+    used: ModelId,
+) -> ApiResult<()> {
+    if let Some(i) = models.iter().position(|m| *m == used).filter(|i| *i > 0) {
+        let decision = state
+            .decide(p, Action::InvokeFoundationModel, &resources[i], None)
+            .await?;
+        state
+            .audit_decision(
+                p,
+                Action::InvokeFoundationModel.name(),
+                &resources[i],
+                &decision,
+            )
+            .await?;
+        if !decision.allowed {
+            return Err(ApiError::AccessDenied);
+        }
+    }
+    Ok(())
+}
+
+/// One call, ready to send.
+struct Prepared {
+    models: Vec<ModelId>,
+    resources: Vec<Resource>,
+    body: Map<String, Value>,
+    stream: bool,
+    client_usage: bool,
+    prompt_estimate: u64,
+}
+
+async fn prepare(
+    state: &AppState,
+    p: &Principal,
+    spelled: &str,
+    mut body: Map<String, Value>,
+) -> ApiResult<Prepared> {
+    // Decided first: a refusal looks the same whatever else the body holds.
+    let (models, resources) = authorize_models(state, p, spelled).await?;
+    let max = state.llm.max_output_tokens;
+    for key in ["max_tokens", "max_completion_tokens"] {
+        match body.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=max).contains(&n) => {}
+                _ => {
+                    return Err(ApiError::Validation(format!(
+                        "`{key}` must be a whole number between 1 and {max}"
+                    )))
+                }
+            },
+        }
+    }
+    if body
+        .get("stream")
+        .is_some_and(|s| !s.is_boolean() && !s.is_null())
+    {
+        return Err(ApiError::Validation(
+            "`stream` must be true or false".into(),
+        ));
+    }
+    let tenant = p.tenant().map(|t| t.as_str()).unwrap_or_default();
+    let incarnation = p.incarnation().map(|i| i.as_str()).unwrap_or_default();
+    let user = state.llm.user_id(tenant, incarnation, &p.audit_name());
+    let stream = wire::is_stream(&body);
+    let client_usage = wire::upstream_request(&mut body, "", &user);
+    let prompt_estimate = wire::estimate_tokens(&wire::request_text(&body));
+    Ok(Prepared {
+        models,
+        resources,
+        body,
+        stream,
+        client_usage,
+        prompt_estimate,
+    })
+}
+
+fn model_field(body: &Map<String, Value>) -> ApiResult<String> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        _ => Err(ApiError::Validation(
+            "`model` is required: the name of a model `GET /v1/models` lists".into(),
+        )),
+    }
+}
+
+async fn openai(
+    state: &SharedState,
+    p: &Principal,
+    surface: Surface,
+    body: Map<String, Value>,
+) -> ApiResult<Response> {
+    let spelled = model_field(&body)?;
+    let call = prepare(state, p, &spelled, body).await?;
+    if surface == Surface::Embeddings && call.stream {
+        return Err(ApiError::Validation("embeddings cannot stream".into()));
+    }
+    let sent = send(state, p, &call, surface).await?;
+    if call.stream {
+        let encoder = Encoder::OpenAi {
+            client_usage: call.client_usage,
+        };
+        return Ok(relay(state.clone(), p, surface, call, sent, encoder));
+    }
+    let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
+    record(state, usage).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// Sends, then checks the fallback's decision was recorded.
+async fn send(
+    state: &AppState,
+    p: &Principal,
+    call: &Prepared,
+    surface: Surface,
+) -> ApiResult<Sent> {
+    let tenant = p.tenant().ok_or(ApiError::AccessDenied)?;
+    let path = surface.path();
+    let sent = state
+        .llm
+        .send(&call.models, tenant, path, &call.body, call.stream)
+        .await
+        .map_err(upstream_error)?;
+    audit_fallback(state, p, &call.models, &call.resources, sent.model).await?;
+    if !(200..300).contains(&sent.status) {
+        return Err(client_error(state, sent).await);
+    }
+    Ok(sent)
+}
+
+fn upstream_error(e: CallError) -> ApiError {
+    match e {
+        CallError::RateLimited => ApiError::RateLimited(e.to_string()),
+        CallError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
+        CallError::Failed(_) | CallError::Resting => ApiError::Upstream(e.to_string()),
+    }
+}
+
+/// An upstream's 4xx: the request was the client's fault; its message is
+/// passed on scrubbed.
+async fn client_error(state: &AppState, sent: Sent) -> ApiError {
+    let status = sent.status;
+    let upstream = sent.upstream;
+    let body = sent.response.bytes().await.unwrap_or_default();
+    let message = wire::error_message(&body)
+        .map(|m| state.llm.scrub(upstream, &m))
+        .unwrap_or_else(|| format!("the model's upstream refused the request ({status})"));
+    match status {
+        401 | 403 => ApiError::Upstream("the model's upstream refused fief's credential".into()),
+        404 => ApiError::Upstream("the model's upstream does not serve it".into()),
+        413 => ApiError::Validation(format!("the request is too large for the model: {message}")),
+        _ => ApiError::Validation(message),
+    }
+}
+
+/// Reads a whole (non-streamed) answer and makes its usage record.
+async fn finish_whole(
+    state: &AppState,
+    p: &Principal,
+    surface: Surface,
+    call: &Prepared,
+    sent: Sent,
+) -> ApiResult<(Value, Usage)> {
+    let upstream = sent.upstream;
+    let model = sent.model;
+    let retries = sent.retries;
+    let started = sent.started;
+    let bytes = sent.response.bytes().await.map_err(|_| {
+        state.llm.broke(upstream);
+        ApiError::Upstream("the model's upstream answer broke off".into())
+    })?;
+    let mut answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+        state.llm.broke(upstream);
+        ApiError::Upstream("the model's upstream sent an answer that is not JSON".into())
+    })?;
+    let name = state.llm.catalog.model(model).name.clone();
+    wire::rename_model(&mut answer, &name);
+    let (prompt, completion, counted) = match wire::reported_usage(&answer) {
+        Some((p, c)) => (p, c, Counted::Upstream),
+        None => (
+            call.prompt_estimate,
+            wire::estimate_tokens(&wire::answer_text(&answer)),
+            Counted::Estimate,
+        ),
+    };
+    let usage = usage_record(
+        state,
+        p,
+        surface,
+        call,
+        UsageParts {
+            model,
+            upstream,
+            retries,
+            prompt,
+            completion,
+            counted,
+            started,
+            ttft: None,
+            complete: true,
+        },
+    );
+    Ok((answer, usage))
+}
+
+struct UsageParts {
+    model: ModelId,
+    upstream: fief_llm::UpstreamId,
+    retries: u32,
+    prompt: u64,
+    completion: u64,
+    counted: Counted,
+    started: Instant,
+    ttft: Option<u64>,
+    complete: bool,
+}
+
+fn usage_record(
+    state: &AppState,
+    p: &Principal,
+    surface: Surface,
+    call: &Prepared,
+    u: UsageParts,
+) -> Usage {
+    let catalog = &state.llm.catalog;
+    Usage {
+        request_id: request_id::current(),
+        tenant: p.tenant().map(|t| t.to_string()).unwrap_or_default(),
+        incarnation: p.incarnation().map(|i| i.to_string()).unwrap_or_default(),
+        principal: p.audit_name(),
+        source: p.source(),
+        surface: surface.name().into(),
+        model: catalog.model(u.model).name.clone(),
+        upstream: state.llm.upstream_name(u.upstream).to_owned(),
+        prompt_tokens: u.prompt,
+        completion_tokens: u.completion,
+        total_tokens: u.prompt + u.completion,
+        counted: u.counted,
+        latency_ms: u.started.elapsed().as_millis() as u64,
+        ttft_ms: u.ttft,
+        status: 200,
+        complete: u.complete,
+        retries: u.retries,
+        fallback_from: (u.model != call.models[0])
+            .then(|| catalog.model(call.models[0]).name.clone()),
+    }
+}
+
+/// Records a usage record: metrics, and an audit entry (counts only).
+async fn record(state: &AppState, usage: Usage) -> ApiResult<()> {
+    if let Some(model) = state.llm.catalog.resolve(&usage.model) {
+        state.llm.metrics.record(model, &usage);
+    }
+    state.audit_usage(&usage).await
+}
+
+// ---- streams ----------------------------------------------------------------
+
+/// How relayed chunks are written for the client.
+enum Encoder {
+    OpenAi { client_usage: bool },
+    Bedrock(Box<fief_bedrock::StreamTranslator>),
+}
+
+impl Encoder {
+    fn chunk(&mut self, chunk: &Value) -> Vec<Bytes> {
+        match self {
+            Encoder::OpenAi { client_usage } => {
+                let usage_only = chunk
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+                    && chunk.get("usage").is_some_and(|u| !u.is_null());
+                if usage_only && !*client_usage {
+                    return Vec::new();
+                }
+                let mut chunk = chunk.clone();
+                if !*client_usage {
+                    if let Some(o) = chunk.as_object_mut() {
+                        o.remove("usage");
+                    }
+                }
+                vec![Bytes::from(wire::sse_event(&chunk))]
+            }
+            Encoder::Bedrock(t) => t.push(chunk).into_iter().map(Bytes::from).collect(),
+        }
+    }
+    fn done(&mut self, latency_ms: u64) -> Vec<Bytes> {
+        match self {
+            Encoder::OpenAi { .. } => vec![Bytes::from_static(wire::SSE_DONE)],
+            Encoder::Bedrock(t) => t.finish(latency_ms).into_iter().map(Bytes::from).collect(),
+        }
+    }
+    /// Ends a stream that broke: an error the client's SDK raises, never a
+    /// silent truncation.
+    fn error(&mut self, message: &str) -> Vec<Bytes> {
+        match self {
+            Encoder::OpenAi { .. } => vec![Bytes::from(wire::sse_event(&json!({"error": {
+                "message": message, "type": "upstream_error", "code": "stream_interrupted",
+                "request_id": request_id::current(),
+            }})))],
+            Encoder::Bedrock(_) => vec![Bytes::from(fief_bedrock::exception_frame(
+                "modelStreamErrorException",
+                message,
+            ))],
+        }
+    }
+    fn content_type(&self) -> &'static str {
+        match self {
+            Encoder::OpenAi { .. } => "text/event-stream",
+            Encoder::Bedrock(_) => fief_bedrock::EVENT_STREAM_CONTENT_TYPE,
+        }
+    }
+}
+
+/// A stream being relayed. Dropping it (the client went away) drops the
+/// upstream response, which cancels the upstream request; its usage is
+/// recorded either way.
+struct Relay {
+    state: SharedState,
+    principal: Principal,
+    surface: Surface,
+    call: Prepared,
+    sent: Option<Sent>,
+    encoder: Encoder,
+    splitter: SseSplitter,
+    out: VecDeque<Bytes>,
+    first: Option<Bytes>,
+    reported: Option<(u64, u64)>,
+    completion_bytes: String,
+    ttft: Option<u64>,
+    ended: bool,
+    complete: bool,
+    recorded: bool,
+    request_id: String,
+    parts: (ModelId, fief_llm::UpstreamId, u32, Instant),
+}
+
+fn relay(
+    state: SharedState,
+    p: &Principal,
+    surface: Surface,
+    call: Prepared,
+    mut sent: Sent,
+    encoder: Encoder,
+) -> Response {
+    let content_type = encoder.content_type();
+    let parts = (sent.model, sent.upstream, sent.retries, sent.started);
+    let first = sent.first.take();
+    let relay = Relay {
+        state,
+        principal: p.clone(),
+        surface,
+        call,
+        sent: Some(sent),
+        encoder,
+        splitter: SseSplitter::default(),
+        out: VecDeque::new(),
+        first,
+        reported: None,
+        completion_bytes: String::new(),
+        ttft: None,
+        ended: false,
+        complete: false,
+        recorded: false,
+        request_id: request_id::current(),
+        parts,
+    };
+    let stream = futures::stream::unfold(relay, |mut r| async move {
+        loop {
+            if let Some(b) = r.out.pop_front() {
+                return Some((Ok::<_, std::io::Error>(b), r));
+            }
+            if r.ended {
+                r.finish();
+                return None;
+            }
+            r.step().await;
+        }
+    });
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+impl Relay {
+    /// Reads the next upstream bytes and queues what they complete.
+    async fn step(&mut self) {
+        let next = match self.first.take() {
+            Some(b) => Ok(Some(b)),
+            None => match self.sent.as_mut() {
+                Some(s) => s.response.chunk().await,
+                None => Ok(None),
+            },
+        };
+        match next {
+            Ok(Some(bytes)) => {
+                for event in self.splitter.push(&bytes) {
+                    self.event(event);
+                    if self.ended {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                // The upstream ended without `[DONE]`: cut short.
+                self.broke("the model's upstream ended the answer early");
+            }
+            Err(_) => self.broke("the model's upstream connection broke mid-answer"),
+        }
+    }
+
+    fn event(&mut self, event: SseData) {
+        match event {
+            SseData::Done => {
+                let latency = self.parts.3.elapsed().as_millis() as u64;
+                let frames = self.encoder.done(latency);
+                self.out.extend(frames);
+                self.ended = true;
+                self.complete = true;
+            }
+            SseData::Json(raw) => {
+                let Ok(mut chunk) = serde_json::from_slice::<Value>(&raw) else {
+                    self.broke("the model's upstream sent a chunk that is not JSON");
+                    return;
+                };
+                if let Some(message) = chunk.get("error").map(|e| {
+                    e.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the model's upstream failed mid-answer")
+                        .to_owned()
+                }) {
+                    let message = self.state.llm.scrub(self.parts.1, &message);
+                    self.broke(&message);
+                    return;
+                }
+                if let Some(u) = wire::reported_usage(&chunk) {
+                    self.reported = Some(u);
+                }
+                let text = wire::answer_text(&chunk);
+                if !text.is_empty() && self.ttft.is_none() {
+                    self.ttft = Some(self.parts.3.elapsed().as_millis() as u64);
+                }
+                self.completion_bytes.push_str(&text);
+                let name = &self.state.llm.catalog.model(self.parts.0).name;
+                wire::rename_model(&mut chunk, name);
+                let frames = self.encoder.chunk(&chunk);
+                self.out.extend(frames);
+            }
+        }
+    }
+
+    fn broke(&mut self, message: &str) {
+        self.state.llm.broke(self.parts.1);
+        let frames = self.encoder.error(message);
+        self.out.extend(frames);
+        self.ended = true;
+        self.sent = None;
+    }
+
+    /// Makes the usage record once (at the end, or when dropped early).
+    fn finish(&mut self) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        self.sent = None;
+        let (prompt, completion, counted) = match self.reported {
+            Some((p, c)) => (p, c, Counted::Upstream),
+            None => (
+                self.call.prompt_estimate,
+                wire::estimate_tokens(&self.completion_bytes),
+                Counted::Estimate,
+            ),
+        };
+        let (model, upstream, retries, started) = self.parts;
+        let mut usage = usage_record(
+            &self.state,
+            &self.principal,
+            self.surface,
+            &self.call,
+            UsageParts {
+                model,
+                upstream,
+                retries,
+                prompt,
+                completion,
+                counted,
+                started,
+                ttft: self.ttft,
+                complete: self.complete,
+            },
+        );
+        usage.request_id = self.request_id.clone();
+        let state = self.state.clone();
+        // The answer is out; its record follows without holding it up.
+        tokio::spawn(async move {
+            if let Err(e) = record(&state, usage).await {
+                tracing::error!("usage record not written: {e}");
+            }
+        });
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+// ---- Bedrock Converse ---------------------------------------------------------
+
+/// `POST /model/{id}/converse` and `/model/{id}/converse-stream`.
+async fn converse(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiPath((model_id, operation)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
+) -> Response {
+    let stream = match operation.as_str() {
+        "converse" => false,
+        "converse-stream" => true,
+        _ => return ApiError::NotFound("no such route".into()).into_bedrock_response(),
+    };
+    converse_call(&state, &p, &model_id, &body, stream)
+        .await
+        .unwrap_or_else(ApiError::into_bedrock_response)
+}
+
+async fn converse_call(
+    state: &SharedState,
+    p: &Principal,
+    model_id: &str,
+    body: &Value,
+    stream: bool,
+) -> ApiResult<Response> {
+    let chat = fief_bedrock::chat_request(body, model_id, stream)
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let Value::Object(chat) = chat else {
+        return Err(ApiError::Internal(
+            "converse request did not map to an object".into(),
+        ));
+    };
+    let call = prepare(state, p, model_id, chat).await?;
+    let sent = send(state, p, &call, Surface::Converse).await?;
+    if stream {
+        let encoder = Encoder::Bedrock(Box::new(fief_bedrock::StreamTranslator::new()));
+        return Ok(relay(
+            state.clone(),
+            p,
+            Surface::Converse,
+            call,
+            sent,
+            encoder,
+        ));
+    }
+    let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
+    let latency = usage.latency_ms;
+    record(state, usage).await?;
+    let converse = fief_bedrock::converse_response(&answer, latency)
+        .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;
+    Ok((StatusCode::OK, Json(converse)).into_response())
+}
