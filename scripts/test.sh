@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command: installs the independent ONNX runtime the
-# reference test compares against (onnxruntime, from PyPI), then runs every
-# test of the workspace, then the gateway's suites again on PostgreSQL.
+# reference test compares against (onnxruntime, from PyPI) and the official
+# openai and boto3 SDKs the foundation-model tests drive fief with, then runs
+# every test of the workspace, then the gateway's suites again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import onnxruntime, numpy" 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy
+if ! python3 -c "import onnxruntime, numpy, openai, boto3" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy openai boto3
 fi
 bash scripts/setup-embedder.sh
 cargo test --workspace --locked "$@"
@@ -23,7 +24,7 @@ if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
     # so these run from its build instead of compiling the tree again.
     FIEF_TEST_STORE=postgres cargo test --locked --workspace \
         --test isolation --test identity --test knowledge --test proptest_isolation \
-        --test hostile_catalogue --test islands --test lifecycle "$@"
+        --test hostile_catalogue --test islands --test lifecycle --test llm "$@"
 else
     echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
 fi

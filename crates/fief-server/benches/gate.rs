@@ -11,104 +11,17 @@
 //! BENCH_CONNECTIONS, "1,8"; BENCH_AUDIT_FSYNC always|batch|never, batch)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use fief_config::Config;
 use fief_serving::onnx_builder::Mlp;
 
 mod common;
+use common::load::{load, request};
 use common::*;
-
-/// One request, as bytes on the wire.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n");
-    for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    r.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = r.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-/// Reads one response; its status.
-async fn response(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
-    buf.clear();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the gateway closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end])
-                .unwrap()
-                .to_ascii_lowercase();
-            let status: u16 = head[9..12].parse().unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            while buf.len() < end + 4 + length {
-                let n = conn.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "the gateway closed the connection");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return status;
-        }
-    }
-}
-
-/// `connections` keep-alive connections sending `req` for `seconds` from
-/// one thread; latency of every answer (which must be 200).
-fn load(addr: SocketAddr, req: &[u8], connections: usize, seconds: f64) -> Stats {
-    let req = Arc::new(req.to_vec());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let stop = Arc::new(AtomicBool::new(false));
-                let started = Instant::now();
-                let tasks: Vec<_> = (0..connections)
-                    .map(|_| {
-                        let (req, stop) = (req.clone(), stop.clone());
-                        tokio::spawn(async move {
-                            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-                            conn.set_nodelay(true).unwrap();
-                            let mut buf = Vec::with_capacity(16 * 1024);
-                            let mut lat = Vec::new();
-                            while !stop.load(Ordering::Relaxed) {
-                                let t0 = Instant::now();
-                                conn.write_all(&req).await.unwrap();
-                                let status = response(&mut conn, &mut buf).await;
-                                lat.push(t0.elapsed());
-                                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&buf));
-                            }
-                            lat
-                        })
-                    })
-                    .collect();
-                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-                stop.store(true, Ordering::Relaxed);
-                let mut lat = Vec::new();
-                for t in tasks {
-                    lat.extend(t.await.unwrap());
-                }
-                stats(lat, started.elapsed())
-            })
-        })
-        .join()
-        .unwrap()
-    })
-}
 
 fn main() {
     let seconds = env_or("BENCH_SECONDS", 3) as f64;
@@ -191,7 +104,7 @@ fn main() {
         print!("{name:<20}");
         let mut line = Vec::new();
         for (i, c) in connections.iter().enumerate() {
-            let s = load(addr, req, *c, seconds);
+            let (s, _) = load(addr, req, *c, seconds);
             let floor_rps = results.first().map_or(s.rps, |f: &Vec<Stats>| f[i].rps);
             print!(
                 " {:>11.0} {:>7.0}µs {:>6.0}%",
@@ -278,6 +191,7 @@ fn layers(rt: &tokio::runtime::Runtime, state: &Arc<fief_server::AppState>, key:
             policies: vec!["tenant-default".into()],
             reason: None,
             source: None,
+            usage: None,
         };
         let rows = [
             (

@@ -123,10 +123,15 @@ fn main() {
                 incarnation: Some("0123456789abcdef0123456789abcdef".into()),
                 action: "InvokeModel".into(),
                 resource: format!("frn:fief:model:s{:05}/m", i % tenants as u64),
-                decision: if i % 7 == 0 { fief_audit::Decision::Deny } else { fief_audit::Decision::Allow },
+                decision: if i % 7 == 0 {
+                    fief_audit::Decision::Deny
+                } else {
+                    fief_audit::Decision::Allow
+                },
                 policies: vec!["tenant-default".into()],
                 reason: None,
                 source: None,
+                usage: None,
             })
             .await
             .unwrap();

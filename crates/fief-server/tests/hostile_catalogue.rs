@@ -121,6 +121,11 @@ async fn round(s: &TestServer, key: &str) {
         (Method::POST, "/api/v1/policies/explain"),
         (Method::PUT, "/api/v1/roles/r"),
         (Method::PUT, "/api/v1/models/m/tags"),
+        (Method::POST, "/v1/chat/completions"),
+        (Method::POST, "/v1/completions"),
+        (Method::POST, "/v1/embeddings"),
+        (Method::POST, "/model/m/converse"),
+        (Method::POST, "/model/m/converse-stream"),
     ] {
         let r = s
             .send(
@@ -161,6 +166,12 @@ async fn round(s: &TestServer, key: &str) {
         (Method::PUT, "/api/v1/models/m", "application/json"),
         (Method::PUT, "/api/v1/policies/p", "image/png"),
         (Method::POST, "/api/v1/sts/assume-role", "application/xml"),
+        (Method::POST, "/v1/chat/completions", "text/plain"),
+        (
+            Method::POST,
+            "/model/m/converse",
+            "application/x-www-form-urlencoded",
+        ),
     ] {
         let r = s
             .send(
@@ -177,6 +188,42 @@ async fn round(s: &TestServer, key: &str) {
             r.text
         );
     }
+
+    // Hostile foundation-model requests: refused as 4xx, never served, never 5xx.
+    let huge = "m".repeat(100_000);
+    for body in [
+        json!({"model": huge, "messages": [{"role": "user", "content": "x"}]}),
+        json!({"model": "m\u{0}x", "messages": []}),
+        json!({"model": "%00%ff", "messages": []}),
+        json!({"model": 7, "messages": []}),
+        json!({"model": ["m"], "messages": []}),
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+        json!({"model": "m", "messages": [], "max_tokens": -1, "stream": "yes"}),
+    ] {
+        let r = s
+            .send(
+                s.data_req(key, Method::POST, "/v1/chat/completions")
+                    .json(&body),
+            )
+            .await;
+        assert!(
+            matches!(r.status.as_u16(), 400 | 403),
+            "{body:.60}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = s
+        .send(
+            s.data_req(
+                key,
+                Method::POST,
+                &format!("/model/{}/converse", "%FF".repeat(3)),
+            )
+            .json(&json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]})),
+        )
+        .await;
+    assert!(matches!(r.status.as_u16(), 400 | 403), "{}", r.text);
 
     // Duplicated credentials: refused, whichever comes first.
     let (status, text) = s

@@ -669,7 +669,12 @@ async fn a_change_is_seen_by_the_very_next_request() {
         let r = s.put_model(k, "m", tenant_model(1).to_onnx()).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
-    assert_eq!(s.put_model(&key, "gone", tenant_model(2).to_onnx()).await.status, StatusCode::CREATED);
+    assert_eq!(
+        s.put_model(&key, "gone", tenant_model(2).to_onnx())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
     let r = ok(
         &s,
         s.admin_req(Method::POST, "/admin/v1/tenants/exact/api-keys")
@@ -721,11 +726,17 @@ async fn a_change_is_seen_by_the_very_next_request() {
         Instant::now()
     };
     let revoked_at = done(
-        &s.send(s.admin_req(Method::DELETE, &format!("/admin/v1/tenants/exact/api-keys/{revoked_id}")))
-            .await,
+        &s.send(s.admin_req(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/exact/api-keys/{revoked_id}"),
+        ))
+        .await,
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let deleted_at = done(&s.send(s.data_req(&key, Method::DELETE, "/api/v1/models/gone")).await);
+    let deleted_at = done(
+        &s.send(s.data_req(&key, Method::DELETE, "/api/v1/models/gone"))
+            .await,
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     let forbid_sent = Instant::now();
     let forbidden_at = done(
@@ -737,7 +748,10 @@ async fn a_change_is_seen_by_the_very_next_request() {
         .await,
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let offboarded_at = done(&s.send(s.admin_req(Method::DELETE, "/admin/v1/tenants/exact-doomed")).await);
+    let offboarded_at = done(
+        &s.send(s.admin_req(Method::DELETE, "/admin/v1/tenants/exact-doomed"))
+            .await,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut before = 0;
@@ -752,9 +766,14 @@ async fn a_change_is_seen_by_the_very_next_request() {
             };
             if started > changed_at {
                 after += 1;
-                assert!(!status.is_success(), "{ask:?} started after the change: {status}");
+                assert!(
+                    !status.is_success(),
+                    "{ask:?} started after the change: {status}"
+                );
                 // Until the forbid was asked for, each is refused for its own change.
-                if started < forbid_sent || matches!(ask, Ask::WithRevokedKey | Ask::OffboardedTenant) {
+                if started < forbid_sent
+                    || matches!(ask, Ask::WithRevokedKey | Ask::OffboardedTenant)
+                {
                     assert_eq!(status, refused, "{ask:?} started after the change");
                 }
             } else if status == StatusCode::OK {
@@ -762,5 +781,8 @@ async fn a_change_is_seen_by_the_very_next_request() {
             }
         }
     }
-    assert!(before > 0 && after > 0, "{before} served before, {after} tried after");
+    assert!(
+        before > 0 && after > 0,
+        "{before} served before, {after} tried after"
+    );
 }

@@ -66,6 +66,8 @@ enum Op {
     AssumeRole(usize, usize),
     Explain(usize, usize),
     Me,
+    /// A chat with tenant `t`'s dedicated foundation model.
+    Chat(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -85,11 +87,14 @@ fn op() -> impl Strategy<Value = Op> {
         (t.clone(), n.clone()).prop_map(|(t, n)| Op::AssumeRole(t, n)),
         (t.clone(), n).prop_map(|(t, n)| Op::Explain(t, n)),
         Just(Op::Me),
+        t.clone().prop_map(Op::Chat),
     ]
 }
 
 struct World {
     s: TestServer,
+    /// Serves every tenant's dedicated foundation model `fm-<tenant>`.
+    _upstream: fief_llm_mock::MockUpstream,
     keys: Vec<String>,
     canaries: Vec<String>,
     shadow: Mutex<Shadow>,
@@ -160,6 +165,11 @@ impl World {
                 .data_req(key, Method::POST, "/api/v1/policies/explain")
                 .json(&json!({"action": "GetModel", "resource": format!("frn:fief:model:{}/m{n}", TENANTS[*t].0)})),
             Op::Me => s.data_req(key, Method::GET, "/api/v1/me"),
+            Op::Chat(t) => s.data_req(key, Method::POST, "/v1/chat/completions").json(&json!({
+                "model": format!("fm-{}", TENANTS[*t].0),
+                "messages": [{"role": "user", "content": canary}],
+                "user": TENANTS[*t].0,
+            })),
         };
         let r = s.send(req).await;
         let mut text = format!("{:?}\n{}", r.headers, r.text);
@@ -224,9 +234,20 @@ impl World {
             Op::GetModel(t, ..)
             | Op::DeleteModel(t, _)
             | Op::TagModel(t, _)
-            | Op::Invoke(t, ..) => *t != actor,
+            | Op::Invoke(t, ..)
+            | Op::Chat(t) => *t != actor,
             _ => false,
         };
+        if let Op::Chat(t) = op {
+            // The own model answers, and the answer carries the own prompt.
+            prop_assert!(
+                *t != actor || (seen.status.is_success() && seen.text.contains(self.canary(actor))),
+                "{} chatting with its own model: {} {}",
+                me,
+                seen.status,
+                seen.text
+            );
+        }
         if cross {
             prop_assert_eq!(
                 seen.status,
@@ -329,7 +350,28 @@ fn random_operations_never_show_another_tenants_canary() {
         .build()
         .unwrap();
     let world = rt.block_on(async {
-        let s = common::spawn().await;
+        let upstream = fief_llm_mock::MockUpstream::start(Default::default())
+            .await
+            .unwrap();
+        let url = upstream.base_url();
+        let s = common::spawn_with(|c| {
+            // One dedicated deployment per tenant, all on one local upstream.
+            c.llm.upstreams = TENANTS
+                .iter()
+                .map(|(t, _)| fief_config::UpstreamConfig {
+                    name: format!("{t}-dedicated"),
+                    url: url.clone(),
+                    api_key_env: None,
+                    models: vec![fief_config::LlmModelEntry::Id(format!("fm-{t}"))],
+                    max_concurrency: 8,
+                    timeout_secs: 10,
+                    ca_file: None,
+                    tenants: vec![(*t).to_owned()],
+                    exclusive: true,
+                })
+                .collect();
+        })
+        .await;
         let mut keys = Vec::new();
         for (t, tier) in TENANTS {
             keys.push(s.tenant(t, tier).await);
@@ -340,6 +382,7 @@ fn random_operations_never_show_another_tenants_canary() {
             .collect();
         let world = World {
             s,
+            _upstream: upstream,
             keys,
             canaries,
             shadow: Mutex::new(Shadow {

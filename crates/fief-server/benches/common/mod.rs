@@ -1,6 +1,8 @@
 //! Shared by the benchmarks: latency statistics and a gateway to drive.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod load;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};

@@ -69,6 +69,7 @@ pub fn oidc_config(jwks_file: Option<std::path::PathBuf>, jwks_url: Option<Strin
         leeway_secs: 30,
         jwks_cache_secs: 300,
         jwks_min_refresh_secs: 0,
+        ca_file: None,
     }
 }
 

@@ -39,26 +39,34 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 
 /// A gateway over an existing data directory (e.g. to start with a cold cache).
 pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    spawn_secrets(dir, fief_server::Secrets::default(), tweak).await
+}
+
+/// A gateway given secrets (e.g. upstream keys) as `fief serve` reads them.
+pub async fn spawn_secrets(
+    dir: tempfile::TempDir,
+    secrets: fief_server::Secrets,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
     let pg = match std::env::var("FIEF_TEST_STORE").as_deref() {
         Ok("postgres") => pg::database().await.map(std::sync::Arc::new),
         Ok("sqlite") | Err(_) => None,
         Ok(other) => panic!("FIEF_TEST_STORE={other}: expected sqlite or postgres"),
     };
-    start_in(dir, pg, tweak).await
+    start_in(dir, pg, secrets, tweak).await
 }
 
 async fn start_in(
     dir: tempfile::TempDir,
     pg: Option<std::sync::Arc<pg::TestPg>>,
+    secrets: fief_server::Secrets,
     tweak: impl FnOnce(&mut Config),
 ) -> TestServer {
     let mut config = Config::ephemeral(dir.path());
     config.postgres = pg.as_ref().map(|p| p.config.clone());
     tweak(&mut config);
     let on_postgres = config.postgres.is_some();
-    let running = fief_server::start(config, fief_server::Secrets::default())
-        .await
-        .unwrap();
+    let running = fief_server::start(config, secrets).await.unwrap();
     assert_eq!(
         dir.path().join("fief.db").exists(),
         !on_postgres,
@@ -99,7 +107,13 @@ impl TestServer {
     /// Stops this gateway and starts a new one over the same data directory.
     pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         self.running.take().unwrap().shutdown().await.unwrap();
-        start_in(self.dir, self.pg.take(), tweak).await
+        start_in(
+            self.dir,
+            self.pg.take(),
+            fief_server::Secrets::default(),
+            tweak,
+        )
+        .await
     }
 
     /// One sample from the admin plane's Prometheus text.
