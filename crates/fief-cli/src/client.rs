@@ -43,23 +43,22 @@ impl Client {
 
     /// Sends and decodes a JSON answer (`Value::Null` for an empty one).
     pub async fn send(&self, req: RequestBuilder) -> Result<(StatusCode, Value), ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Connect {
-            url: self.base.clone(),
-            source,
-        })?;
+        let resp = self.send_raw(req).await?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|source| ClientError::Connect {
-            url: self.base.clone(),
-            source,
-        })?;
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let text = resp.text().await.map_err(|source| self.connect(source))?;
+        Ok((status, decode(&text)))
+    }
+
+    /// Sends and hands back a successful answer unread (a stream); a
+    /// non-2xx answer becomes the error the server wrote.
+    pub async fn send_raw(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|source| self.connect(source))?;
+        let status = resp.status();
         if status.is_success() {
-            return Ok((status, body));
+            return Ok(resp);
         }
+        let text = resp.text().await.map_err(|source| self.connect(source))?;
+        let body = decode(&text);
         match body.get("error") {
             Some(err) => Err(ClientError::Api {
                 status,
@@ -71,5 +70,20 @@ impl Client {
                 body: body.to_string(),
             }),
         }
+    }
+
+    pub fn connect(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        }
+    }
+}
+
+fn decode(text: &str) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
     }
 }

@@ -2,10 +2,15 @@
 //! temporary directory. Every step checks what it shows; any surprise makes
 //! the demo fail with a non-zero exit.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use fief_config::Config;
+use fief_config::{Config, LlmModelConfig, LlmModelEntry, UpstreamConfig};
+use fief_llm_mock::{MockOptions, MockUpstream};
 use fief_serving::onnx_builder::Mlp;
 
 use crate::client::Client;
@@ -26,9 +31,36 @@ fn step(n: usize, text: &str) {
 
 pub async fn run() -> DemoResult {
     let dir = tempfile::tempdir()?;
+    // Two local OpenAI-compatible upstreams stand in for GPU servers: a
+    // shared pool, and a deployment dedicated to hr.
+    let pool = MockUpstream::start(MockOptions {
+        name: "pool-gpu".into(),
+        chunks: 6,
+        // Slow enough to see the answer arrive piece by piece.
+        chunk_delay: Duration::from_millis(120),
+        models: vec!["llama-3.1-8b".into(), "llama-3.1-70b".into()],
+        ..Default::default()
+    })
+    .await?;
+    let dedicated = MockUpstream::start(MockOptions {
+        name: "hr-dedicated".into(),
+        models: vec!["hr-llama-ft".into()],
+        ..Default::default()
+    })
+    .await?;
     // The demo ignores FIEF_* variables so it behaves the same everywhere.
-    let config = Config::ephemeral(dir.path());
-    let server = fief_server::start(config, fief_server::Secrets::default()).await?;
+    let mut config = Config::ephemeral(dir.path());
+    config.llm.upstreams = demo_upstreams(&pool, &dedicated);
+    let pool_key = format!(
+        "sk-demo-{:016x}",
+        rand::RngCore::next_u64(&mut rand::rngs::OsRng)
+    );
+    let mut secrets = fief_server::Secrets::default();
+    // Handed over in-process, as `api_key_env` would read it from the environment.
+    secrets
+        .upstream_keys
+        .insert(POOL_KEY_ENV.into(), pool_key.clone());
+    let server = fief_server::start(config, secrets).await?;
     let data = format!("http://{}", server.data_addr);
     let admin = Client::new(
         &format!("http://{}", server.admin_addr),
@@ -180,8 +212,10 @@ pub async fn run() -> DemoResult {
         verified.entries
     );
 
+    let refused = llm_scene(&admin, &hr, &sales, &pool, &dedicated, &pool_key).await?;
+
     step(
-        6,
+        8,
         "The operator offboards sales: rows, objects and data key are destroyed",
     );
     admin
@@ -211,8 +245,222 @@ pub async fn run() -> DemoResult {
     println!("  hr still answers: {}", body["outputs"]["output"]);
 
     server.shutdown().await?;
-    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 1 tenant offboarded without residue. OK", attempts.len());
+    pool.stop().await;
+    dedicated.stop().await;
+    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 tenant offboarded without residue. OK", attempts.len());
     Ok(())
+}
+
+const POOL_KEY_ENV: &str = "DEMO_POOL_KEY";
+
+fn model(id: &str, alias: &str, size: Option<&str>) -> LlmModelEntry {
+    LlmModelEntry::Full(LlmModelConfig {
+        id: id.into(),
+        alias: Some(alias.into()),
+        tags: size
+            .map(|s| BTreeMap::from([("Size".to_owned(), s.to_owned())]))
+            .unwrap_or_default(),
+        fallbacks: Vec::new(),
+    })
+}
+
+/// `[[llm.upstreams]]`: the shared pool serving two models under aliases,
+/// and hr's dedicated deployment of its fine-tuned model.
+fn demo_upstreams(pool: &MockUpstream, dedicated: &MockUpstream) -> Vec<UpstreamConfig> {
+    let upstream = |name: &str, url: String, models| UpstreamConfig {
+        name: name.into(),
+        url,
+        api_key_env: None,
+        models,
+        max_concurrency: 8,
+        timeout_secs: 30,
+        ca_file: None,
+        tenants: Vec::new(),
+        exclusive: false,
+    };
+    let mut shared = upstream(
+        "pool-gpu",
+        pool.base_url(),
+        vec![
+            model("llama-3.1-8b", "chat-small", Some("small")),
+            model("llama-3.1-70b", "chat-large", Some("large")),
+        ],
+    );
+    shared.api_key_env = Some(POOL_KEY_ENV.into());
+    let mut hr_only = upstream(
+        "hr-dedicated",
+        dedicated.base_url(),
+        vec![model("hr-llama-ft", "hr-assistant", None)],
+    );
+    hr_only.tenants = vec!["hr".into()];
+    hr_only.exclusive = true;
+    vec![shared, hr_only]
+}
+
+/// Steps 6 and 7: foundation models. Returns how many cross-tenant model
+/// calls were refused.
+async fn llm_scene(
+    admin: &Client,
+    hr: &Client,
+    sales: &Client,
+    pool: &MockUpstream,
+    dedicated: &MockUpstream,
+    pool_key: &str,
+) -> DemoResult<usize> {
+    step(
+        6,
+        "Foundation models: the operator gives each tenant one (admin plane, PATCH llm_models)",
+    );
+    println!("  upstreams: pool-gpu (shared: chat-small, chat-large; key from {POOL_KEY_ENV}), hr-dedicated (exclusive to hr: hr-assistant)");
+    for (id, allowed, client) in [("hr", "hr-assistant", hr), ("sales", "chat-small", sales)] {
+        admin
+            .send(
+                admin
+                    .request(Method::PATCH, &format!("/admin/v1/tenants/{id}"))
+                    .json(&json!({ "llm_models": [allowed] })),
+            )
+            .await?;
+        let (_, body) = client
+            .send(client.request(Method::GET, "/v1/models"))
+            .await?;
+        let listed = crate::llm::model_ids(&body);
+        expect(
+            listed == [allowed],
+            "a tenant lists exactly its allowed model",
+        )?;
+        println!("  {id:<6} llm_models=[{allowed:?}]  GET /v1/models -> {listed:?}");
+    }
+
+    step(
+        7,
+        "Each tenant chats with its model; other tenants' models are refused",
+    );
+    let ask = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+               "messages": [{"role": "user", "content": "Summarise the Q3 pipeline"}]})
+    };
+    print!("  sales  chat-small, streamed: ");
+    std::io::stdout().flush()?;
+    let mut resp = sales
+        .send_raw(
+            sales
+                .request(Method::POST, "/v1/chat/completions")
+                .json(&ask("chat-small", true)),
+        )
+        .await?;
+    let mut pieces = 0;
+    let mut out = std::io::stdout();
+    crate::llm::read_stream(&mut resp, |t| {
+        // Each piece printed the moment it arrives, bracketed to show the chunks.
+        pieces += 1;
+        write!(out, "[{t}]")?;
+        out.flush()
+    })
+    .await?;
+    println!("  ({pieces} chunks)");
+    let seen = pool
+        .requests()
+        .pop()
+        .ok_or("the pool upstream got no request")?;
+    let user = seen.body["user"].as_str().unwrap_or("");
+    expect(
+        seen.body["model"] == "llama-3.1-8b"
+            && seen.authorization.as_deref() == Some(&format!("Bearer {pool_key}"))
+            && user.starts_with("fief-"),
+        "the pool got the upstream id, fief's key and an opaque user",
+    )?;
+    println!(
+        "         pool-gpu received model=llama-3.1-8b, user={user} (opaque), Authorization: Bearer ${POOL_KEY_ENV}"
+    );
+    let before = pool.requests().len();
+    let (_, answer) = hr
+        .send(
+            hr.request(Method::POST, "/v1/chat/completions")
+                .json(&ask("hr-assistant", false)),
+        )
+        .await?;
+    expect(
+        answer["model"] == "hr-assistant"
+            && dedicated.requests().len() == 1
+            && pool.requests().len() == before,
+        "hr's model is answered by its dedicated deployment only",
+    )?;
+    println!(
+        "  hr     hr-assistant -> {:?}\n         (model={} in the answer; served by hr-dedicated, never the pool; the mock's text names the upstream id it got)",
+        answer["choices"][0]["message"]["content"].as_str().unwrap_or(""),
+        answer["model"]
+    );
+
+    let attempts = [
+        (sales, "sales", "hr-assistant", "hr's dedicated model"),
+        (sales, "sales", "chat-large", "served, not given to sales"),
+        (sales, "sales", "no-such-model", "served nowhere"),
+        (hr, "hr", "chat-small", "sales' model"),
+    ];
+    let mut bodies = Vec::new();
+    for (client, who, model, what) in attempts {
+        let resp = client
+            .request(Method::POST, "/v1/chat/completions")
+            .json(&ask(model, false))
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let body: Value = serde_json::from_str(&text)?;
+        expect(
+            status == StatusCode::FORBIDDEN && body["error"]["code"] == "AccessDenied",
+            "a model not given to the tenant is 403 AccessDenied",
+        )?;
+        let request_id = body["error"]["request_id"].as_str().unwrap_or("");
+        bodies.push(text.replace(request_id, ""));
+        let what = format!("({what})");
+        println!(
+            "  {who:<6} model={model:<14} {what:<28} -> {status} {}",
+            body["error"]["code"]
+        );
+    }
+    expect(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "every refusal is the same body",
+    )?;
+    println!("  (byte-identical bodies apart from request_id: no existence oracle)");
+
+    // The stream's usage record is written once the stream has ended.
+    let mut entry = None;
+    for _ in 0..50 {
+        let (_, body) = admin
+            .send(admin.request(
+                Method::GET,
+                "/admin/v1/audit?tenant=sales&kind=usage&limit=1",
+            ))
+            .await?;
+        if let Some(e) = body["entries"].get(0) {
+            entry = Some(e.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entry = entry.ok_or("no usage entry for sales in the audit log")?;
+    let u = &entry["usage"];
+    expect(
+        u["model"] == "chat-small" && u["complete"] == true,
+        "the usage entry records the streamed call",
+    )?;
+    println!(
+        "  audit #{} usage {} {} {} via {}: {} prompt + {} completion = {} tokens (counted by: {}), {} ms, complete={}",
+        entry["seq"],
+        u["tenant"].as_str().unwrap_or(""),
+        u["surface"].as_str().unwrap_or(""),
+        u["model"].as_str().unwrap_or(""),
+        u["upstream"].as_str().unwrap_or(""),
+        u["prompt_tokens"],
+        u["completion_tokens"],
+        u["total_tokens"],
+        u["counted"].as_str().unwrap_or(""),
+        u["latency_ms"],
+        u["complete"]
+    );
+    Ok(attempts.len())
 }
 
 fn invoke(client: &Client, endpoint: &str, model: &str, body: &Value) -> reqwest::RequestBuilder {

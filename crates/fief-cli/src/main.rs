@@ -4,6 +4,7 @@ mod access;
 mod client;
 mod demo;
 mod kb;
+mod llm;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -87,8 +88,24 @@ enum Command {
         #[command(subcommand)]
         command: access::StsCommand,
     },
+    /// Chat with a foundation model (as a tenant, with FIEF_API_KEY); the
+    /// answer is printed as it arrives.
+    Chat {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(flatten)]
+        chat: llm::ChatArgs,
+    },
+    /// Foundation models (as a tenant, with FIEF_API_KEY).
+    Llm {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(subcommand)]
+        command: llm::LlmCommand,
+    },
     /// Probe a live deployment for cross-tenant leaks over every resource
-    /// kind, action and addressing form; exits non-zero on any leak.
+    /// kind, action and addressing form; exits non-zero on any leak. Kinds
+    /// the deployment does not offer are reported as skipped.
     VerifyIsolation(verify::VerifyArgs),
     /// Invoke a model (as a tenant, with FIEF_API_KEY).
     Invoke {
@@ -283,6 +300,8 @@ async fn run(cli: Cli) -> CliResult {
             access::policy(&tenant_client(&tenant)?, command).await
         }
         Command::Role { tenant, command } => access::role(&tenant_client(&tenant)?, command).await,
+        Command::Chat { tenant, chat } => llm::chat(&tenant_client(&tenant)?, chat).await,
+        Command::Llm { tenant, command } => llm::llm(&tenant_client(&tenant)?, command).await,
         Command::VerifyIsolation(args) => verify::run(args).await,
         Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
         Command::Invoke {

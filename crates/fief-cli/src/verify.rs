@@ -11,9 +11,17 @@
 //! the victim's data (a policy failure that storage contained); UNEXPECTED on
 //! a 5xx. Any of the three fails the run. Probe tenants are removed at the
 //! end, whatever happened.
+//!
+//! Foundation models belong to the deployment, not to a tenant: the probe
+//! has the operator give two probe tenants one model each (allowlists), then
+//! each calls the other's by every spelling and surface. A kind the
+//! deployment does not offer (no embedder, no foundation-model upstream) is
+//! reported as skipped with its reason; a skip does not fail the run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use clap::Args;
 use rand::RngCore;
@@ -69,8 +77,8 @@ struct Probe {
     policy: String,
     role: String,
     external_id: String,
-    /// A knowledge base holding a document with the canary, if the
-    /// deployment's embedder could ingest it (else the base is empty).
+    /// A knowledge base holding a document with the canary; no document
+    /// when the knowledge-base kind is skipped (see `Http::kb_skipped`).
     kb: String,
     kb_document: Option<String>,
     /// A tenant table holding one item whose value is the canary.
@@ -82,11 +90,42 @@ struct Http {
     data: String,
     admin: String,
     admin_token: String,
+    /// Why the knowledge-base kind is skipped, once the first probe found
+    /// the deployment cannot embed.
+    kb_skipped: OnceLock<String>,
+    /// Some probe's canary document was embedded.
+    kb_planted: AtomicBool,
 }
+
+/// A kind the deployment does not offer, and why.
+#[derive(Debug, Serialize, Clone)]
+struct Skip {
+    kind: &'static str,
+    reason: String,
+}
+
+const KB_SKIP_REASON: &str = "the embedder is not installed (scripts/setup-embedder.sh)";
 
 struct Reply {
     status: StatusCode,
+    /// Headers (one line), then the body.
     text: String,
+}
+
+impl Reply {
+    fn body(&self) -> &str {
+        self.text.split_once('\n').map(|(_, b)| b).unwrap_or("")
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(self.body()).unwrap_or(Value::Null)
+    }
+    /// A 503 saying the deployment has no embedder (not a broken one).
+    fn no_embedder(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+            && self.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("embedder"))
+    }
 }
 
 impl Http {
@@ -118,8 +157,7 @@ impl Http {
         if !r.status.is_success() {
             return Err(format!("{what}: {} {}", r.status, r.text));
         }
-        let body = r.text.split_once('\n').map(|(_, b)| b).unwrap_or("");
-        Ok(serde_json::from_str(body).unwrap_or(Value::Null))
+        Ok(r.json())
     }
 }
 
@@ -145,20 +183,17 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         data: args.data_url.trim_end_matches('/').to_owned(),
         admin: args.admin_url.trim_end_matches('/').to_owned(),
         admin_token: args.admin_token.clone(),
+        kb_skipped: OnceLock::new(),
+        kb_planted: AtomicBool::new(false),
     };
     let run_id = random_hex(3);
     let mut probes = Vec::new();
     // Lifecycle probes that were offboarded and created again.
     let mut reborn: Vec<String> = Vec::new();
+    let mut skipped: Vec<Skip> = Vec::new();
     let outcome = async {
         for tier in ["silo", "bridge", "pool"] {
             probes.push(plant(&http, &run_id, tier).await?);
-        }
-        if probes.iter().any(|p| p.kb_document.is_none()) {
-            println!(
-                "note: the gateway could not embed (503), so the probe knowledge bases hold no \
-                 document; their addressing is still probed"
-            );
         }
         baseline(&http, &probes).await?;
         let mut attempts = Vec::new();
@@ -168,6 +203,10 @@ pub async fn run(args: VerifyArgs) -> CliResult {
                     attempts.extend(attack(&http, attacker, victim).await?);
                 }
             }
+        }
+        match foundation_models(&http, &run_id, &probes).await? {
+            Outcome::Ran(fm) => attempts.extend(fm),
+            Outcome::Skipped(reason) => skipped.push(Skip { kind: FM, reason }),
         }
         for victim in &probes {
             attempts.extend(integrity(&http, victim).await?);
@@ -191,7 +230,16 @@ pub async fn run(args: VerifyArgs) -> CliResult {
         }
     }
     let attempts = outcome.map_err(|e| format!("verify-isolation could not run: {e}"))?;
-    print_matrix(&attempts);
+    if let Some(reason) = http.kb_skipped.get() {
+        skipped.insert(
+            0,
+            Skip {
+                kind: "knowledge-base",
+                reason: reason.clone(),
+            },
+        );
+    }
+    print_matrix(&attempts, &skipped);
     let count = |r: &str| attempts.iter().filter(|a| a.result == r).count();
     let (leaks, allowed, unexpected) = (count("LEAK"), count("ALLOWED"), count("UNEXPECTED"));
     if let Some(path) = &args.json {
@@ -201,12 +249,25 @@ pub async fn run(args: VerifyArgs) -> CliResult {
             "leaks": leaks,
             "allowed": allowed,
             "unexpected": unexpected,
+            "skipped": skipped,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let skips = match skipped.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} kind{} skipped ({})",
+            if n == 1 { "" } else { "s" },
+            skipped
+                .iter()
+                .map(|s| s.kind)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     println!(
-        "\n{} attempts: {} denied, {leaks} LEAK, {allowed} ALLOWED, {unexpected} UNEXPECTED; probe tenants {}",
+        "\n{} attempts: {} denied, {leaks} LEAK, {allowed} ALLOWED, {unexpected} UNEXPECTED{skips}; probe tenants {}",
         attempts.len(),
         attempts.len() - leaks - allowed - unexpected,
         if cleanup_errors.is_empty() {
@@ -302,34 +363,8 @@ async fn plant_named(
             "assume own role",
         )
         .await?;
-    // A knowledge base whose one document holds the canary. Without an
-    // embedder (503) the base stays empty; its addressing is still probed.
     let kb = format!("kb-{nonce}");
-    http.ok(
-        http.data(&key, Method::POST, "/api/v1/knowledge-bases")
-            .json(&json!({ "name": kb })),
-        "create knowledge base",
-    )
-    .await?;
-    let document = format!("d-{nonce}");
-    let r = http
-        .send(
-            http.data(
-                &key,
-                Method::PUT,
-                &format!("/api/v1/knowledge-bases/{kb}/documents/{document}"),
-            )
-            .json(&json!({
-                "text": format!("Volcano field notes: the secret reference is {canary}."),
-                "metadata": {"Canary": canary},
-            })),
-        )
-        .await?;
-    let kb_document = match r.status {
-        StatusCode::CREATED => Some(document),
-        StatusCode::SERVICE_UNAVAILABLE => None,
-        other => return Err(format!("plant knowledge document: {other}: {}", r.text)),
-    };
+    let kb_document = plant_knowledge(http, &key, &kb, nonce, &canary).await?;
     let table = format!("t-{nonce}");
     http.ok(
         http.data(
@@ -355,6 +390,63 @@ async fn plant_named(
         role,
         external_id,
     })
+}
+
+/// A knowledge base whose one document holds the canary; `None` once the
+/// deployment turned out to have no embedder (the kind is then skipped:
+/// without the canary in a document, a leak could not be seen).
+async fn plant_knowledge(
+    http: &Http,
+    key: &str,
+    kb: &str,
+    nonce: &str,
+    canary: &str,
+) -> Result<Option<String>, String> {
+    if http.kb_skipped.get().is_some() {
+        return Ok(None);
+    }
+    let skip = || {
+        if http.kb_planted.load(Ordering::Relaxed) {
+            // Not a deployment without knowledge bases: a broken one.
+            return Err("the embedder stopped working during the run".to_owned());
+        }
+        let _ = http.kb_skipped.set(KB_SKIP_REASON.to_owned());
+        Ok(None)
+    };
+    let r = http
+        .send(
+            http.data(key, Method::POST, "/api/v1/knowledge-bases")
+                .json(&json!({ "name": kb })),
+        )
+        .await?;
+    if r.no_embedder() {
+        return skip();
+    }
+    if !r.status.is_success() {
+        return Err(format!("create knowledge base: {} {}", r.status, r.text));
+    }
+    let document = format!("d-{nonce}");
+    let r = http
+        .send(
+            http.data(
+                key,
+                Method::PUT,
+                &format!("/api/v1/knowledge-bases/{kb}/documents/{document}"),
+            )
+            .json(&json!({
+                "text": format!("Volcano field notes: the secret reference is {canary}."),
+                "metadata": {"Canary": canary},
+            })),
+        )
+        .await?;
+    if r.no_embedder() {
+        return skip();
+    }
+    if r.status != StatusCode::CREATED {
+        return Err(format!("plant knowledge document: {} {}", r.status, r.text));
+    }
+    http.kb_planted.store(true, Ordering::Relaxed);
+    Ok(Some(document))
 }
 
 /// Each probe can use its own resources: a verifier that is refused
@@ -473,6 +565,403 @@ async fn attack(http: &Http, a: &Probe, v: &Probe) -> Result<Vec<Attempt>, Strin
         }
     }
     Ok(out)
+}
+
+/// What a kind's probe came to.
+enum Outcome {
+    Ran(Vec<Attempt>),
+    Skipped(String),
+}
+
+const FM: &str = "foundation-model";
+
+/// The foundation-model kind. Models belong to the deployment and the
+/// operator decides who may call which, so the probe has the admin plane
+/// give the first probe tenant (A) one model and the second (B) another, or
+/// an empty allowlist when there is only one. Then: each lists only its own;
+/// each calling the other's by every spelling and surface, or a name served
+/// nowhere, gets the same 403 body (no existence oracle); and nothing a
+/// client sends (`user`, `metadata`, tenant fields, headers) moves its call
+/// anywhere else.
+async fn foundation_models(http: &Http, run_id: &str, probes: &[Probe]) -> Result<Outcome, String> {
+    let (Some(a), Some(b)) = (probes.first(), probes.get(1)) else {
+        return Err("fewer than two probe tenants".into());
+    };
+    let mut listed = Vec::new();
+    for p in [a, b] {
+        let r = http
+            .send(http.data(&p.key, Method::GET, "/v1/models"))
+            .await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Ok(Outcome::Skipped(
+                "the gateway has no foundation-model surface (GET /v1/models answers 404)".into(),
+            ));
+        }
+        if r.status != StatusCode::OK {
+            return Err(format!(
+                "{} lists its foundation models: {} {}",
+                p.tenant, r.status, r.text
+            ));
+        }
+        listed.push(crate::llm::model_ids(&r.json()));
+    }
+    let Some(a_model) = listed[0].first().cloned() else {
+        return Ok(Outcome::Skipped(
+            "no foundation-model upstream is configured (or none is open to a new tenant)".into(),
+        ));
+    };
+    let b_model = listed[1].iter().find(|m| **m != a_model).cloned();
+    for (p, allow) in [
+        (a, vec![a_model.clone()]),
+        (b, b_model.iter().cloned().collect()),
+    ] {
+        http.ok(
+            http.admin(Method::PATCH, &format!("/admin/v1/tenants/{}", p.tenant))
+                .json(&json!({ "llm_models": allow })),
+            "give a probe tenant its foundation-model allowlist",
+        )
+        .await?;
+    }
+    let nowhere = format!("fm-{run_id}-served-nowhere");
+    let mut out = Vec::new();
+    for (me, mine, other, theirs) in [
+        (a, Some(&a_model), b, b_model.as_ref()),
+        (b, b_model.as_ref(), a, Some(&a_model)),
+    ] {
+        for (principal, cred) in [("api-key", &me.key), ("session", &me.session)] {
+            let who = Who {
+                principal,
+                cred,
+                me,
+                other,
+            };
+            out.extend(fm_listing(http, &who, mine).await?);
+            out.extend(fm_cross(http, &who, theirs, &nowhere).await?);
+            if let Some(m) = mine {
+                out.extend(fm_own(http, &who, m).await?);
+            }
+        }
+    }
+    Ok(Outcome::Ran(out))
+}
+
+/// A probe tenant calling with one of its credentials; `other` is the
+/// probe tenant the checks are about.
+struct Who<'a> {
+    principal: &'static str,
+    cred: &'a str,
+    me: &'a Probe,
+    other: &'a Probe,
+}
+
+impl Who<'_> {
+    fn attempt(&self, action: &'static str, form: String, r: &Reply) -> Attempt {
+        Attempt {
+            attacker: self.me.tenant.clone(),
+            victim: self.other.tenant.clone(),
+            principal: self.principal,
+            kind: FM,
+            action,
+            form,
+            status: r.status.as_u16(),
+            result: "denied",
+            detail: None,
+        }
+    }
+}
+
+fn judged(mut a: Attempt, verdict: Result<(), (&'static str, String)>) -> Attempt {
+    if let Err((result, detail)) = verdict {
+        a.result = result;
+        a.detail = Some(detail);
+    }
+    a
+}
+
+/// At most `n` characters of a body, for details.
+fn clip(s: &str, n: usize) -> String {
+    let mut c: String = s.chars().take(n).collect();
+    if c.len() < s.len() {
+        c.push('…');
+    }
+    c
+}
+
+/// `GET /v1/models` lists the caller's own model and nothing else.
+async fn fm_listing(
+    http: &Http,
+    w: &Who<'_>,
+    mine: Option<&String>,
+) -> Result<Vec<Attempt>, String> {
+    let mut out = Vec::new();
+    for (form, header) in [
+        ("GET /v1/models", None),
+        (
+            "GET /v1/models, header x-tenant-id naming the other",
+            Some(&w.other.tenant),
+        ),
+    ] {
+        let mut req = http.data(w.cred, Method::GET, "/v1/models");
+        if let Some(t) = header {
+            req = req.header("x-tenant-id", t.as_str());
+        }
+        let r = http.send(req).await?;
+        let ids = crate::llm::model_ids(&r.json());
+        let foreign: Vec<&String> = ids.iter().filter(|m| Some(*m) != mine).collect();
+        let verdict = if r.text.contains(&w.other.canary) {
+            Err((
+                "LEAK",
+                "the other tenant's canary is in the response".to_owned(),
+            ))
+        } else if r.status != StatusCode::OK {
+            Err((
+                "UNEXPECTED",
+                format!("listing answered {}: {}", r.status, clip(r.body(), 300)),
+            ))
+        } else if !foreign.is_empty() {
+            Err((
+                "LEAK",
+                format!("lists models its allowlist leaves out: {foreign:?}"),
+            ))
+        } else if mine.is_some_and(|m| !ids.contains(m)) {
+            Err(("UNEXPECTED", "its own model is not listed".to_owned()))
+        } else {
+            Ok(())
+        };
+        out.push(judged(w.attempt("list", form.into(), &r), verdict));
+    }
+    Ok(out)
+}
+
+/// Every byte not unreserved in a URL path, percent-encoded.
+fn path_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+const URL_ENCODED: &str = "percent-encoded in the URL";
+
+/// The other tenant's model (if it has one) by every spelling, and a name
+/// served nowhere, on every surface: each must be the same 403 body as the
+/// name served nowhere, apart from its request id.
+async fn fm_cross(
+    http: &Http,
+    w: &Who<'_>,
+    theirs: Option<&String>,
+    nowhere: &str,
+) -> Result<Vec<Attempt>, String> {
+    // (form, the name as spelled, the Converse path segment)
+    let mut forms = vec![(
+        "a name served nowhere".to_owned(),
+        nowhere.to_owned(),
+        path_escape(nowhere),
+    )];
+    if let Some(m) = theirs {
+        let spelled = [
+            ("exact name", m.clone()),
+            ("upper case", m.to_uppercase()),
+            ("percent-encoded", encode_all(m)),
+            ("tenant/name", format!("{}/{m}", w.other.tenant)),
+            ("frn", format!("frn:fief:foundation-model:{m}")),
+        ];
+        for (form, name) in spelled {
+            forms.push((form.to_owned(), name.clone(), path_escape(&name)));
+        }
+        // Encoded once in the URL only: the router decodes it to the name
+        // (in a body this is the exact name again, so Converse only).
+        forms.push((URL_ENCODED.to_owned(), m.clone(), encode_all(m)));
+    }
+    let mut out = Vec::new();
+    for action in ["chat", "completions", "converse", "converse-stream"] {
+        let mut reference: Option<String> = None;
+        for (form, name, segment) in &forms {
+            if form == URL_ENCODED && !action.starts_with("converse") {
+                continue;
+            }
+            let req = match action {
+                "chat" => http
+                    .data(w.cred, Method::POST, "/v1/chat/completions")
+                    .json(&json!({"model": name, "max_tokens": 8,
+                        "messages": [{"role": "user", "content": "ping"}]})),
+                "completions" => http
+                    .data(w.cred, Method::POST, "/v1/completions")
+                    .json(&json!({"model": name, "max_tokens": 8, "prompt": "ping"})),
+                _ => http
+                    .data(w.cred, Method::POST, &format!("/model/{segment}/{action}"))
+                    .json(
+                        &json!({"messages": [{"role": "user", "content": [{"text": "ping"}]}],
+                        "inferenceConfig": {"maxTokens": 8}}),
+                    ),
+            };
+            let r = http.send(req).await?;
+            let verdict = match refusal(&r, action.starts_with("converse")) {
+                _ if r.text.contains(&w.other.canary) => Err((
+                    "LEAK",
+                    "the other tenant's canary is in the response".to_owned(),
+                )),
+                Err(e) => Err(("LEAK", e)),
+                Ok(body) => match &reference {
+                    Some(want) if *want != body => Err((
+                        "LEAK",
+                        format!(
+                            "the refusal differs from that of a name served nowhere \
+                             (an existence oracle): {} vs {}",
+                            clip(&body, 300),
+                            clip(want, 300)
+                        ),
+                    )),
+                    Some(_) => Ok(()),
+                    None => {
+                        reference = Some(body);
+                        Ok(())
+                    }
+                },
+            };
+            let place = if action.starts_with("converse") {
+                "in the path"
+            } else {
+                "in the body"
+            };
+            let form = if form == URL_ENCODED {
+                form.clone()
+            } else {
+                format!("{form} {place}")
+            };
+            out.push(judged(w.attempt(action, form, &r), verdict));
+        }
+    }
+    Ok(out)
+}
+
+/// A 403 AccessDenied body with its request id blanked, or what it was instead.
+fn refusal(r: &Reply, bedrock: bool) -> Result<String, String> {
+    let v = r.json();
+    let denied = if bedrock {
+        v["__type"] == "AccessDeniedException"
+    } else {
+        v["error"]["code"] == "AccessDenied"
+    };
+    if r.status != StatusCode::FORBIDDEN || !denied {
+        return Err(format!(
+            "answered {} instead of 403 AccessDenied: {}",
+            r.status,
+            clip(r.body(), 300)
+        ));
+    }
+    let body = r.body();
+    Ok(match v["error"]["request_id"].as_str() {
+        Some(id) if !id.is_empty() => body.replace(id, ""),
+        _ => body.to_owned(),
+    })
+}
+
+/// The caller's own model answers, whole and streamed, and names itself as
+/// the model the caller asked for (never an upstream id) even when the
+/// request claims the other tenant every way a client could.
+async fn fm_own(http: &Http, w: &Who<'_>, mine: &str) -> Result<Vec<Attempt>, String> {
+    let other = w.other.tenant.as_str();
+    let plain = json!({"model": mine, "max_tokens": 8,
+        "messages": [{"role": "user", "content": "ping"}]});
+    let mut claims = plain.clone();
+    for (k, v) in [
+        ("user", json!(format!("{other}-admin"))),
+        ("metadata", json!({ "tenant": other })),
+        ("tenant", json!(other)),
+        ("tenant_id", json!(other)),
+        ("priority", json!("high")),
+    ] {
+        claims[k] = v;
+    }
+    let mut streamed = claims.clone();
+    streamed["stream"] = json!(true);
+    let mut out = Vec::new();
+    for (action, form, body) in [
+        ("own model", "whole answer", plain),
+        (
+            "claims",
+            "user, metadata, tenant fields and headers naming the other",
+            claims,
+        ),
+        ("claims", "the same, streamed", streamed),
+    ] {
+        let stream = body["stream"] == json!(true);
+        let mut req = http.data(w.cred, Method::POST, "/v1/chat/completions");
+        if action == "claims" {
+            req = req
+                .header("x-tenant-id", other)
+                .header("x-fief-tenant", other);
+        }
+        let r = http.send(req.json(&body)).await?;
+        let verdict = if r.text.contains(&w.other.canary) {
+            Err((
+                "LEAK",
+                "the other tenant's canary is in the response".to_owned(),
+            ))
+        } else if r.status != StatusCode::OK {
+            Err((
+                "UNEXPECTED",
+                format!(
+                    "its own model answered {}: {}",
+                    r.status,
+                    clip(r.body(), 300)
+                ),
+            ))
+        } else {
+            answer_models(r.body(), stream).and_then(|models| {
+                match models.iter().find(|m| m.as_str() != mine) {
+                    Some(m) => Err((
+                        "LEAK",
+                        format!("the answer names model {m:?}, not the {mine:?} asked for"),
+                    )),
+                    None if models.is_empty() => {
+                        Err(("UNEXPECTED", "the answer names no model".to_owned()))
+                    }
+                    None => Ok(()),
+                }
+            })
+        };
+        out.push(judged(w.attempt(action, form.into(), &r), verdict));
+    }
+    Ok(out)
+}
+
+/// The `model` of a whole answer, or of every chunk of a streamed one (which
+/// must end with `[DONE]`, not an error).
+fn answer_models(body: &str, stream: bool) -> Result<Vec<String>, (&'static str, String)> {
+    let model = |v: &Value| v["model"].as_str().map(str::to_owned);
+    if !stream {
+        let v: Value = serde_json::from_str(body)
+            .map_err(|_| ("UNEXPECTED", format!("not JSON: {}", clip(body, 300))))?;
+        return Ok(model(&v).into_iter().collect());
+    }
+    let mut events = crate::llm::SseEvents::default();
+    let mut models = Vec::new();
+    for data in events.push(body.as_bytes()) {
+        if data.trim() == "[DONE]" {
+            return Ok(models);
+        }
+        let v: Value = serde_json::from_str(&data).map_err(|_| {
+            (
+                "UNEXPECTED",
+                format!("an event is not JSON: {}", clip(&data, 300)),
+            )
+        })?;
+        if v.get("error").is_some() {
+            return Err((
+                "UNEXPECTED",
+                format!("the stream ended with an error: {}", clip(&data, 300)),
+            ));
+        }
+        models.extend(model(&v));
+    }
+    Err(("UNEXPECTED", "the stream ended without [DONE]".to_owned()))
 }
 
 /// Every action on every kind of `v`'s, through every addressing form.
@@ -689,6 +1178,81 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             req: http.data(cred, Method::GET, &path),
         });
     }
+    // Knowledge bases (unless the kind is skipped: no canary document).
+    if a.kb_document.is_some() && v.kb_document.is_some() {
+        knowledge_tries(&mut t, http, cred, a, v);
+    }
+    // Tenant tables, addressed in the path, every operation.
+    for (form, p) in [
+        ("tenant/name", format!("{}%2F{}", v.tenant, v.table)),
+        ("frn", format!("frn:fief:table:{}%2F{}", v.tenant, v.table)),
+        (
+            "percent-encoded",
+            encode_all(&format!("{}/{}", v.tenant, v.table)),
+        ),
+        ("case variant", format!("{upper}%2F{}", v.table)),
+    ] {
+        let item = format!("/api/v1/tables/{p}/items/item-{}", &v.table[2..]);
+        for (action, req) in [
+            ("get item", http.data(cred, Method::GET, &item)),
+            (
+                "list",
+                http.data(cred, Method::GET, &format!("/api/v1/tables/{p}/items")),
+            ),
+            (
+                "put item",
+                http.data(cred, Method::PUT, &item)
+                    .json(&json!("overwritten")),
+            ),
+            ("delete item", http.data(cred, Method::DELETE, &item)),
+        ] {
+            t.push(Try {
+                kind: "table",
+                action,
+                form: form.to_owned(),
+                expect: Expect::Denied,
+                req,
+            });
+        }
+    }
+    // The attacker's own table under the victim's names: its own, or nothing.
+    t.push(Try {
+        kind: "table",
+        action: "get item",
+        form: "own table, the victim's table and item names".into(),
+        expect: Expect::OwnOnly,
+        req: http.data(
+            cred,
+            Method::GET,
+            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
+        ),
+    });
+    // Logs: the audit trail is the operator's, on the admin listener only.
+    let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
+    t.push(Try {
+        kind: "logs",
+        action: "read",
+        form: "data listener".into(),
+        expect: Expect::Denied,
+        req: http.data(cred, Method::GET, &audit),
+    });
+    t.push(Try {
+        kind: "logs",
+        action: "read",
+        form: "admin listener, tenant credential".into(),
+        expect: Expect::Denied,
+        req: http
+            .client
+            .get(format!("{}{audit}", http.admin))
+            .bearer_auth(cred),
+    });
+    t
+}
+
+/// Every action on `v`'s knowledge base through every addressing form, and
+/// `a`'s own base asked for `v`'s content.
+fn knowledge_tries(t: &mut Vec<Try>, http: &Http, cred: &str, a: &Probe, v: &Probe) {
+    let upper = v.tenant.to_uppercase();
     // Knowledge bases, addressed in the path, every operation.
     let kb_forms = [
         ("tenant/name", format!("{}%2F{}", v.tenant, v.kb)),
@@ -742,51 +1306,6 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             });
         }
     }
-    // Tenant tables, addressed in the path, every operation.
-    for (form, p) in [
-        ("tenant/name", format!("{}%2F{}", v.tenant, v.table)),
-        ("frn", format!("frn:fief:table:{}%2F{}", v.tenant, v.table)),
-        (
-            "percent-encoded",
-            encode_all(&format!("{}/{}", v.tenant, v.table)),
-        ),
-        ("case variant", format!("{upper}%2F{}", v.table)),
-    ] {
-        let item = format!("/api/v1/tables/{p}/items/item-{}", &v.table[2..]);
-        for (action, req) in [
-            ("get item", http.data(cred, Method::GET, &item)),
-            (
-                "list",
-                http.data(cred, Method::GET, &format!("/api/v1/tables/{p}/items")),
-            ),
-            (
-                "put item",
-                http.data(cred, Method::PUT, &item)
-                    .json(&json!("overwritten")),
-            ),
-            ("delete item", http.data(cred, Method::DELETE, &item)),
-        ] {
-            t.push(Try {
-                kind: "table",
-                action,
-                form: form.to_owned(),
-                expect: Expect::Denied,
-                req,
-            });
-        }
-    }
-    // The attacker's own table under the victim's names: its own, or nothing.
-    t.push(Try {
-        kind: "table",
-        action: "get item",
-        form: "own table, the victim's table and item names".into(),
-        expect: Expect::OwnOnly,
-        req: http.data(
-            cred,
-            Method::GET,
-            &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
-        ),
-    });
     // The attacker's own knowledge base, asked for the victim's content.
     let own_query = format!("/api/v1/knowledge-bases/{}/query", a.kb);
     t.push(Try {
@@ -818,33 +1337,12 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             .data(cred, Method::GET, "/api/v1/knowledge-bases")
             .header("x-fief-tenant", v.tenant.as_str()),
     });
-    // Logs: the audit trail is the operator's, on the admin listener only.
-    let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
-    t.push(Try {
-        kind: "logs",
-        action: "read",
-        form: "data listener".into(),
-        expect: Expect::Denied,
-        req: http.data(cred, Method::GET, &audit),
-    });
-    t.push(Try {
-        kind: "logs",
-        action: "read",
-        form: "admin listener, tenant credential".into(),
-        expect: Expect::Denied,
-        req: http
-            .client
-            .get(format!("{}{audit}", http.admin))
-            .bearer_auth(cred),
-    });
-    t
 }
 
 /// The victim's canary data is exactly as planted, in every kind: refused
 /// writes must not have happened anyway.
 async fn integrity(http: &Http, v: &Probe) -> Result<Vec<Attempt>, String> {
-    let want_docs: Vec<&str> = v.kb_document.iter().map(String::as_str).collect();
-    Ok(vec![
+    let mut out = vec![
         unchanged(
             http,
             v,
@@ -856,26 +1354,31 @@ async fn integrity(http: &Http, v: &Probe) -> Result<Vec<Attempt>, String> {
         unchanged(
             http,
             v,
-            ("knowledge-base", "victim lists its documents", "documents"),
-            &format!("/api/v1/knowledge-bases/{}/documents", v.kb),
-            |d| {
-                let have: Vec<&str> = d["documents"]
-                    .as_array()
-                    .map(|d| d.iter().filter_map(|x| x["id"].as_str()).collect())
-                    .unwrap_or_default();
-                have == want_docs
-            },
-        )
-        .await?,
-        unchanged(
-            http,
-            v,
             ("table", "victim reads its canary item", "item"),
             &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
             |i| i["version"] == json!(1) && i["value"]["Canary"] == json!(v.canary),
         )
         .await?,
-    ])
+    ];
+    if let Some(doc) = &v.kb_document {
+        out.push(
+            unchanged(
+                http,
+                v,
+                ("knowledge-base", "victim lists its documents", "documents"),
+                &format!("/api/v1/knowledge-bases/{}/documents", v.kb),
+                |d| {
+                    let have: Vec<&str> = d["documents"]
+                        .as_array()
+                        .map(|d| d.iter().filter_map(|x| x["id"].as_str()).collect())
+                        .unwrap_or_default();
+                    have == [doc.as_str()]
+                },
+            )
+            .await?,
+        );
+    }
+    Ok(out)
 }
 
 /// One integrity check: the victim GETs `path` and `intact` judges the body.
@@ -983,7 +1486,7 @@ async fn lifecycle(
     );
     let mut out = Vec::new();
     for (principal, cred) in &old {
-        let routes: Vec<(&'static str, &'static str, reqwest::RequestBuilder)> = vec![
+        let mut routes: Vec<(&'static str, &'static str, reqwest::RequestBuilder)> = vec![
             (
                 "tenant",
                 "whoami",
@@ -1041,7 +1544,9 @@ async fn lifecycle(
                 http.data(cred, Method::PUT, &item)
                     .json(&json!("overwritten")),
             ),
-            (
+        ];
+        if second.kb_document.is_some() {
+            routes.push((
                 "knowledge-base",
                 "query",
                 http.data(
@@ -1050,8 +1555,8 @@ async fn lifecycle(
                     &format!("/api/v1/knowledge-bases/{}/query", second.kb),
                 )
                 .json(&json!({"query": "volcano field notes secret reference"})),
-            ),
-        ];
+            ));
+        }
         for (kind, action, req) in routes {
             let r = http.send(req).await?;
             let (result, detail) = if r.status.is_server_error() {
@@ -1095,8 +1600,8 @@ type RowKey<'a> = (String, String, &'a str, &'a str);
 type Row<'a> = (usize, Vec<String>, &'a str);
 
 /// One line per (attacker, victim, kind, action): denied, or LEAK / UNEXPECTED
-/// with the forms that broke.
-fn print_matrix(attempts: &[Attempt]) {
+/// with the forms that broke; then one line per skipped kind.
+fn print_matrix(attempts: &[Attempt], skipped: &[Skip]) {
     let mut rows: BTreeMap<RowKey, Row> = BTreeMap::new();
     for a in attempts {
         let row = rows
@@ -1112,13 +1617,76 @@ fn print_matrix(attempts: &[Attempt]) {
         }
     }
     println!(
-        "{:<24} {:<24} {:<9} {:<12} {:>5}  result",
+        "{:<24} {:<24} {:<16} {:<15} {:>5}  result",
         "attacker", "victim", "kind", "action", "tries"
     );
     for ((attacker, victim, kind, action), (n, broken, result)) in rows {
-        println!("{attacker:<24} {victim:<24} {kind:<9} {action:<12} {n:>5}  {result}");
+        println!("{attacker:<24} {victim:<24} {kind:<16} {action:<15} {n:>5}  {result}");
         for b in broken.iter().take(5) {
             println!("{:>28}{b}", "");
         }
+    }
+    for s in skipped {
+        println!(
+            "{:<24} {:<24} {:<16} {:<15} {:>5}  skipped: {}",
+            "(all)", "(all)", s.kind, "-", 0, s.reason
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            text: format!("{{}}\n{body}"),
+        }
+    }
+
+    #[test]
+    fn refusals_compare_without_their_request_id() {
+        let a = reply(
+            403,
+            r#"{"error":{"code":"AccessDenied","message":"access denied","request_id":"r-1"}}"#,
+        );
+        let b = reply(
+            403,
+            r#"{"error":{"code":"AccessDenied","message":"access denied","request_id":"r-22"}}"#,
+        );
+        assert_eq!(refusal(&a, false).unwrap(), refusal(&b, false).unwrap());
+        // A message naming the model is a different body: an oracle.
+        let c = reply(
+            403,
+            r#"{"error":{"code":"AccessDenied","message":"no model m","request_id":"r-3"}}"#,
+        );
+        assert_ne!(refusal(&a, false).unwrap(), refusal(&c, false).unwrap());
+        assert!(refusal(&reply(404, r#"{"error":{"code":"NotFound"}}"#), false).is_err());
+        assert!(refusal(&reply(200, "{}"), false).is_err());
+        let bedrock = reply(
+            403,
+            r#"{"__type":"AccessDeniedException","message":"access denied"}"#,
+        );
+        assert!(refusal(&bedrock, true).is_ok());
+        assert!(refusal(&bedrock, false).is_err());
+    }
+
+    #[test]
+    fn streamed_answers_name_every_chunk_model_and_must_end() {
+        let ok = "data: {\"model\":\"m\"}\n\ndata: {\"model\":\"m\"}\n\ndata: [DONE]\n\n";
+        assert_eq!(answer_models(ok, true).unwrap(), ["m", "m"]);
+        let cut = "data: {\"model\":\"m\"}\n\n";
+        assert_eq!(answer_models(cut, true).unwrap_err().0, "UNEXPECTED");
+        let broke = "data: {\"model\":\"m\"}\n\ndata: {\"error\":{}}\n\n";
+        assert!(answer_models(broke, true).unwrap_err().1.contains("error"));
+        assert_eq!(answer_models(r#"{"model":"x"}"#, false).unwrap(), ["x"]);
+    }
+
+    #[test]
+    fn path_segments_escape_slashes_and_percent_signs() {
+        assert_eq!(path_escape("org/Big-1.5"), "org%2FBig-1.5");
+        assert_eq!(path_escape("%6D"), "%256D");
     }
 }

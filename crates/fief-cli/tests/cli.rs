@@ -18,6 +18,21 @@ fn demo_runs_to_the_end() {
         stdout.contains("403") && stdout.contains("Summary") && stdout.contains("OK"),
         "{stdout}"
     );
+    // The foundation-model scene: a streamed answer, refusals, the usage entry.
+    for line in [
+        "sales  llm_models=[\"chat-small\"]  GET /v1/models -> [\"chat-small\"]",
+        "(6 chunks)",
+        "usage sales chat chat-small via pool-gpu",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("sales  model=hr-assistant")
+                && l.ends_with("-> 403 Forbidden \"AccessDenied\"")),
+        "{stdout}"
+    );
 }
 
 /// Writes a real audit log by driving a server, then tampers with it.
@@ -301,7 +316,11 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
             tokio::spawn(async move {
                 let mut answered = Vec::new();
                 loop {
-                    let Ok(r) = http.get(format!("{data}/api/v1/me")).bearer_auth(&key).send().await
+                    let Ok(r) = http
+                        .get(format!("{data}/api/v1/me"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
                     else {
                         return answered;
                     };
@@ -320,7 +339,11 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
     for c in clients {
         answered.extend(c.await.unwrap());
     }
-    assert!(answered.len() > 100, "only {} requests answered", answered.len());
+    assert!(
+        answered.len() > 100,
+        "only {} requests answered",
+        answered.len()
+    );
 
     let (mut again, _, _, _) = common::serve(dir.path());
     again.kill().unwrap();
@@ -330,7 +353,11 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut logged = std::collections::HashSet::new();
     for entry in std::fs::read_dir(dir.path().join("audit")).unwrap() {
         let path = entry.unwrap().path();
@@ -342,5 +369,221 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
         }
     }
     let lost: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} of {} answered requests have no audit entry", lost.len(), answered.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered requests have no audit entry",
+        lost.len(),
+        answered.len()
+    );
+}
+
+/// `fief chat` and `fief llm models` against an in-process gateway whose
+/// foundation models are served by a mock upstream.
+mod llm {
+    use std::process::{Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    use fief_config::{LlmModelConfig, LlmModelEntry, UpstreamConfig};
+    use fief_llm_mock::{MockOptions, MockUpstream, Mode};
+    use serde_json::json;
+
+    use super::fief;
+
+    fn model(id: &str, alias: &str) -> LlmModelEntry {
+        LlmModelEntry::Full(LlmModelConfig {
+            id: id.into(),
+            alias: Some(alias.into()),
+            tags: Default::default(),
+            fallbacks: Vec::new(),
+        })
+    }
+
+    /// Runs `fief ARGS` as tenant `key` of the gateway at `data`.
+    async fn run(data: &str, key: &str, args: &[&str]) -> Output {
+        let mut c = fief();
+        c.args(args)
+            .env("FIEF_DATA_URL", data)
+            .env("FIEF_API_KEY", key);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chat_streams_lists_models_and_fails_on_a_cut_stream() {
+        let upstream = MockUpstream::start(MockOptions {
+            name: "pool".into(),
+            chunks: 4,
+            // Long enough to tell a streamed answer from a buffered one.
+            chunk_delay: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = fief_config::Config::ephemeral(dir.path());
+        config.llm.upstreams = vec![UpstreamConfig {
+            name: "pool".into(),
+            url: upstream.base_url(),
+            api_key_env: Some("CLI_POOL_KEY".into()),
+            models: vec![
+                model("llama-3.1-8b", "chat-small"),
+                model("llama-3.1-70b", "chat-large"),
+            ],
+            max_concurrency: 8,
+            timeout_secs: 30,
+            ca_file: None,
+            tenants: Vec::new(),
+            exclusive: false,
+        }];
+        let mut secrets = fief_server::Secrets::default();
+        secrets
+            .upstream_keys
+            .insert("CLI_POOL_KEY".into(), "sk-cli".into());
+        let server = fief_server::start(config, secrets).await.unwrap();
+        let data = format!("http://{}", server.data_addr);
+        let admin = format!("http://{}", server.admin_addr);
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{admin}/admin/v1/tenants"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"id": "acme"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let key = r.json::<serde_json::Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        // Every model, one per line; then only the one the operator allows.
+        let out = run(&data, &key, &["llm", "models"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mut listed: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+        listed.sort();
+        assert_eq!(listed, ["chat-large", "chat-small"]);
+        let r = http
+            .patch(format!("{admin}/admin/v1/tenants/acme"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"llm_models": ["chat-small"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let out = run(&data, &key, &["llm", "models"]).await;
+        assert_eq!(text(&out.stdout), "chat-small\n");
+        let out = run(&data, &key, &["llm", "models", "--json"]).await;
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(body["data"][0]["id"], "chat-small", "{body}");
+
+        // Streamed: the first words are on stdout well before the last.
+        let mut child = fief()
+            .args(["chat", "chat-small", "hello there"])
+            .env("FIEF_DATA_URL", &data)
+            .env("FIEF_API_KEY", &key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (printed, first, last, status) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut printed = Vec::new();
+            let mut first = None;
+            let mut buf = [0u8; 256];
+            loop {
+                let n = stdout.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                printed.extend_from_slice(&buf[..n]);
+            }
+            let last = Instant::now();
+            (printed, first.unwrap(), last, child.wait().unwrap())
+        })
+        .await
+        .unwrap();
+        assert!(status.success());
+        assert_eq!(text(&printed), "pool answers llama-3.1-8b: hello there\n");
+        assert!(
+            last - first >= Duration::from_millis(500),
+            "the answer arrived at once ({:?}): not streamed",
+            last - first
+        );
+        let sent = upstream.requests().pop().unwrap();
+        assert_eq!(sent.body["stream"], true);
+        assert_eq!(
+            sent.body["messages"],
+            json!([{"role": "user", "content": "hello there"}])
+        );
+
+        // Whole, with a system message and a token limit.
+        let out = run(
+            &data,
+            &key,
+            &[
+                "chat",
+                "chat-small",
+                "hello there",
+                "--system",
+                "be brief",
+                "--max-tokens",
+                "2",
+                "--no-stream",
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "pool answers\n");
+        let sent = upstream.requests().pop().unwrap();
+        assert_eq!(sent.body["stream"], false);
+        assert_eq!(sent.body["max_tokens"], 2);
+        assert_eq!(
+            sent.body["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
+
+        // A model the tenant is not given: the gateway's refusal, non-zero.
+        let out = run(&data, &key, &["chat", "chat-large", "hi"]).await;
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("403 Forbidden AccessDenied"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+
+        // The upstream cuts the stream after one chunk: the gateway ends it
+        // with an error event, and the CLI exits non-zero without the final
+        // newline of a whole answer.
+        upstream.set_mode(Mode::FailAfterFirstChunk);
+        let out = run(&data, &key, &["chat", "chat-small", "hello there"]).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{stdout}");
+        assert!(stderr.contains("stream_interrupted"), "{stderr}");
+        assert!(
+            stdout.starts_with("pool ") && !stdout.ends_with('\n'),
+            "{stdout:?}"
+        );
+        // Straight from the upstream (no gateway to send the error event):
+        // the connection is cut, which must fail the same way.
+        let bare = upstream.base_url().trim_end_matches("/v1").to_owned();
+        let out = run(&bare, "unused", &["chat", "llama-3.1-8b", "hello there"]).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{stdout}");
+        assert!(
+            stderr.contains("mid-answer") || stderr.contains("cut short"),
+            "{stderr}"
+        );
+        assert!(!stdout.ends_with('\n'), "{stdout:?}");
+
+        server.shutdown().await.unwrap();
+        upstream.stop().await;
+    }
 }

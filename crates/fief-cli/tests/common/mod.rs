@@ -19,16 +19,30 @@ pub fn fief() -> Command {
 /// `fief serve` on ephemeral loopback ports over `data_dir`, as the README
 /// starts it: (the process, data URL, admin URL, admin token).
 pub fn serve(data_dir: &Path) -> (Child, String, String, String) {
-    let mut server = fief()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+    serve_with(data_dir, None, &[])
+}
+
+/// `serve` with a config file and environment variables.
+pub fn serve_with(
+    data_dir: &Path,
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+) -> (Child, String, String, String) {
+    let mut command = fief();
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]);
+    command.arg(data_dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.envs(env.iter().copied());
+    let mut server = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
