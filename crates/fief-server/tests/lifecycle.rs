@@ -302,7 +302,13 @@ type Answers = Vec<(Instant, StatusCode)>;
 
 /// One writer: the same kind of write, again and again, until the tenant's
 /// credential is refused.
-async fn writer(s: Arc<TestServer>, key: String, kind: usize, n: usize) -> Answers {
+async fn writer(
+    s: Arc<TestServer>,
+    key: String,
+    kind: usize,
+    n: usize,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+) -> Answers {
     let mut seen = Vec::new();
     for i in 0.. {
         let req = match kind {
@@ -332,6 +338,9 @@ async fn writer(s: Arc<TestServer>, key: String, kind: usize, n: usize) -> Answe
         seen.push((Instant::now(), r.status));
         if r.status == StatusCode::UNAUTHORIZED {
             break;
+        }
+        if r.status.is_success() {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         assert!(
             r.status.is_success(),
@@ -365,14 +374,22 @@ async fn offboarding_is_a_fence_no_request_outlives() {
             if kb {
                 common::kb::create_kb(&s, &key, "kb").await;
             }
+            let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let writers: Vec<_> = (0..24)
                 .map(|n| {
-                    let (s, key) = (s.clone(), key.clone());
-                    tokio::spawn(writer(s, key, kinds[n % kinds.len()], n))
+                    let (s, key, accepted) = (s.clone(), key.clone(), accepted.clone());
+                    tokio::spawn(writer(s, key, kinds[n % kinds.len()], n, accepted))
                 })
                 .collect();
-            // Let every writer get some writes in before the offboarding.
-            tokio::time::sleep(Duration::from_millis(150 + 20 * round)).await;
+            // Let the writers get some writes in before the offboarding (on a
+            // loaded machine that can take longer than any fixed sleep).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while accepted.load(std::sync::atomic::Ordering::Relaxed) < 24
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20 * round)).await;
             let r = s
                 .send(s.admin_req(Method::DELETE, &format!("/admin/v1/tenants/{id}")))
                 .await;
