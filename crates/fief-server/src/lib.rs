@@ -424,6 +424,9 @@ fn serve(
                 },
                 () = stopped(&mut rx) => break,
             };
+            // Streamed answers are many small writes; Nagle would hold each
+            // behind the client's delayed ACK (~40 ms).
+            let _ = stream.set_nodelay(true);
             let peer = stream.peer_addr().ok();
             let service =
                 hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(

@@ -314,7 +314,7 @@ async fn openai(
         return Ok(relay(state.clone(), p, surface, call, sent, encoder));
     }
     let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
-    record(state, usage).await?;
+    record_after(state, usage);
     Ok(Json(answer).into_response())
 }
 
@@ -457,12 +457,19 @@ fn usage_record(
     }
 }
 
-/// Records a usage record: metrics, and an audit entry (counts only).
-async fn record(state: &AppState, usage: Usage) -> ApiResult<()> {
+/// Records a usage record: metrics, and an audit entry (counts only),
+/// written next to the answer rather than before it (the decision that
+/// allowed the call was audited before anything was sent).
+fn record_after(state: &SharedState, usage: Usage) {
     if let Some(model) = state.llm.catalog.resolve(&usage.model) {
         state.llm.metrics.record(model, &usage);
     }
-    state.audit_usage(&usage).await
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = state.audit_usage(&usage).await {
+            tracing::error!(request_id = %usage.request_id, "usage record not written: {e}");
+        }
+    });
 }
 
 // ---- streams ----------------------------------------------------------------
@@ -705,13 +712,7 @@ impl Relay {
             },
         );
         usage.request_id = self.request_id.clone();
-        let state = self.state.clone();
-        // The answer is out; its record follows without holding it up.
-        tokio::spawn(async move {
-            if let Err(e) = record(&state, usage).await {
-                tracing::error!("usage record not written: {e}");
-            }
-        });
+        record_after(&self.state, usage);
     }
 }
 
@@ -769,7 +770,7 @@ async fn converse_call(
     }
     let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
     let latency = usage.latency_ms;
-    record(state, usage).await?;
+    record_after(state, usage);
     let converse = fief_bedrock::converse_response(&answer, latency)
         .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;
     Ok((StatusCode::OK, Json(converse)).into_response())

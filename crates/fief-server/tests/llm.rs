@@ -72,6 +72,36 @@ async fn mock(name: &str) -> MockUpstream {
     .unwrap()
 }
 
+/// The usage entry of the call that answered `r` (written just after the
+/// answer, so it may take a moment).
+async fn usage_of(s: &TestServer, tenant: &str, r: &Resp) -> Value {
+    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = s
+            .send(s.admin_req(
+                Method::GET,
+                &format!("/admin/v1/audit?tenant={tenant}&kind=usage&limit=20"),
+            ))
+            .await;
+        let found = audit.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["request_id"] == id.as_str())
+            .cloned();
+        if let Some(entry) = found {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no usage entry for {id}: {}",
+            audit.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn chat(s: &TestServer, key: &str, body: Value) -> Resp {
     s.send(
         s.data_req(key, Method::POST, "/v1/chat/completions")
@@ -393,6 +423,16 @@ async fn a_dedicated_deployment_keeps_its_latency_while_the_pool_is_saturated() 
     let s = std::sync::Arc::new(gateway(vec![shared, own], |_| {}).await);
     let acme = s.tenant("acme", "silo").await;
     let noisy = s.tenant("noisy", "pool").await;
+    // Its normal latency first (and its policies and silo connections warm).
+    let mut normal = Duration::ZERO;
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(
+            chat(&s, &acme, ask("m", "warm")).await.status,
+            StatusCode::OK
+        );
+        normal = normal.max(t.elapsed());
+    }
     // The noisy tenant takes both pool slots and queues more.
     let mut hogs = Vec::new();
     for _ in 0..6 {
@@ -414,9 +454,10 @@ async fn a_dedicated_deployment_keeps_its_latency_while_the_pool_is_saturated() 
             .starts_with("dedicated"));
         worst = worst.max(t.elapsed());
     }
+    // Far below the pool's 1.5 s: it never waited for a pool slot.
     assert!(
-        worst < Duration::from_millis(500),
-        "dedicated request took {worst:?} behind the pool"
+        worst < normal.max(Duration::from_millis(100)) * 3 && worst < Duration::from_millis(750),
+        "dedicated request took {worst:?} behind the pool (normally {normal:?})"
     );
     // Meanwhile another pool tenant waits behind the noisy one.
     let t = Instant::now();
@@ -464,14 +505,8 @@ async fn failures_are_retried_elsewhere_and_fallbacks_answer() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["model"], "small");
     assert!(r.text.contains("small-host answers"), "{}", r.text);
-    let usage = s
-        .send(s.admin_req(
-            Method::GET,
-            "/admin/v1/audit?tenant=acme&kind=usage&limit=1",
-        ))
-        .await;
-    let entry = &usage.json()["entries"][0];
-    assert_eq!(entry["usage"]["fallback_from"], "m", "{}", usage.text);
+    let entry = usage_of(&s, "acme", &r).await;
+    assert_eq!(entry["usage"]["fallback_from"], "m", "{entry}");
     assert_eq!(entry["usage"]["model"], "small");
 
     // Everything down, fallback too: a clear 502, scrubbed.
@@ -738,13 +773,7 @@ async fn usage_is_audited_as_counts_and_an_upstream_embedding_model_is_a_foundat
     let r = chat(&s, &key, ask("m", "secret canary words")).await;
     assert_eq!(r.status, StatusCode::OK);
     let usage = r.json()["usage"].clone();
-    let audit = s
-        .send(s.admin_req(
-            Method::GET,
-            "/admin/v1/audit?tenant=acme&kind=usage&limit=10",
-        ))
-        .await;
-    let entry = &audit.json()["entries"][0];
+    let entry = &usage_of(&s, "acme", &r).await;
     assert_eq!(entry["usage"]["prompt_tokens"], usage["prompt_tokens"]);
     assert_eq!(
         entry["usage"]["completion_tokens"],
@@ -752,6 +781,10 @@ async fn usage_is_audited_as_counts_and_an_upstream_embedding_model_is_a_foundat
     );
     assert_eq!(entry["usage"]["counted"], "upstream");
     assert_eq!(entry["usage"]["upstream"], "pool");
+    let audit = s
+        .send(s.admin_req(Method::GET, "/admin/v1/audit?tenant=acme&limit=1000"))
+        .await;
+    assert!(audit.text.contains("usage"), "{}", audit.text);
     assert!(
         !audit.text.contains("canary"),
         "content never reaches the audit log"
