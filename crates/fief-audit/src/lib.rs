@@ -71,19 +71,34 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
 }
 
 /// Fault injection (feature `fault-injection`, tests only): appends fail as
-/// a full disk would make them.
+/// a full disk would make them, for every log or for the logs under one
+/// directory (so one test's full disk is not every concurrent test's).
 #[cfg(feature = "fault-injection")]
 pub mod faults {
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
 
     static FAIL_APPENDS: AtomicBool = AtomicBool::new(false);
+    static FAIL_UNDER: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+    /// Every log's appends fail (callers serialise their tests).
     pub fn fail_appends(on: bool) {
         FAIL_APPENDS.store(on, Ordering::SeqCst);
     }
 
-    pub(crate) fn appends_fail() -> bool {
+    /// Appends of the logs under `dir` fail; `None` ends it.
+    pub fn fail_appends_under(dir: Option<&Path>) {
+        if let Ok(mut under) = FAIL_UNDER.lock() {
+            *under = dir.map(Path::to_path_buf);
+        }
+    }
+
+    pub(crate) fn appends_fail(dir: &Path) -> bool {
         FAIL_APPENDS.load(Ordering::SeqCst)
+            || FAIL_UNDER
+                .lock()
+                .is_ok_and(|u| u.as_deref().is_some_and(|u| dir.starts_with(u)))
     }
 }
 
@@ -324,7 +339,7 @@ impl AuditLog {
             return Err(AuditError::Poisoned);
         }
         #[cfg(feature = "fault-injection")]
-        if faults::appends_fail() {
+        if faults::appends_fail(self.layout.dir()) {
             return Err(AuditError::Io {
                 path: self.layout.dir().to_owned(),
                 source: std::io::Error::other("fault injection: no space left on device"),

@@ -297,9 +297,9 @@ async fn concurrent_appends_are_group_committed_into_one_chain() {
 async fn a_failed_append_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path(), Options::default()).unwrap();
-    faults::fail_appends(true);
+    faults::fail_appends_under(Some(dir.path()));
     let r = log.append(event(0)).await;
-    faults::fail_appends(false);
+    faults::fail_appends_under(None);
     assert!(r.is_err());
     assert_eq!(log.append(event(1)).await.unwrap(), 1);
 }
