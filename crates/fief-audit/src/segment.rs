@@ -251,6 +251,17 @@ impl Layout {
     }
 
     /// Where the kept chain starts: after the last retirement, if any.
+    /// The checkpoints of the segments closed since the chain's start.
+    fn closed_since(marks: &[Mark], first: u64) -> Vec<&Checkpoint> {
+        marks
+            .iter()
+            .filter_map(|m| match m {
+                Mark::Closed(c) if c.segment >= first => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn start(marks: &[Mark]) -> (u64, u64, String) {
         marks
             .iter()
@@ -325,13 +336,7 @@ impl Layout {
         let marks = self.marks()?;
         let (first, mut next_seq, mut head) = Self::start(&marks);
         let segments = self.segments()?;
-        let closed: Vec<&Checkpoint> = marks
-            .iter()
-            .filter_map(|m| match m {
-                Mark::Closed(c) if c.segment >= first => Some(c),
-                _ => None,
-            })
-            .collect();
+        let closed = Self::closed_since(&marks, first);
         let mut expect = first;
         for c in &closed {
             if c.segment != expect {
@@ -447,13 +452,7 @@ impl Layout {
     pub fn retire_before(&self, cutoff: SystemTime) -> Result<(), AuditError> {
         let marks = self.marks()?;
         let first = Self::start(&marks).0;
-        let closed: Vec<&Checkpoint> = marks
-            .iter()
-            .filter_map(|m| match m {
-                Mark::Closed(c) if c.segment >= first => Some(c),
-                _ => None,
-            })
-            .collect();
+        let closed = Self::closed_since(&marks, first);
         let cutoff_ms = index::ts_ms(&humantime::format_rfc3339_millis(cutoff).to_string());
         let mut retire: Option<&Checkpoint> = None;
         for c in closed.iter().take(closed.len().saturating_sub(1)) {
