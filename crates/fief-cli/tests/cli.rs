@@ -235,18 +235,7 @@ async fn every_file_under_the_data_directory_is_private() {
         ("perm-bridge", "bridge"),
         ("perm-silo", "silo"),
     ] {
-        let r = http
-            .post(format!("{admin_url}/admin/v1/tenants"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"id": id, "tier": tier}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let key = r.json::<serde_json::Value>().await.unwrap()["api_key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let key = common::create_tenant(&http, &admin_url, &token, id, Some(tier)).await;
         let onnx = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 3], 1).to_onnx();
         for (path, body, ct) in [
             ("/api/v1/models/m", onnx, "application/octet-stream"),
@@ -298,18 +287,7 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, data, admin, token) = common::serve(dir.path());
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{admin}/admin/v1/tenants"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"id": "burst"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let key = r.json::<serde_json::Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = common::create_tenant(&http, &admin, &token, "burst", None).await;
     let clients: Vec<_> = (0..16)
         .map(|_| {
             let (http, data, key) = (http.clone(), data.clone(), key.clone());
@@ -448,18 +426,8 @@ mod llm {
         let data = format!("http://{}", server.data_addr);
         let admin = format!("http://{}", server.admin_addr);
         let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{admin}/admin/v1/tenants"))
-            .bearer_auth(&server.admin_token)
-            .json(&json!({"id": "acme"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let key = r.json::<serde_json::Value>().await.unwrap()["api_key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let key =
+            crate::common::create_tenant(&http, &admin, &server.admin_token, "acme", None).await;
 
         // Every model, one per line; then only the one the operator allows.
         let out = run(&data, &key, &["llm", "models"]).await;

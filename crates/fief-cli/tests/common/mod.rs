@@ -65,3 +65,30 @@ pub fn serve_with(
         token.trim().to_owned(),
     )
 }
+
+/// Creates a tenant over the admin plane (default tier when `tier` is
+/// `None`) and returns its first API key.
+pub async fn create_tenant(
+    http: &reqwest::Client,
+    admin: &str,
+    token: &str,
+    id: &str,
+    tier: Option<&str>,
+) -> String {
+    let mut body = serde_json::json!({ "id": id });
+    if let Some(tier) = tier {
+        body["tier"] = tier.into();
+    }
+    let r = http
+        .post(format!("{admin}/admin/v1/tenants"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
