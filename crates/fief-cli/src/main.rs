@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod kb;
 mod llm;
+mod quota;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,16 @@ enum Command {
         tenant: TenantArgs,
         #[command(subcommand)]
         command: llm::LlmCommand,
+    },
+    /// Quotas: your limits and what remains; lower limits for your roles,
+    /// keys and users; with --tenant, a tenant's limits (as the operator).
+    Quota {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: quota::QuotaCommand,
     },
     /// Probe a live deployment for cross-tenant leaks over every resource
     /// kind, action and addressing form; exits non-zero on any leak. Kinds
@@ -302,6 +313,11 @@ async fn run(cli: Cli) -> CliResult {
         Command::Role { tenant, command } => access::role(&tenant_client(&tenant)?, command).await,
         Command::Chat { tenant, chat } => llm::chat(&tenant_client(&tenant)?, chat).await,
         Command::Llm { tenant, command } => llm::llm(&tenant_client(&tenant)?, command).await,
+        Command::Quota {
+            tenant,
+            admin,
+            command,
+        } => quota::run(|| tenant_client(&tenant), || admin_client(&admin), command).await,
         Command::VerifyIsolation(args) => verify::run(args).await,
         Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
         Command::Invoke {

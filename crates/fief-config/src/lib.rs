@@ -10,7 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod llm;
+mod quota;
 pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
+pub use quota::{
+    check_limits, LimitKind, Limits, OnStoreError, OnStoreErrorConfig, QuotaSettings, QuotasConfig,
+    RedisConfig, Scheduling,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +78,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Foundation-model (LLM) upstreams; none by default.
     pub llm: LlmConfig,
+    /// Limits per tier, admission and fair sharing.
+    pub quotas: QuotasConfig,
+    /// Counters shared by every replica; in memory (this process) when absent.
+    pub redis: Option<RedisConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,6 +307,10 @@ pub struct ModelsConfig {
     /// after this many seconds without a request, and started again on the
     /// next: an idle tenant costs no thread.
     pub silo_idle_secs: u64,
+    /// Invocations of bridge and pool tenants that run at once on the
+    /// shared pool, handed out by fair queueing (`quotas.scheduling`);
+    /// 0: one per core.
+    pub shared_threads: usize,
 }
 
 impl Default for Config {
@@ -317,6 +330,8 @@ impl Default for Config {
             postgres: None,
             audit: AuditConfig::default(),
             llm: LlmConfig::default(),
+            quotas: QuotasConfig::default(),
+            redis: None,
         }
     }
 }
@@ -329,6 +344,7 @@ impl Default for ModelsConfig {
             silo_threads: 1,
             max_silo_threads: 64,
             silo_idle_secs: 300,
+            shared_threads: 0,
             max_model_bytes: 256 * 1024 * 1024,
             load_deadline_ms: 10_000,
         }
@@ -473,6 +489,10 @@ impl Config {
         }
         // Environment variables are checked by `load`, which has them.
         self.llm.validate(&|_| true, false)?;
+        self.quotas.validate()?;
+        if let Some(r) = &self.redis {
+            r.validate()?;
+        }
         let k = &self.knowledge;
         if !(16..=254).contains(&k.chunk_tokens) {
             return invalid("knowledge.chunk_tokens must be between 16 and 254");

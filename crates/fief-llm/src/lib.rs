@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fief_config::LlmConfig;
 use fief_core::TenantId;
+use fief_quota::fair::FairPermit;
 use serde_json::{Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
 
 pub use catalog::{Allow, Catalog, ModelId, UpstreamId};
 pub use usage::{Counted, Usage};
@@ -73,21 +73,55 @@ pub struct Sent {
     /// could still be retried.
     pub first: Option<Bytes>,
     pub started: Instant,
-    _slot: Slot,
+    slot: Slot,
 }
 
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: FairPermit,
     _outstanding: router::Outstanding,
+}
+
+/// A tenant's claim on pooled upstream slots (fair queueing, `fief-quota`):
+/// its weight, and the service a call is charged when it starts (its prompt
+/// tokens); [`Sent::served`] corrects it to prompt + 2 × completion tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub weight: f64,
+    pub estimate: f64,
+}
+
+impl Sent {
+    /// The service this call gave, once known (prompt + 2 × completion
+    /// tokens, as the Virtual Token Counter counts it).
+    pub fn served(&mut self, prompt: u64, completion: u64) {
+        self.slot
+            .permit
+            .served(prompt as f64 + 2.0 * completion as f64);
+    }
+    /// Reads the whole (non-streamed) body, keeping the slot.
+    pub async fn body(&mut self) -> reqwest::Result<Bytes> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.response.chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+    /// How long it waited for an upstream slot.
+    pub fn queued(&self) -> Duration {
+        self.slot.permit.waited()
+    }
 }
 
 impl Llm {
     /// `env` reads the variables named by `api_key_env`; `user_key` keys the
     /// opaque `user` ids.
+    /// `scheduling`: how pooled upstreams hand out their slots (a dedicated
+    /// upstream's are first come, first served).
     pub fn new(
         config: &LlmConfig,
         env: impl Fn(&str) -> Option<String>,
         user_key: [u8; 32],
+        scheduling: fief_config::Scheduling,
     ) -> Result<Self, LlmError> {
         let mut clients = Vec::new();
         for u in &config.upstreams {
@@ -115,7 +149,18 @@ impl Llm {
                 secrets,
             });
         }
-        let limits: Vec<usize> = config.upstreams.iter().map(|u| u.max_concurrency).collect();
+        let limits: Vec<_> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let mode = if u.exclusive {
+                    fief_config::Scheduling::Fifo
+                } else {
+                    scheduling
+                };
+                (u.max_concurrency, mode)
+            })
+            .collect();
         let catalog = Catalog::new(config);
         let metrics = metrics::LlmMetrics::new(&catalog);
         Ok(Self {
@@ -162,6 +207,7 @@ impl Llm {
         &self,
         models: &[ModelId],
         tenant: &TenantId,
+        share: Share,
         path: &str,
         body: &Map<String, Value>,
         stream: bool,
@@ -191,7 +237,7 @@ impl Llm {
                 }
                 attempts += 1;
                 let d = deployments[index];
-                match self.attempt(d, body, path, stream).await {
+                match self.attempt(d, tenant, share, body, path, stream).await {
                     Ok((response, first, slot)) => {
                         self.router.succeeded(d.upstream);
                         return Ok(Sent {
@@ -202,7 +248,7 @@ impl Llm {
                             response,
                             first,
                             started,
-                            _slot: slot,
+                            slot,
                         });
                     }
                     Err(e) => {
@@ -226,6 +272,8 @@ impl Llm {
     async fn attempt(
         &self,
         d: &catalog::Deployment,
+        tenant: &TenantId,
+        share: Share,
         body: &Map<String, Value>,
         path: &str,
         stream: bool,
@@ -235,12 +283,10 @@ impl Llm {
         let outstanding = self.router.begin(d.upstream);
         let permit = state
             .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| CallError::Failed("the upstream is shutting down".into()))?;
+            .acquire(tenant.as_str(), share.weight, share.estimate)
+            .await;
         let slot = Slot {
-            _permit: permit,
+            permit,
             _outstanding: outstanding,
         };
         let mut body = body.clone();

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use fief_config::Scheduling;
+use fief_quota::fair::FairGate;
 
 use crate::catalog::{Deployment, UpstreamId};
 
@@ -15,8 +16,8 @@ use crate::catalog::{Deployment, UpstreamId};
 pub struct UpstreamState {
     /// Requests sent and not yet finished.
     outstanding: AtomicUsize,
-    /// `max_concurrency` slots.
-    pub slots: Arc<Semaphore>,
+    /// `max_concurrency` slots, handed out fairly across tenants.
+    pub slots: FairGate,
     health: Mutex<Health>,
     failures_in_a_row: AtomicU32,
 }
@@ -59,15 +60,16 @@ impl Drop for Outstanding {
 }
 
 impl Router {
-    /// `limits`: each upstream's `max_concurrency`, in config order.
-    pub fn new(limits: &[usize], cooldown_after: u32, cooldown: Duration) -> Self {
+    /// `limits`: each upstream's `max_concurrency` and how its slots are
+    /// handed out, in config order.
+    pub fn new(limits: &[(usize, Scheduling)], cooldown_after: u32, cooldown: Duration) -> Self {
         Self {
             upstreams: limits
                 .iter()
-                .map(|n| {
+                .map(|(n, mode)| {
                     Arc::new(UpstreamState {
                         outstanding: AtomicUsize::new(0),
-                        slots: Arc::new(Semaphore::new(*n)),
+                        slots: FairGate::new(*n, *mode),
                         health: Mutex::new(Health::default()),
                         failures_in_a_row: AtomicU32::new(0),
                     })
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn least_outstanding_wins_and_ties_take_turns() {
-        let r = Router::new(&[4, 4, 4], 3, Duration::from_secs(30));
+        let r = Router::new(&[(4, Scheduling::Fair); 3], 3, Duration::from_secs(30));
         let d = deployments(3);
         let c: Vec<&Deployment> = d.iter().collect();
         let now = Instant::now();
@@ -226,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_failing_deployment_rests_and_one_probe_brings_it_back() {
-        let r = Router::new(&[4, 4], 2, Duration::from_secs(10));
+        let r = Router::new(&[(4, Scheduling::Fair); 2], 2, Duration::from_secs(10));
         let d = deployments(2);
         let c: Vec<&Deployment> = d.iter().collect();
         let t0 = Instant::now();

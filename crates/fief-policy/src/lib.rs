@@ -265,6 +265,8 @@ actions!(
     QueryKnowledgeBase,
     ListKnowledgeBases,
     CreateEmbeddings,
+    GetQuotas,
+    SetQuota,
     PutItem,
     GetItem,
     DeleteItem,
@@ -1370,6 +1372,8 @@ mod tests {
                 }),
             ),
             (Action::CreateEmbeddings, Resource::Tenant(t("aa"))),
+            (Action::GetQuotas, Resource::Tenant(t("aa"))),
+            (Action::SetQuota, Resource::Tenant(t("aa"))),
         ] {
             let d = engine.authorize(&key("aa"), action, &resource);
             assert!(d.allowed, "{action:?}: {:?}", d.reason);
@@ -1385,6 +1389,8 @@ mod tests {
             (Action::DeleteModel, model("bb")),
             (Action::ListModels, Resource::Tenant(t("bb"))),
             (Action::InvokeEndpoint, Resource::Endpoint(t("bb"))),
+            (Action::GetQuotas, Resource::Tenant(t("bb"))),
+            (Action::SetQuota, Resource::Tenant(t("bb"))),
         ] {
             let d = engine.authorize(&key("aa"), action, &resource);
             assert!(!d.allowed, "{action:?}");

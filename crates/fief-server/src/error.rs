@@ -39,6 +39,9 @@ pub enum ApiError {
     /// A model is still loading; retry shortly.
     #[error("the model is loading; retry shortly")]
     ModelNotReady,
+    /// A quota of the caller's is reached (fief's own limits).
+    #[error("{message}")]
+    Throttled { message: String, retry_after: u64 },
     /// A foundation model's upstream is rate limiting, after retries.
     #[error("{0}")]
     RateLimited(String),
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::ModelNotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::ModelNotReady => "ModelNotReady",
             ApiError::RateLimited(_) => "RateLimited",
+            ApiError::Throttled { .. } => "Throttled",
             ApiError::Upstream(_) => "UpstreamError",
             ApiError::UpstreamTimeout(_) => "UpstreamTimeout",
             ApiError::Internal(_) => "InternalError",
@@ -149,6 +153,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::Throttled { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if matches!(self, ApiError::Unauthenticated(_)) {
             response

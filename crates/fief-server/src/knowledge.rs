@@ -12,7 +12,8 @@ use fief_policy::{Action, Resource};
 use fief_store::{DocumentRecord, KnowledgeBaseRecord, Principal, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::quota::Cost;
+use crate::state::{AppState, SharedState};
 
 impl From<KnowledgeError> for ApiError {
     fn from(e: KnowledgeError) -> Self {
@@ -142,13 +143,14 @@ pub async fn list_documents(
 }
 
 pub async fn put_document(
-    state: &AppState,
+    state: &SharedState,
     principal: &Principal,
     raw: &str,
     doc: &str,
     input: DocumentInput,
 ) -> ApiResult<DocumentView> {
     let (scope, kb) = authorize_kb(state, principal, Action::PutDocument, raw).await?;
+    let _admission = state.quota.admit(state, principal, Cost::Request).await?;
     let tier = tier(state, &scope).await?;
     let doc = parse_document_id(doc)?;
     let view = state
@@ -190,12 +192,13 @@ pub async fn delete_document(
 }
 
 pub async fn query(
-    state: &AppState,
+    state: &SharedState,
     principal: &Principal,
     raw: &str,
     input: QueryInput,
 ) -> ApiResult<Vec<QueryHit>> {
     let (scope, kb) = authorize_kb(state, principal, Action::QueryKnowledgeBase, raw).await?;
+    let _admission = state.quota.admit(state, principal, Cost::Request).await?;
     let tier = tier(state, &scope).await?;
     let (hits, stats) = state
         .knowledge
@@ -236,11 +239,12 @@ pub enum EmbeddingsInput {
 }
 
 pub async fn embeddings(
-    state: &AppState,
+    state: &SharedState,
     principal: &Principal,
     req: EmbeddingsRequest,
 ) -> ApiResult<Value> {
     authorize_tenant(state, principal, Action::CreateEmbeddings).await?;
+    let _admission = state.quota.admit(state, principal, Cost::Request).await?;
     let model = state.knowledge.embedder().model_name().to_owned();
     if let Some(asked) = &req.model {
         if asked != &model && asked != &format!("sentence-transformers/{model}") {

@@ -14,6 +14,7 @@ mod llm;
 mod metrics;
 mod models;
 mod placement;
+mod quota;
 mod request_id;
 mod routes;
 mod signing;
@@ -208,10 +209,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
                 .or_else(|| std::env::var(var).ok())
         },
         store.derived_key("llm upstream user id"),
+        config.quotas.scheduling,
     )
     .map_err(|e| ServerError::Startup(format!("llm: {e}")))?;
+    let quota =
+        quota::QuotaGate::new(&config).map_err(|e| ServerError::Startup(format!("quotas: {e}")))?;
     let state = Arc::new(AppState {
         llm,
+        quota,
         knowledge,
         placement,
         metrics: metrics::Metrics::default(),

@@ -20,12 +20,13 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use fief_llm::wire::{self, SseData, SseSplitter};
-use fief_llm::{CallError, Counted, ModelId, Sent, Usage};
+use fief_llm::{CallError, Counted, ModelId, Sent, Share, Usage};
 use fief_policy::{Action, Resource};
 use fief_store::Principal;
 
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
+use crate::quota::{Admission, Cost};
 use crate::request_id;
 use crate::routes::{ApiJson, ApiPath};
 use crate::state::{AppState, SharedState};
@@ -238,6 +239,11 @@ struct Prepared {
     stream: bool,
     client_usage: bool,
     prompt_estimate: u64,
+    /// The client's `max_tokens` (or `max_completion_tokens`), and which.
+    max_out: Option<u64>,
+    max_key: &'static str,
+    /// Tokens a stream may reach before it is cut (the budget's rest).
+    cap: Option<u64>,
 }
 
 async fn prepare(
@@ -249,11 +255,15 @@ async fn prepare(
     // Decided first: a refusal looks the same whatever else the body holds.
     let (models, resources) = authorize_models(state, p, spelled).await?;
     let max = state.llm.max_output_tokens;
+    let (mut max_out, mut max_key) = (None, "max_tokens");
     for key in ["max_tokens", "max_completion_tokens"] {
         match body.get(key) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_u64() {
-                Some(n) if (1..=max).contains(&n) => {}
+                Some(n) if (1..=max).contains(&n) => {
+                    max_out = Some(max_out.map_or(n, |m: u64| m.min(n)));
+                    max_key = key;
+                }
                 _ => {
                     return Err(ApiError::Validation(format!(
                         "`{key}` must be a whole number between 1 and {max}"
@@ -283,6 +293,9 @@ async fn prepare(
         stream,
         client_usage,
         prompt_estimate,
+        max_out,
+        max_key,
+        cap: None,
     })
 }
 
@@ -302,20 +315,71 @@ async fn openai(
     body: Map<String, Value>,
 ) -> ApiResult<Response> {
     let spelled = model_field(&body)?;
-    let call = prepare(state, p, &spelled, body).await?;
+    let mut call = prepare(state, p, &spelled, body).await?;
     if surface == Surface::Embeddings && call.stream {
         return Err(ApiError::Validation("embeddings cannot stream".into()));
     }
-    let sent = send(state, p, &call, surface).await?;
+    let mut admission = admit(state, p, surface, &mut call).await?;
+    let sent = send(state, p, &call, surface, &admission).await?;
     if call.stream {
         let encoder = Encoder::OpenAi {
             client_usage: call.client_usage,
         };
-        return Ok(relay(state.clone(), p, surface, call, sent, encoder));
+        return Ok(relay(
+            state.clone(),
+            p,
+            surface,
+            call,
+            sent,
+            encoder,
+            admission,
+        ));
     }
     let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
+    admission.settle(usage.total_tokens);
     record_after(state, usage);
-    Ok(Json(answer).into_response())
+    let mut response = Json(answer).into_response();
+    admission.headers(response.headers_mut());
+    Ok(response)
+}
+
+/// Admission under the caller's quotas before anything is sent: the worst
+/// case (prompt estimate + `max_tokens`, or `quotas.default_max_tokens`)
+/// is reserved. When a token limit applies, the upstream is told the most
+/// it may produce, and a stream granted only what the budget has left is
+/// cut there.
+async fn admit(
+    state: &SharedState,
+    p: &Principal,
+    surface: Surface,
+    call: &mut Prepared,
+) -> ApiResult<Admission> {
+    let embeddings = surface == Surface::Embeddings;
+    let default = state
+        .quota
+        .default_max_tokens()
+        .min(state.llm.max_output_tokens);
+    let output = if embeddings {
+        0
+    } else {
+        call.max_out.unwrap_or(default)
+    };
+    let cost = Cost::Tokens {
+        prompt: call.prompt_estimate,
+        output,
+        stream: call.stream,
+    };
+    let admission = state.quota.admit(state, p, cost).await?;
+    if let (Some(granted), false) = (admission.granted, embeddings) {
+        let room = granted.saturating_sub(call.prompt_estimate).max(1);
+        if call.max_out.is_none_or(|m| room < m) {
+            call.body.insert(call.max_key.into(), room.into());
+        }
+        if granted < call.prompt_estimate + output {
+            call.cap = Some(granted);
+        }
+    }
+    Ok(admission)
 }
 
 /// Sends, then checks the fallback's decision was recorded.
@@ -324,12 +388,17 @@ async fn send(
     p: &Principal,
     call: &Prepared,
     surface: Surface,
+    admission: &Admission,
 ) -> ApiResult<Sent> {
     let tenant = p.tenant().ok_or(ApiError::AccessDenied)?;
     let path = surface.path();
+    let share = Share {
+        weight: admission.weight,
+        estimate: call.prompt_estimate as f64,
+    };
     let sent = state
         .llm
-        .send(&call.models, tenant, path, &call.body, call.stream)
+        .send(&call.models, tenant, share, path, &call.body, call.stream)
         .await
         .map_err(upstream_error)?;
     audit_fallback(state, p, &call.models, &call.resources, sent.model).await?;
@@ -370,13 +439,13 @@ async fn finish_whole(
     p: &Principal,
     surface: Surface,
     call: &Prepared,
-    sent: Sent,
+    mut sent: Sent,
 ) -> ApiResult<(Value, Usage)> {
     let upstream = sent.upstream;
     let model = sent.model;
     let retries = sent.retries;
     let started = sent.started;
-    let bytes = sent.response.bytes().await.map_err(|_| {
+    let bytes = sent.body().await.map_err(|_| {
         state.llm.broke(upstream);
         ApiError::Upstream("the model's upstream answer broke off".into())
     })?;
@@ -394,6 +463,7 @@ async fn finish_whole(
             Counted::Estimate,
         ),
     };
+    sent.served(prompt, completion);
     let usage = usage_record(
         state,
         p,
@@ -509,6 +579,26 @@ impl Encoder {
             Encoder::Bedrock(t) => t.finish(latency_ms).into_iter().map(Bytes::from).collect(),
         }
     }
+    /// Ends a stream the caller's budget cut: an error the client's SDK
+    /// raises, with the usage charged (what the client received).
+    fn budget(&mut self, message: &str, prompt: u64, completion: u64) -> Vec<Bytes> {
+        match self {
+            Encoder::OpenAi { .. } => vec![Bytes::from(wire::sse_event(&json!({
+                "error": {
+                    "message": message, "type": "rate_limit_error", "code": "budget_exhausted",
+                    "request_id": request_id::current(),
+                },
+                "usage": {
+                    "prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            })))],
+            Encoder::Bedrock(_) => vec![Bytes::from(fief_bedrock::exception_frame(
+                "throttlingException",
+                message,
+            ))],
+        }
+    }
     /// Ends a stream that broke: an error the client's SDK raises, never a
     /// silent truncation.
     fn error(&mut self, message: &str) -> Vec<Bytes> {
@@ -549,9 +639,12 @@ struct Relay {
     ttft: Option<u64>,
     ended: bool,
     complete: bool,
+    /// Ended by the caller's budget (then usage is what was relayed).
+    budget_cut: bool,
     recorded: bool,
     request_id: String,
     parts: (ModelId, fief_llm::UpstreamId, u32, Instant),
+    admission: Admission,
 }
 
 fn relay(
@@ -561,8 +654,10 @@ fn relay(
     call: Prepared,
     mut sent: Sent,
     encoder: Encoder,
+    admission: Admission,
 ) -> Response {
     let content_type = encoder.content_type();
+    let rate_headers = crate::quota::RateHeaders(admission.rate.clone());
     let parts = (sent.model, sent.upstream, sent.retries, sent.started);
     let first = sent.first.take();
     let relay = Relay {
@@ -580,9 +675,11 @@ fn relay(
         ttft: None,
         ended: false,
         complete: false,
+        budget_cut: false,
         recorded: false,
         request_id: request_id::current(),
         parts,
+        admission,
     };
     let stream = futures::stream::unfold(relay, |mut r| async move {
         loop {
@@ -598,6 +695,7 @@ fn relay(
     });
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
+    rate_headers.headers(headers);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
@@ -658,6 +756,14 @@ impl Relay {
                     self.reported = Some(u);
                 }
                 let text = wire::answer_text(&chunk);
+                if let Some(cap) = self.call.cap {
+                    let after = self.call.prompt_estimate
+                        + wire::estimate_tokens(&format!("{}{text}", self.completion_bytes));
+                    if !text.is_empty() && after > cap {
+                        self.cut(cap);
+                        return;
+                    }
+                }
                 if !text.is_empty() && self.ttft.is_none() {
                     self.ttft = Some(self.parts.3.elapsed().as_millis() as u64);
                 }
@@ -668,6 +774,22 @@ impl Relay {
                 self.out.extend(frames);
             }
         }
+    }
+
+    /// The next chunk would take the caller past what its budget has left:
+    /// the stream ends here, the upstream request is cancelled.
+    fn cut(&mut self, cap: u64) {
+        let prompt = self.call.prompt_estimate;
+        let completion = wire::estimate_tokens(&self.completion_bytes);
+        let message = format!(
+            "the monthly token budget is reached: this answer was cut at the {cap} tokens it had \
+             left (prompt {prompt} + completion {completion}, estimated)"
+        );
+        let frames = self.encoder.budget(&message, prompt, completion);
+        self.out.extend(frames);
+        self.ended = true;
+        self.budget_cut = true;
+        self.sent = None;
     }
 
     fn broke(&mut self, message: &str) {
@@ -684,8 +806,8 @@ impl Relay {
             return;
         }
         self.recorded = true;
-        self.sent = None;
-        let (prompt, completion, counted) = match self.reported {
+        let reported = self.reported.filter(|_| !self.budget_cut);
+        let (prompt, completion, counted) = match reported {
             Some((p, c)) => (p, c, Counted::Upstream),
             None => (
                 self.call.prompt_estimate,
@@ -693,6 +815,11 @@ impl Relay {
                 Counted::Estimate,
             ),
         };
+        if let Some(sent) = self.sent.as_mut() {
+            sent.served(prompt, completion);
+        }
+        self.sent = None;
+        self.admission.settle(prompt + completion);
         let (model, upstream, retries, started) = self.parts;
         let mut usage = usage_record(
             &self.state,
@@ -755,8 +882,9 @@ async fn converse_call(
             "converse request did not map to an object".into(),
         ));
     };
-    let call = prepare(state, p, model_id, chat).await?;
-    let sent = send(state, p, &call, Surface::Converse).await?;
+    let mut call = prepare(state, p, model_id, chat).await?;
+    let mut admission = admit(state, p, Surface::Converse, &mut call).await?;
+    let sent = send(state, p, &call, Surface::Converse, &admission).await?;
     if stream {
         let encoder = Encoder::Bedrock(Box::new(fief_bedrock::StreamTranslator::new()));
         return Ok(relay(
@@ -766,12 +894,16 @@ async fn converse_call(
             call,
             sent,
             encoder,
+            admission,
         ));
     }
     let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
+    admission.settle(usage.total_tokens);
     let latency = usage.latency_ms;
     record_after(state, usage);
     let converse = fief_bedrock::converse_response(&answer, latency)
         .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;
-    Ok((StatusCode::OK, Json(converse)).into_response())
+    let mut response = (StatusCode::OK, Json(converse)).into_response();
+    admission.headers(response.headers_mut());
+    Ok(response)
 }

@@ -200,6 +200,10 @@ async fn invoke_model(
         )
         .await?;
     let inputs = parse_invocation(body)?;
+    let admission = state
+        .quota
+        .admit(state, principal, crate::quota::Cost::Request)
+        .await?;
 
     let record = state
         .store
@@ -211,30 +215,37 @@ async fn invoke_model(
         None => load_within_deadline(state, scope.clone(), record).await?,
     };
     // Placement by tier: a silo tenant's own threads, or the shared pool.
-    match state.placement.pool(scope.tenant())? {
-        Some(pool) => {
-            state.metrics.job(pool.name());
-            Ok(pool
-                .run(move || loaded.run(&inputs))
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))??)
-        }
-        // A run known to take microseconds costs less than the hop to a
-        // blocking thread: it runs here. Anything slower, or not yet
-        // measured, runs on the blocking pool so no request holds an
-        // async worker for long.
-        None if loaded
-            .expected_micros(&inputs)
-            .is_some_and(|us| us <= INLINE_RUN_MICROS) =>
-        {
-            state.metrics.job("shared");
-            Ok(loaded.run(&inputs)?)
-        }
-        None => {
-            state.metrics.job("shared");
-            Ok(blocking(move || loaded.run(&inputs)).await??)
-        }
+    if let Some(pool) = state.placement.pool(scope.tenant())? {
+        state.metrics.job(pool.name());
+        return Ok(pool
+            .run(move || loaded.run(&inputs))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))??);
     }
+    // The shared pool's slots go to tenants by fair queueing, each run
+    // charged its measured time.
+    let expected = loaded.expected_micros(&inputs);
+    let mut slot = state
+        .quota
+        .onnx
+        .acquire(
+            scope.tenant().as_str(),
+            admission.weight,
+            expected.unwrap_or(1000.0),
+        )
+        .await;
+    state.metrics.job("shared");
+    let started = std::time::Instant::now();
+    // A run known to take microseconds costs less than the hop to a
+    // blocking thread: it runs here. Anything slower, or not yet measured,
+    // runs on the blocking pool so no request holds an async worker long.
+    let outputs = if expected.is_some_and(|us| us <= INLINE_RUN_MICROS) {
+        loaded.run(&inputs)?
+    } else {
+        blocking(move || loaded.run(&inputs)).await??
+    };
+    slot.served(started.elapsed().as_micros() as f64);
+    Ok(outputs)
 }
 
 /// Longest expected run that is not worth moving to a blocking thread.

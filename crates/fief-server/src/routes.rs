@@ -76,6 +76,7 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
         )
         .route("/endpoints/{endpoint}/invocations", post(invoke))
         .merge(crate::llm::routes())
+        .merge(crate::quota::routes())
         // Every route but health authenticates first (it runs after the
         // island gate, which tags the request with its listener).
         .route_layer(middleware::from_fn_with_state(
@@ -659,8 +660,10 @@ async fn get_tenant(
     Operator(op): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
+    let tenant = tenants::get(&state, &op, &id).await?;
+    let effective = state.quota.effective(tenant.tier, tenant.quotas.as_ref());
     Ok(Json(
-        json!({"tenant": tenants::get(&state, &op, &id).await?}),
+        json!({"tenant": tenant, "effective_quotas": effective}),
     ))
 }
 
@@ -758,6 +761,7 @@ async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResp
             .metrics
             .render(&state.cache.stats(), state.store.items_rejected());
         state.llm.metrics.render(&mut text);
+        state.quota.render(&mut text);
         text
     })
 }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth_failures: crate::authfail::AuthFailures,
     /// Foundation-model upstreams (empty when none are configured).
     pub llm: fief_llm::Llm,
+    /// Quotas, rate limits, budgets and the shared pool's fair queue.
+    pub quota: crate::quota::QuotaGate,
 }
 
 pub type SharedState = Arc<AppState>;

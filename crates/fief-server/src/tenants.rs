@@ -113,6 +113,10 @@ pub struct UpdateTenant {
     /// tags); `null` removes the allowlist.
     #[serde(default, deserialize_with = "present")]
     pub llm_models: Option<Option<Vec<String>>>,
+    /// Limits and weight: each key given is set (a number) or removed
+    /// (`null`, back to the tier's default); `null` removes them all.
+    #[serde(default, deserialize_with = "present")]
+    pub quotas: Option<serde_json::Value>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
@@ -131,9 +135,10 @@ pub async fn update(
     req: UpdateTenant,
 ) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
-    if req.tier.is_none() && req.tags.is_none() && req.llm_models.is_none() {
+    if req.tier.is_none() && req.tags.is_none() && req.llm_models.is_none() && req.quotas.is_none()
+    {
         return Err(ApiError::Validation(
-            "nothing to update: give `tier`, `tags` and/or `llm_models`".into(),
+            "nothing to update: give `tier`, `tags`, `llm_models` and/or `quotas`".into(),
         ));
     }
     if let Some(Some(models)) = &req.llm_models {
@@ -149,7 +154,14 @@ pub async fn update(
     let resource = Resource::Tenant(id.clone());
     state.authorize(op, Action::UpdateTenant, &resource).await?;
     let before = state.store.get_tenant(&id).await?;
-    let after = state
+    let quotas = match &req.quotas {
+        None => None,
+        Some(patch) => Some(crate::quota::patch_settings(
+            before.as_ref().and_then(|b| b.quotas.as_ref()),
+            patch,
+        )?),
+    };
+    let mut after = state
         .store
         .update_tenant(
             &id,
@@ -158,6 +170,9 @@ pub async fn update(
             req.llm_models.as_ref().map(Option::as_deref),
         )
         .await?;
+    if let Some(q) = &quotas {
+        after = state.store.set_tenant_quotas(&id, q.as_ref()).await?;
+    }
     state.placement.apply(&id, after.tier)?;
     if before.as_ref().is_some_and(|b| b.tier != after.tier) {
         // Vectors reload into the new tier's placement on next use.
@@ -170,13 +185,17 @@ pub async fn update(
             Action::UpdateTenant,
             &resource,
             format!(
-                "tier {from} -> {}; tags set: {}; llm_models: {}",
+                "tier {from} -> {}; tags set: {}; llm_models: {}; quotas: {}",
                 after.tier,
                 req.tags.is_some(),
                 match &req.llm_models {
                     None => "unchanged".to_owned(),
                     Some(None) => "removed".to_owned(),
                     Some(Some(m)) => format!("{m:?}"),
+                },
+                match &quotas {
+                    None => "unchanged".to_owned(),
+                    Some(q) => serde_json::to_string(q).unwrap_or_default(),
                 }
             ),
         )
@@ -218,6 +237,9 @@ pub async fn delete(state: &AppState, op: &Principal, raw: &str) -> ApiResult<()
     state.placement.remove(&id);
     state.cache.remove_tenant(&id);
     state.policy.invalidate(&id);
+    if let Some(inc) = &incarnation {
+        state.quota.forget(&id, inc);
+    }
     let left = state.store.residue(&id).await?;
     if !left.is_empty() {
         return Err(ApiError::Internal(format!(

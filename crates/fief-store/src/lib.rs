@@ -27,6 +27,7 @@ mod models;
 mod placement;
 mod policies;
 mod principal;
+mod quotas;
 mod tables;
 mod tenants;
 
@@ -58,6 +59,7 @@ pub use knowledge::{
 pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
 pub use principal::Principal;
+pub use quotas::QuotaView;
 pub use tables::{Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
 

@@ -739,7 +739,8 @@ impl PgPlacement {
             format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON fief_platform.tenants,
                  fief_platform.api_keys, fief_platform.signing_keys,
-                 fief_platform.offboarded_tenants TO \"{role}\""
+                 fief_platform.offboarded_tenants, fief_platform.quota_limits,
+                 fief_platform.quota_spend TO \"{role}\""
             ),
         ];
         statements.extend(content_schema("fief_pool", role));

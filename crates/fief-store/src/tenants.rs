@@ -2,6 +2,7 @@
 //! makes a new incarnation; offboarding is a fence that no request outlives
 //! (see [`Store::begin_offboarding`] and [`Store::finish_offboarding`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -9,6 +10,7 @@ use object_store::path::Path as ObjectPath;
 use rand::RngCore;
 use serde::Serialize;
 
+use fief_config::{Limits, QuotaSettings};
 use fief_core::{Incarnation, Tags, TenantId, Tier};
 use fief_crypto::DataKey;
 
@@ -41,6 +43,9 @@ pub struct TenantRecord {
     /// The operator's foundation-model allowlist (model names or
     /// `Key=Value` tag matches); `None`: every model open to the tenant.
     pub llm_models: Option<Vec<String>>,
+    /// The operator's quota settings of the tenant; unset values are its
+    /// tier's defaults.
+    pub quotas: Option<QuotaSettings>,
 }
 
 /// What authentication and placement need to know of a tenant.
@@ -53,9 +58,18 @@ pub(crate) struct TenantState {
     /// When an earlier incarnation of the same id was offboarded.
     pub reused_after_ms: Option<i64>,
     pub llm_models: Option<Arc<[String]>>,
+    pub quotas: Option<QuotaSettings>,
+    /// The tenant's own lower limits, by subject (`role:…`, `api-key:…`, `user:…`).
+    pub subject_quotas: Arc<HashMap<String, Limits>>,
 }
 
-const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models";
+const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models, quotas";
+
+pub(crate) fn quotas(row: &Row) -> Result<Option<QuotaSettings>> {
+    let raw: Option<String> = row.get("quotas")?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| corrupt("quotas", &e)))
+        .transpose()
+}
 
 fn llm_models(row: &Row) -> Result<Option<Vec<String>>> {
     let raw: Option<String> = row.get("llm_models")?;
@@ -93,6 +107,7 @@ fn from_row(row: &Row) -> Result<TenantRecord> {
         status: status(row)?,
         created_at: row.get("created_at")?,
         llm_models: llm_models(row)?,
+        quotas: quotas(row)?,
     })
 }
 
@@ -171,6 +186,7 @@ impl Store {
             status: TenantStatus::Active,
             created_at,
             llm_models: None,
+            quotas: None,
         };
         Ok((record, key))
     }
@@ -265,7 +281,7 @@ impl Store {
         }
         let epoch = self.directory.epoch();
         let row = q(
-            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models
+            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models, quotas
              FROM tenants WHERE id = $1",
         )
         .bind(id.as_str())
@@ -275,13 +291,17 @@ impl Store {
             return Ok(None);
         };
         let tier: String = row.get("tier")?;
+        let incarnation = incarnation(&row)?;
+        let subject_quotas = self.load_subject_quotas(id, &incarnation).await?;
         let state = TenantState {
             tier: tier.parse().map_err(|e| corrupt("tier", &e))?,
             status: status(&row)?,
-            incarnation: incarnation(&row)?,
+            incarnation,
             created_ms: row.get("created_ms")?,
             reused_after_ms: row.get("reused_after_ms")?,
             llm_models: llm_models(&row)?.map(Into::into),
+            quotas: quotas(&row)?,
+            subject_quotas: Arc::new(subject_quotas),
         };
         self.directory.keep_tenant(epoch, id, state.clone());
         Ok(Some(state))
@@ -296,7 +316,7 @@ impl Store {
         Ok(self.tenant_state(tenant).await?.and_then(|s| s.llm_models))
     }
 
-    fn changed(&self, id: &TenantId) {
+    pub(crate) fn changed(&self, id: &TenantId) {
         self.directory.invalidate(&Change::Tenant(id.clone()));
     }
 
@@ -372,10 +392,12 @@ impl Store {
             .exec(&mut tx)
             .await?;
         }
-        q("DELETE FROM api_keys WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .exec(&mut tx)
-            .await?;
+        for table in ["api_keys", "quota_limits", "quota_spend"] {
+            q(format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                .bind(tenant.as_str())
+                .exec(&mut tx)
+                .await?;
+        }
         q("DELETE FROM tenants WHERE id = $1")
             .bind(tenant.as_str())
             .exec(&mut tx)
@@ -396,7 +418,12 @@ impl Store {
     /// operators and tests can too.
     pub async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
         let mut found = Vec::new();
-        for (table, column) in [("tenants", "id"), ("api_keys", "tenant_id")] {
+        for (table, column) in [
+            ("tenants", "id"),
+            ("api_keys", "tenant_id"),
+            ("quota_limits", "tenant_id"),
+            ("quota_spend", "tenant_id"),
+        ] {
             let n: i64 = q(format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1"
             ))
