@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+// Throwaway PostgreSQL databases, as the gateway's tests make them.
+#[path = "../../fief-server/tests/common/pg.rs"]
+mod pg;
 
 use common::fief;
 
@@ -553,5 +556,190 @@ mod llm {
 
         server.shutdown().await.unwrap();
         upstream.stop().await;
+    }
+}
+
+/// Three `fief serve` processes sharing one PostgreSQL and one Redis, behind
+/// a round-robin client: a tenant's limits hold across all of them, for
+/// requests and for the tokens of streamed calls.
+mod replicas {
+    use std::process::Child;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use fief_llm_mock::{MockOptions, MockUpstream};
+    use serde_json::{json, Value};
+
+    use super::pg;
+
+    struct Replica {
+        child: Child,
+        data: String,
+    }
+
+    impl Drop for Replica {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_replicas_share_one_count_of_requests_and_streamed_tokens() {
+        let Some(db) = pg::database().await else {
+            return;
+        };
+        let redis = match std::env::var("FIEF_TEST_REDIS_URL") {
+            Ok(u) => u,
+            Err(_) => {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "FIEF_TEST_REDIS_URL"
+                );
+                eprintln!("SKIP: FIEF_TEST_REDIS_URL is not set");
+                return;
+            }
+        };
+        let upstream = MockUpstream::start(MockOptions {
+            name: "pool".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fief.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[postgres]\nurl = {:?}\nadmin_url = {:?}\n\n[redis]\nurl = {redis:?}\n\n\
+                 [quotas]\nrequest_burst_secs = 6\ntoken_burst_secs = 6\n\n\
+                 [[llm.upstreams]]\nname = \"pool\"\nurl = {:?}\nmodels = [\"chat-small\"]\n\
+                 max_concurrency = 256\n",
+                db.config.url,
+                db.config.admin_url,
+                upstream.base_url()
+            ),
+        )
+        .unwrap();
+        let master = "7".repeat(64);
+        let token = "replicas-admin-token-0123456789";
+        let mut replicas = Vec::new();
+        let mut admin = String::new();
+        // One after another: each start migrates and grants on the shared database.
+        for n in 0..3 {
+            let data_dir = dir.path().join(format!("replica{n}"));
+            std::fs::create_dir(&data_dir).unwrap();
+            let (child, data, admin_url, _) = super::common::serve_with(
+                &data_dir,
+                Some(&config),
+                &[("FIEF_MASTER_KEY", &master), ("FIEF_ADMIN_TOKEN", token)],
+            );
+            if n == 0 {
+                admin = admin_url;
+            }
+            replicas.push(Replica { child, data });
+        }
+        let http = reqwest::Client::new();
+        let rpm_key = super::common::create_tenant(&http, &admin, token, "rpm", None).await;
+        let tpm_key = super::common::create_tenant(&http, &admin, token, "tpm", None).await;
+        for (tenant, quotas) in [
+            ("rpm", json!({"requests_per_minute": 600})),
+            ("tpm", json!({"tokens_per_minute": 3000})),
+        ] {
+            let r = http
+                .patch(format!("{admin}/admin/v1/tenants/{tenant}"))
+                .bearer_auth(token)
+                .json(&json!({ "quotas": quotas }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+        let urls: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.data.clone()).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let tokens = Arc::new(AtomicU64::new(0));
+        let turn = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
+        let started = Instant::now();
+        for c in 0..12 {
+            let (http, urls, stop, turn) = (http.clone(), urls.clone(), stop.clone(), turn.clone());
+            let streamed = c % 2 == 1;
+            let key = if streamed {
+                tpm_key.clone()
+            } else {
+                rpm_key.clone()
+            };
+            let counter = if streamed {
+                tokens.clone()
+            } else {
+                requests.clone()
+            };
+            clients.push(tokio::spawn(async move {
+                let body = json!({
+                    "model": "chat-small",
+                    "messages": [{"role": "user", "content": "hello"}],
+                    "max_tokens": 10,
+                    "stream": streamed,
+                    "stream_options": {"include_usage": true},
+                });
+                while !stop.load(Ordering::Relaxed) {
+                    let i = turn.fetch_add(1, Ordering::Relaxed) as usize % urls.len();
+                    let r = http
+                        .post(format!("{}/v1/chat/completions", urls[i]))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let text = r.text().await.unwrap();
+                    match (status, streamed) {
+                        (200, false) => {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        (200, true) => {
+                            let used: u64 = text
+                                .split("\n\n")
+                                .filter_map(|e| e.strip_prefix("data: "))
+                                .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+                                .filter_map(|v| v["usage"]["total_tokens"].as_u64())
+                                .sum();
+                            assert!(used > 0, "{text}");
+                            counter.fetch_add(used, Ordering::Relaxed);
+                        }
+                        (429, _) => {}
+                        other => panic!("{other:?}: {text}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        // 600 a minute for the run, plus the burst of 6 s (60).
+        let expected = 600.0 * secs / 60.0 + 60.0;
+        let got = requests.load(Ordering::Relaxed) as f64;
+        eprintln!("requests: {got} admitted in {secs:.1} s, expected {expected:.0}");
+        assert!(
+            (got - expected).abs() <= expected * 0.05,
+            "{got} requests admitted across 3 replicas in {secs:.1} s, expected {expected:.0} ± 5%"
+        );
+        // 3000 tokens a minute, plus 6 s worth (300).
+        let expected = 3000.0 * secs / 60.0 + 300.0;
+        let got = tokens.load(Ordering::Relaxed) as f64;
+        eprintln!("streamed tokens: {got} admitted in {secs:.1} s, expected {expected:.0}");
+        assert!(
+            (got - expected).abs() <= expected * 0.05,
+            "{got} streamed tokens admitted across 3 replicas in {secs:.1} s, expected {expected:.0} ± 5%"
+        );
+        drop(replicas);
+        db.cleanup().await;
     }
 }

@@ -57,7 +57,8 @@ pub fn serve_with(
         .filter(|w| w.starts_with("http://"))
         .collect();
     assert_eq!(urls.len(), 2, "{line}");
-    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    // Empty when FIEF_ADMIN_TOKEN gave it (no token file is written then).
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap_or_default();
     (
         server,
         urls[0].to_owned(),
