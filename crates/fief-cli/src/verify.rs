@@ -376,6 +376,18 @@ async fn plant_named(
         "plant table item",
     )
     .await?;
+    // A lower limit for one of its roles, named with the canary: limits are
+    // the tenant's own, listed only to it.
+    http.ok(
+        http.data(
+            &key,
+            Method::PUT,
+            &format!("/api/v1/quotas/role:q-{canary}"),
+        )
+        .json(&json!({"requests_per_minute": 1_000_000})),
+        "plant quota",
+    )
+    .await?;
     Ok(Probe {
         table,
         kb,
@@ -1227,6 +1239,37 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
         ),
     });
+    // Quotas: the caller's own levels and subjects only; another tenant's
+    // addressed by name is not a subject of the caller's.
+    t.push(Try {
+        kind: "quota",
+        action: "list",
+        form: "own listing".into(),
+        expect: Expect::OwnOnly,
+        req: http.data(cred, Method::GET, "/api/v1/quotas"),
+    });
+    for (form, subject) in [
+        ("tenant/subject", format!("{}%2Frole:q-x", v.tenant)),
+        ("frn", format!("frn:fief:role:{}%2Fq-x", v.tenant)),
+    ] {
+        let path = format!("/api/v1/quotas/{subject}");
+        t.push(Try {
+            kind: "quota",
+            action: "put",
+            form: form.into(),
+            expect: Expect::Denied,
+            req: http
+                .data(cred, Method::PUT, &path)
+                .json(&json!({"requests_per_minute": 1})),
+        });
+        t.push(Try {
+            kind: "quota",
+            action: "delete",
+            form: form.into(),
+            expect: Expect::Denied,
+            req: http.data(cred, Method::DELETE, &path),
+        });
+    }
     // Logs: the audit trail is the operator's, on the admin listener only.
     let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
     t.push(Try {
@@ -1357,6 +1400,18 @@ async fn integrity(http: &Http, v: &Probe) -> Result<Vec<Attempt>, String> {
             ("table", "victim reads its canary item", "item"),
             &format!("/api/v1/tables/{}/items/item-{}", v.table, &v.table[2..]),
             |i| i["version"] == json!(1) && i["value"]["Canary"] == json!(v.canary),
+        )
+        .await?,
+        unchanged(
+            http,
+            v,
+            ("quota", "victim lists its role's limit", "quota"),
+            "/api/v1/quotas",
+            |q| {
+                q["subjects"]
+                    == json!([{"subject": format!("role:q-{}", v.canary),
+                               "limits": {"requests_per_minute": 1_000_000}}])
+            },
         )
         .await?,
     ];

@@ -4,6 +4,7 @@
 mod common;
 // Throwaway PostgreSQL databases, as the gateway's tests make them.
 #[path = "../../fief-server/tests/common/pg.rs"]
+#[allow(dead_code)]
 mod pg;
 
 use common::fief;

@@ -89,7 +89,7 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
     assert_eq!(skipped, want, "{stdout}");
     // Every kind was tried on every ordered pair of the three tiers.
     let mut kinds = vec![
-        "model", "endpoint", "policy", "role", "session", "tenant", "logs", "table",
+        "model", "endpoint", "policy", "role", "session", "tenant", "logs", "table", "quota",
     ];
     if knowledge {
         kinds.push("knowledge-base");

@@ -126,6 +126,7 @@ async fn round(s: &TestServer, key: &str) {
         (Method::POST, "/v1/embeddings"),
         (Method::POST, "/model/m/converse"),
         (Method::POST, "/model/m/converse-stream"),
+        (Method::PUT, "/api/v1/quotas/role:r"),
     ] {
         let r = s
             .send(
@@ -224,6 +225,76 @@ async fn round(s: &TestServer, key: &str) {
         )
         .await;
     assert!(matches!(r.status.as_u16(), 400 | 403), "{}", r.text);
+
+    // Hostile quota settings: refused as 400, never stored, never 5xx.
+    let long = format!("role:{}", "r".repeat(10_000));
+    for (path, body) in [
+        ("/api/v1/quotas/role:r", json!({"requests_per_minute": -1})),
+        ("/api/v1/quotas/role:r", json!({"requests_per_minute": 0})),
+        (
+            "/api/v1/quotas/role:r",
+            json!({"requests_per_minute": 1e300}),
+        ),
+        (
+            "/api/v1/quotas/role:r",
+            json!({"requests_per_minute": u64::MAX}),
+        ),
+        (
+            "/api/v1/quotas/role:r",
+            json!({"requests_per_minute": "10"}),
+        ),
+        ("/api/v1/quotas/role:r", json!({"weight": 1000})),
+        (
+            "/api/v1/quotas/role:r",
+            json!({"tenant": "other", "requests_per_minute": 1}),
+        ),
+        ("/api/v1/quotas/role:r", json!({})),
+        ("/api/v1/quotas/role%00x", json!({"requests_per_minute": 1})),
+        ("/api/v1/quotas/tenant", json!({"requests_per_minute": 1})),
+        (
+            "/api/v1/quotas/..%2Fadmin",
+            json!({"requests_per_minute": 1}),
+        ),
+        (long.as_str(), json!({"requests_per_minute": 1})),
+    ] {
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/api/v1/quotas/{path}")
+        };
+        let r = s
+            .send(s.data_req(key, Method::PUT, &path).json(&body))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{path:.60} {body}: {}",
+            r.text
+        );
+    }
+    for quotas in [
+        json!({"requests_per_minute": -5}),
+        json!({"weight": 0}),
+        json!({"weight": "heavy"}),
+        json!({"monthly_token_budget": 1e30}),
+        json!([1, 2]),
+        json!("lots"),
+    ] {
+        let r = s
+            .send(
+                s.admin_req(Method::PATCH, "/admin/v1/tenants/aa")
+                    .json(&json!({ "quotas": quotas })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{quotas}: {}", r.text);
+    }
+    let r = s.send(s.data_req(key, Method::GET, "/api/v1/quotas")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json()["subjects"],
+        json!([]),
+        "nothing hostile was stored"
+    );
 
     // Duplicated credentials: refused, whichever comes first.
     let (status, text) = s

@@ -68,6 +68,9 @@ enum Op {
     Me,
     /// A chat with tenant `t`'s dedicated foundation model.
     Chat(usize),
+    /// A lower limit for one of the actor's roles, named with its canary.
+    PutQuota(usize),
+    GetQuotas,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,6 +91,8 @@ fn op() -> impl Strategy<Value = Op> {
         (t.clone(), n).prop_map(|(t, n)| Op::Explain(t, n)),
         Just(Op::Me),
         t.clone().prop_map(Op::Chat),
+        (0..NAMES).prop_map(Op::PutQuota),
+        Just(Op::GetQuotas),
     ]
 }
 
@@ -165,6 +170,10 @@ impl World {
                 .data_req(key, Method::POST, "/api/v1/policies/explain")
                 .json(&json!({"action": "GetModel", "resource": format!("frn:fief:model:{}/m{n}", TENANTS[*t].0)})),
             Op::Me => s.data_req(key, Method::GET, "/api/v1/me"),
+            Op::PutQuota(n) => s
+                .data_req(key, Method::PUT, &format!("/api/v1/quotas/role:{canary}-r{n}"))
+                .json(&json!({"requests_per_minute": 1000 + n})),
+            Op::GetQuotas => s.data_req(key, Method::GET, "/api/v1/quotas"),
             Op::Chat(t) => s.data_req(key, Method::POST, "/v1/chat/completions").json(&json!({
                 "model": format!("fm-{}", TENANTS[*t].0),
                 "messages": [{"role": "user", "content": canary}],
@@ -245,6 +254,15 @@ impl World {
                 "{} chatting with its own model: {} {}",
                 me,
                 seen.status,
+                seen.text
+            );
+        }
+        if matches!(op, Op::PutQuota(_) | Op::GetQuotas) {
+            prop_assert!(
+                seen.status.is_success(),
+                "{} {:?} of its own quotas: {}",
+                me,
+                op,
                 seen.text
             );
         }

@@ -432,7 +432,6 @@ async fn concurrency_is_counted_per_tenant_and_onnx_and_embeddings_count_too() {
 
 /// `redis-server` on a free port, started and stopped by the test.
 struct Redis {
-    port: u16,
     child: Option<Child>,
 }
 
@@ -457,10 +456,7 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis {
-            port,
-            child: Some(child),
-        }
+        Redis { child: Some(child) }
     }
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
