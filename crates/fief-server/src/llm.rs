@@ -401,6 +401,9 @@ async fn send(
         .send(&call.models, tenant, share, path, &call.body, call.stream)
         .await
         .map_err(upstream_error)?;
+    state
+        .quota
+        .waited(crate::quota::Queue::Upstreams, sent.queued());
     audit_fallback(state, p, &call.models, &call.resources, sent.model).await?;
     if !(200..300).contains(&sent.status) {
         return Err(client_error(state, sent).await);

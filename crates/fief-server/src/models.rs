@@ -234,6 +234,9 @@ async fn invoke_model(
             expected.unwrap_or(1000.0),
         )
         .await;
+    state
+        .quota
+        .waited(crate::quota::Queue::SharedOnnx, slot.waited());
     state.metrics.job("shared");
     let started = std::time::Instant::now();
     // A run known to take microseconds costs less than the hop to a

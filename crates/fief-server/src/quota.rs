@@ -42,6 +42,26 @@ struct QuotaMetrics {
     store_errors_denied: AtomicU64,
     store_errors_allowed: AtomicU64,
     settle_failures: AtomicU64,
+    /// Queue wait in microseconds and grants, per fair queue (ONNX, LLM).
+    waited_us: [AtomicU64; 2],
+    grants: [AtomicU64; 2],
+}
+
+/// The fair queues, as metrics name them.
+#[derive(Debug, Clone, Copy)]
+pub enum Queue {
+    SharedOnnx,
+    Upstreams,
+}
+
+impl Queue {
+    const ALL: [Queue; 2] = [Queue::SharedOnnx, Queue::Upstreams];
+    fn name(self) -> &'static str {
+        match self {
+            Queue::SharedOnnx => "shared_onnx",
+            Queue::Upstreams => "llm_upstreams",
+        }
+    }
 }
 
 fn kind_index(k: LimitKind) -> usize {
@@ -295,6 +315,13 @@ impl QuotaGate {
         }
     }
 
+    /// Records how long a request queued for a fair-shared slot.
+    pub fn waited(&self, queue: Queue, d: Duration) {
+        let i = queue as usize;
+        self.metrics.waited_us[i].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.metrics.grants[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn forget(&self, tenant: &fief_core::TenantId, incarnation: &fief_core::Incarnation) {
         self.engine.forget(&format!("{tenant}.{incarnation}"));
     }
@@ -333,6 +360,33 @@ impl QuotaGate {
              # TYPE fief_quota_settle_failures_total counter\nfief_quota_settle_failures_total {}",
             self.metrics.settle_failures.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP fief_fair_queue_wait_seconds_total Time requests queued for a fair-shared slot.\n\
+             # TYPE fief_fair_queue_wait_seconds_total counter"
+        );
+        for q in Queue::ALL {
+            let us = self.metrics.waited_us[q as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "fief_fair_queue_wait_seconds_total{{queue=\"{}\"}} {}",
+                q.name(),
+                us as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fief_fair_queue_grants_total Slots handed out by a fair queue.\n\
+             # TYPE fief_fair_queue_grants_total counter"
+        );
+        for q in Queue::ALL {
+            let n = self.metrics.grants[q as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "fief_fair_queue_grants_total{{queue=\"{}\"}} {n}",
+                q.name()
+            );
+        }
         let (running, waiting) = self.onnx.load();
         let _ = writeln!(
             out,

@@ -676,3 +676,30 @@ async fn nothing_a_client_sends_changes_which_limits_apply() {
         assert_ne!(body["user"], "rich");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_reset_the_month() {
+    let up = mock(MockOptions::default()).await;
+    let s = gateway(&up, |_| {}).await;
+    let key = s.tenant("durable", "pool").await;
+    set_quotas(&s, "durable", json!({"monthly_token_budget": 1000})).await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&s, &key, &chat("remember me", 5, false)).await.status,
+            StatusCode::OK
+        );
+    }
+    let spent = settled_spend(&s, &key).await;
+    assert!(spent > 0);
+    let upstreams = vec![upstream(&up)];
+    let s = s.restart(|c| c.llm.upstreams = upstreams).await;
+    let q = quotas(&s, &key).await;
+    assert_eq!(level(&q, "tenant")["spent_this_month"], spent, "{q}");
+    assert_eq!(
+        call(&s, &key, &chat("still counted", 5, false))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(settled_spend(&s, &key).await > spent);
+}
