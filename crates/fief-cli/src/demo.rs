@@ -51,6 +51,8 @@ pub async fn run() -> DemoResult {
     // The demo ignores FIEF_* variables so it behaves the same everywhere.
     let mut config = Config::ephemeral(dir.path());
     config.llm.upstreams = demo_upstreams(&pool, &dedicated);
+    // A burst of a whole minute's requests, so the quota scene's 3 a minute is 3 at once.
+    config.quotas.request_burst_secs = 60;
     let pool_key = format!(
         "sk-demo-{:016x}",
         rand::RngCore::next_u64(&mut rand::rngs::OsRng)
@@ -213,9 +215,10 @@ pub async fn run() -> DemoResult {
     );
 
     let refused = llm_scene(&admin, &hr, &sales, &pool, &dedicated, &pool_key).await?;
+    quota_scene(&admin, &sales).await?;
 
     step(
-        8,
+        9,
         "The operator offboards sales: rows, objects and data key are destroyed",
     );
     admin
@@ -247,7 +250,7 @@ pub async fn run() -> DemoResult {
     server.shutdown().await?;
     pool.stop().await;
     dedicated.stop().await;
-    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 tenant offboarded without residue. OK", attempts.len());
+    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 1 tenant offboarded without residue. OK", attempts.len());
     Ok(())
 }
 
@@ -461,6 +464,69 @@ async fn llm_scene(
         u["complete"]
     );
     Ok(attempts.len())
+}
+
+/// Quotas: the operator limits sales; the limit holds, says when to retry,
+/// and the tenant sees what remains.
+async fn quota_scene(admin: &Client, sales: &Client) -> DemoResult {
+    step(
+        8,
+        "Quotas: the operator limits sales to 3 chats a minute (burst 3) and 2,000 tokens a month",
+    );
+    admin
+        .send(
+            admin
+                .request(Method::PATCH, "/admin/v1/tenants/sales")
+                .json(&json!({"quotas": {"requests_per_minute": 3, "monthly_token_budget": 2000}})),
+        )
+        .await?;
+    let chat = json!({"model": "chat-small", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "one more forecast"}]});
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..4 {
+        let r = sales
+            .request(Method::POST, "/v1/chat/completions")
+            .json(&chat)
+            .send()
+            .await?;
+        statuses.push(r.status().as_u16());
+        let remaining = r
+            .headers()
+            .get("x-ratelimit-remaining-requests")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = r.json().await?;
+        last = Some((remaining, retry, body));
+    }
+    expect(
+        statuses == [200, 200, 200, 429],
+        "the fourth chat in the minute is throttled",
+    )?;
+    let (_, retry, body) = last.ok_or("no answer")?;
+    println!(
+        "  4 chats -> {statuses:?}; the last: {} (Retry-After: {} s) {}",
+        body["error"]["code"].as_str().unwrap_or(""),
+        retry.unwrap_or_default(),
+        body["error"]["message"].as_str().unwrap_or("")
+    );
+    let (_, q) = sales
+        .send(sales.request(Method::GET, "/api/v1/quotas"))
+        .await?;
+    let t = &q["levels"][0];
+    expect(t["level"] == "tenant", "sales sees its own tenant level")?;
+    println!(
+        "  GET /api/v1/quotas: requests left {} (full again in {:.0} s), budget spent {} of 2000 this month",
+        t["remaining"]["requests_per_minute"],
+        t["reset_seconds"]["requests_per_minute"].as_f64().unwrap_or(0.0),
+        t["spent_this_month"]
+    );
+    Ok(())
 }
 
 fn invoke(client: &Client, endpoint: &str, model: &str, body: &Value) -> reqwest::RequestBuilder {

@@ -27,6 +27,7 @@ fn demo_runs_to_the_end() {
         "sales  llm_models=[\"chat-small\"]  GET /v1/models -> [\"chat-small\"]",
         "(6 chunks)",
         "usage sales chat chat-small via pool-gpu",
+        "4 chats -> [200, 200, 200, 429]; the last: Throttled",
     ] {
         assert!(stdout.contains(line), "{line}\n{stdout}");
     }
@@ -558,6 +559,100 @@ mod llm {
         server.shutdown().await.unwrap();
         upstream.stop().await;
     }
+}
+
+/// `fief quota`: the operator's settings of a tenant, a tenant's lower
+/// limits for its own subjects, and the levels it sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_get_and_set_as_operator_and_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fief_server::start(
+        fief_config::Config::ephemeral(dir.path()),
+        fief_server::Secrets::default(),
+    )
+    .await
+    .unwrap();
+    let data = format!("http://{}", server.data_addr);
+    let admin = format!("http://{}", server.admin_addr);
+    let http = reqwest::Client::new();
+    let key = common::create_tenant(&http, &admin, &server.admin_token, "acme", None).await;
+    let run = |args: Vec<&'static str>| {
+        let mut c = fief();
+        c.args(args)
+            .env("FIEF_DATA_URL", &data)
+            .env("FIEF_API_KEY", &key)
+            .env("FIEF_ADMIN_URL", &admin)
+            .env("FIEF_ADMIN_TOKEN", &server.admin_token);
+        async move {
+            let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.success(), stdout, stderr)
+        }
+    };
+    let (ok, out, err) = run(vec![
+        "quota",
+        "set",
+        "--tenant",
+        "acme",
+        "--requests-per-minute",
+        "100",
+        "--weight",
+        "2",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"requests_per_minute\": 100"), "{out}");
+    let (ok, out, _) = run(vec!["quota", "get", "--tenant", "acme"]).await;
+    assert!(ok && out.contains("effective_quotas"), "{out}");
+    // Above the tenant's own: refused with the reason; at or below: stored.
+    let (ok, _, err) = run(vec![
+        "quota",
+        "set",
+        "role:analyst",
+        "--requests-per-minute",
+        "101",
+    ])
+    .await;
+    assert!(!ok && err.contains("only lower"), "{err}");
+    let (ok, _, err) = run(vec![
+        "quota",
+        "set",
+        "role:analyst",
+        "--requests-per-minute",
+        "10",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(vec!["quota", "get"]).await;
+    assert!(
+        ok && out.contains("role:analyst") && out.contains("\"weight\": 2"),
+        "{out}"
+    );
+    let (ok, _, err) = run(vec![
+        "quota",
+        "set",
+        "role:analyst",
+        "--requests-per-minute",
+        "ten",
+    ])
+    .await;
+    assert!(!ok && err.contains("whole number"), "{err}");
+    let (ok, out, err) = run(vec!["quota", "rm", "role:analyst"]).await;
+    assert!(ok && out.contains("removed"), "{err}");
+    let (ok, _, err) = run(vec![
+        "quota",
+        "set",
+        "--tenant",
+        "acme",
+        "--requests-per-minute",
+        "none",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    server.shutdown().await.unwrap();
 }
 
 /// Three `fief serve` processes sharing one PostgreSQL and one Redis, behind

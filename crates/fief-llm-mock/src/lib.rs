@@ -54,6 +54,9 @@ pub struct MockOptions {
     /// Delay before answering (before the response head, so also before the
     /// first chunk).
     pub delay: Duration,
+    /// Up to this much more, varying from request to request (a fixed
+    /// spread, the same sequence every run), as real upstreams vary.
+    pub delay_jitter: Duration,
     /// Serve HTTPS with this cert chain + key.
     pub tls: Option<TlsFiles>,
     /// Length of embedding vectors.
@@ -72,6 +75,7 @@ impl Default for MockOptions {
             chunks: 4,
             chunk_delay: Duration::ZERO,
             delay: Duration::ZERO,
+            delay_jitter: Duration::ZERO,
             tls: None,
             embedding_dims: 8,
             models: Vec::new(),
@@ -148,6 +152,7 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     cancelled: AtomicUsize,
     next_id: AtomicU64,
+    jitter_seq: AtomicU64,
 }
 
 impl Shared {
@@ -170,6 +175,17 @@ impl Shared {
             log.pop_front();
         }
         log.push_back(entry);
+    }
+
+    /// The next request's share of `delay_jitter` (a multiplicative hash of
+    /// a counter: spread evenly, reproducible).
+    fn jitter(&self) -> Duration {
+        let spread = self.options.delay_jitter.as_micros() as u64;
+        if spread == 0 {
+            return Duration::ZERO;
+        }
+        let n = self.jitter_seq.fetch_add(1, Ordering::Relaxed);
+        Duration::from_micros(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (spread + 1))
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -220,6 +236,7 @@ impl MockUpstream {
             in_flight: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
+            jitter_seq: AtomicU64::new(0),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let tls = acceptor.is_some();
@@ -425,8 +442,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         // The guard stays alive until hyper drops this future.
         return std::future::pending().await;
     }
-    if !shared.options.delay.is_zero() {
-        tokio::time::sleep(shared.options.delay).await;
+    if !shared.options.delay.is_zero() || !shared.options.delay_jitter.is_zero() {
+        tokio::time::sleep(shared.options.delay + shared.jitter()).await;
     }
     match mode {
         Mode::Fail => return openai::fail(),

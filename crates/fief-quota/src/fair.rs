@@ -88,7 +88,14 @@ impl FairQueue {
             .filter_map(|(name, t)| t.waiting.front().map(|&ticket| (name, t, ticket)))
             .min_by(|a, b| match self.mode {
                 Scheduling::Fifo => a.2.cmp(&b.2),
-                Scheduling::Fair => a.1.counter.total_cmp(&b.1.counter).then(a.2.cmp(&b.2)),
+                // Equal counters (a tenant just lifted to the floor): the
+                // one with fewer requests in service first, then arrival.
+                Scheduling::Fair => {
+                    a.1.counter
+                        .total_cmp(&b.1.counter)
+                        .then(a.1.running.cmp(&b.1.running))
+                        .then(a.2.cmp(&b.2))
+                }
             })
             .map(|(name, _, ticket)| (name.clone(), ticket))?;
         let t = self.tenants.get_mut(&chosen.0)?;
@@ -253,6 +260,11 @@ impl FairGate {
 
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// A tenant's virtual counter (service over weight), if it has one.
+    pub fn counter(&self, tenant: &str) -> Option<f64> {
+        self.inner.lock().ok()?.queue.counter(tenant)
     }
 
     /// Requests holding a slot and requests waiting for one.

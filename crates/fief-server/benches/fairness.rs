@@ -1,9 +1,12 @@
 //! No noisy neighbour, measured. Two pool tenants share the shared ONNX
-//! pool and one pooled upstream; tenant N sends ten times the load of
-//! tenant Q (ten times the connections, each as fast as answers come). For
-//! each resource, Q's latency alone, then under N's load, and each
-//! tenant's share of the service given, with the scheduler on fair queueing
-//! and, in the same run, on first come first served. Then the cost of the
+//! pool (one slot per core, the default) and one pooled upstream (8 slots,
+//! 40-60 ms a call); tenant N sends ten times the load of tenant Q (ten
+//! times the connections, each sending as soon as its answer came). For
+//! each resource two rows: Q asking less than its share (1 connection
+//! against N's 10), its latency alone and under N's load; and both
+//! backlogged (4 against 40), each tenant's share of the service. With the
+//! scheduler on fair queueing and, in the same run, first come first
+//! served. Then the cost of the
 //! admission check itself: in memory, and via Redis (round trips counted).
 //!
 //! `cargo bench -p fief-server --bench fairness` (BENCH_SECONDS per row, 4;
@@ -23,9 +26,6 @@ mod common;
 use common::load::{load, request};
 use common::*;
 
-/// Connections of the quiet tenant; the noisy one has ten times as many.
-const QUIET: usize = 2;
-
 fn main() {
     let seconds = env_or("BENCH_SECONDS", 4) as f64;
     let upstream_rt = tokio::runtime::Builder::new_multi_thread()
@@ -33,20 +33,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // The upstream takes 40 ms a call and holds it: an I/O-bound resource
-    // whose 4 slots are the contended thing.
+    // The upstream takes 40-60 ms a call and holds it: an I/O-bound
+    // resource whose slots are the contended thing.
     let mock = upstream_rt
         .block_on(MockUpstream::start(MockOptions {
             name: "bench".into(),
             delay: Duration::from_millis(40),
+            delay_jitter: Duration::from_millis(20),
             ..Default::default()
         }))
         .unwrap();
-    println!("Shared ONNX pool (1 slot) and one pooled upstream (4 slots, 40 ms a call);");
     println!(
-        "N has {} connections, Q {QUIET}. Q's latency in µs.",
-        QUIET * 10
+        "Shared ONNX pool (one slot per core) and one pooled upstream (8 slots, 40-60 ms a call)."
     );
+    println!("Latencies in µs; N always has ten times Q's connections.");
     for mode in [Scheduling::Fair, Scheduling::Fifo] {
         run(mode, &mock, seconds);
     }
@@ -71,14 +71,12 @@ fn gateway(mode: Scheduling, mock: &MockUpstream) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::ephemeral(dir.path());
     config.quotas.scheduling = mode;
-    // One slot of compute for the pool, so the other core serves HTTP.
-    config.models.shared_threads = 1;
     config.llm.upstreams = vec![UpstreamConfig {
         name: "bench".into(),
         url: mock.base_url(),
         api_key_env: None,
         models: vec![LlmModelEntry::Id("m".into())],
-        max_concurrency: 4,
+        max_concurrency: 8,
         timeout_secs: 60,
         ca_file: None,
         tenants: Vec::new(),
@@ -146,25 +144,36 @@ fn chat(key: &str) -> Vec<u8> {
     )
 }
 
-/// Q alone, then Q and N together; prints Q's latency both ways and the shares.
+/// Q with `quiet` connections and N with ten times as many, together.
+fn together(addr: SocketAddr, q: &[u8], n: &[u8], quiet: usize, seconds: f64) -> (Stats, Stats) {
+    std::thread::scope(|s| {
+        let noisy = s.spawn(|| load(addr, n, quiet * 10, seconds).0);
+        let q = load(addr, q, quiet, seconds).0;
+        (q, noisy.join().unwrap())
+    })
+}
+
+/// Q's latency alone and under N (Q below its share), then the shares of
+/// service with both backlogged.
 fn contend(name: &str, addr: SocketAddr, q: &[u8], n: &[u8], seconds: f64) {
     // Warm up (model loads, connections, run-time estimates).
     let _ = load(addr, q, 1, 0.5);
     let _ = load(addr, n, 1, 0.5);
-    let (alone, _) = load(addr, q, QUIET, seconds);
-    let (quiet, noisy) = std::thread::scope(|s| {
-        let noisy = s.spawn(|| load(addr, n, QUIET * 10, seconds).0);
-        let quiet = load(addr, q, QUIET, seconds).0;
-        (quiet, noisy.join().unwrap())
-    });
-    let share = quiet.rps / (quiet.rps + noisy.rps);
+    let (alone, _) = load(addr, q, 1, seconds);
+    let (under, _) = together(addr, q, n, 1, seconds);
     println!(
-        "{name:<34} Q alone p50 {:>8.0} p99 {:>8.0} | Q under N p50 {:>8.0} p99 {:>8.0} ({:.2}× alone) | share of service Q {:>4.1}% N {:>4.1}%",
+        "{name:<30} Q (1 conn) alone p50 {:>7.0} p99 {:>7.0} | under N (10) p50 {:>7.0} p99 {:>7.0} = {:.2}x alone",
         alone.p50.as_secs_f64() * 1e6,
         alone.p99.as_secs_f64() * 1e6,
-        quiet.p50.as_secs_f64() * 1e6,
-        quiet.p99.as_secs_f64() * 1e6,
-        quiet.p99.as_secs_f64() / alone.p99.as_secs_f64(),
+        under.p50.as_secs_f64() * 1e6,
+        under.p99.as_secs_f64() * 1e6,
+        under.p99.as_secs_f64() / alone.p99.as_secs_f64(),
+    );
+    let (q, n) = together(addr, q, n, 4, seconds);
+    let share = q.rps / (q.rps + n.rps);
+    println!(
+        "{:<30} both backlogged, Q 4 conns, N 40: share of service Q {:>4.1}% N {:>4.1}% (weights 1:1)",
+        "",
         share * 100.0,
         (1.0 - share) * 100.0,
     );

@@ -195,7 +195,14 @@ impl QuotaGate {
             }
             _ => (0, 0),
         };
-        if levels.is_empty() {
+        // Only the limits this request can meet: token limits do not
+        // concern a request that spends no tokens.
+        let applies = levels.iter().any(|l| {
+            l.limits.requests_per_minute.is_some()
+                || l.limits.concurrent_requests.is_some()
+                || (tokens > 0 && token_limited)
+        });
+        if !applies {
             return Ok(admission);
         }
         let scope = scope_key(p);
@@ -486,9 +493,13 @@ impl Admission {
         else {
             return;
         };
-        tokio::spawn(async move {
-            state.quota.settle(&state, &p, &held, used).await;
-        });
+        // Always inside the runtime (a request or its response body); the
+        // check keeps a drop elsewhere from panicking.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                state.quota.settle(&state, &p, &held, used).await;
+            });
+        }
     }
 
     /// OpenAI's `x-ratelimit-*` headers for the tightest level.
