@@ -81,7 +81,7 @@ impl FairQueue {
     }
 
     /// The next ticket to serve, taken off its queue and counted running.
-    pub fn next(&mut self) -> Option<(String, u64)> {
+    pub fn dispatch(&mut self) -> Option<(String, u64)> {
         let chosen = self
             .tenants
             .iter()
@@ -185,7 +185,7 @@ impl Drop for FairPermit {
 /// Gives a free slot to the next waiter, if any; else keeps it free.
 fn hand_on(inner: &mut Inner) {
     loop {
-        let Some((tenant, ticket)) = inner.queue.next() else {
+        let Some((tenant, ticket)) = inner.queue.dispatch() else {
             inner.free += 1;
             return;
         };
@@ -295,7 +295,7 @@ impl FairGate {
             let ticket = inner.queue.arrive(tenant);
             if inner.free > 0 && inner.waiters.is_empty() {
                 inner.free -= 1;
-                let _ = inner.queue.next();
+                let _ = inner.queue.dispatch();
                 inner.queue.charge(tenant, weight, estimate);
                 return permit(Duration::ZERO);
             }
@@ -342,7 +342,7 @@ mod tests {
             q.arrive("q");
         }
         let (mut n, mut qq) = (0, 0);
-        while let Some((t, _)) = q.next() {
+        while let Some((t, _)) = q.dispatch() {
             let w = if t == "n" { weights.0 } else { weights.1 };
             q.charge(&t, w, 10.0);
             q.done(&t);
@@ -374,7 +374,7 @@ mod tests {
         // N works alone for a long time.
         for _ in 0..100 {
             q.arrive("n");
-            let (t, _) = q.next().unwrap();
+            let (t, _) = q.dispatch().unwrap();
             q.charge(&t, 1.0, 10.0);
             q.done(&t);
         }
@@ -390,7 +390,7 @@ mod tests {
         }
         let mut order = String::new();
         for _ in 0..6 {
-            let (t, _) = q.next().unwrap();
+            let (t, _) = q.dispatch().unwrap();
             q.charge(&t, 1.0, 10.0);
             q.done(&t);
             order.push_str(&t);

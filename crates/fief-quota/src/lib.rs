@@ -191,7 +191,7 @@ pub struct LevelStatus {
 
 enum Counters {
     Memory(memory::Memory),
-    Redis(redis::Redis),
+    Redis(Box<redis::Redis>),
 }
 
 pub struct Quotas {
@@ -214,7 +214,7 @@ impl Quotas {
     /// that is down at start-up is the same as one that goes down later.
     pub fn redis(config: &fief_config::RedisConfig, settings: Settings) -> Result<Self> {
         Ok(Self {
-            counters: Counters::Redis(redis::Redis::new(config)?),
+            counters: Counters::Redis(Box::new(redis::Redis::new(config)?)),
             settings,
             admissions: AtomicU64::new(0),
         })

@@ -4,10 +4,11 @@
 //! times the connections, each sending as soon as its answer came). For
 //! each resource two rows: Q asking less than its share (1 connection
 //! against N's 10), its latency alone and under N's load; and both
-//! backlogged (4 against 40), each tenant's share of the service. With the
+//! backlogged (8 against 80: more than either resource's slots, so Q always
+//! has a request waiting), each tenant's share of the service. With the
 //! scheduler on fair queueing and, in the same run, first come first
-//! served. Then the cost of the
-//! admission check itself: in memory, and via Redis (round trips counted).
+//! served. Then the cost of the admission check itself: in memory, and via
+//! Redis (round trips counted).
 //!
 //! `cargo bench -p fief-server --bench fairness` (BENCH_SECONDS per row, 4;
 //! BENCH_REDIS_URL, else FIEF_TEST_REDIS_URL, else redis://127.0.0.1:6379)
@@ -169,10 +170,10 @@ fn contend(name: &str, addr: SocketAddr, q: &[u8], n: &[u8], seconds: f64) {
         under.p99.as_secs_f64() * 1e6,
         under.p99.as_secs_f64() / alone.p99.as_secs_f64(),
     );
-    let (q, n) = together(addr, q, n, 4, seconds);
+    let (q, n) = together(addr, q, n, 8, seconds);
     let share = q.rps / (q.rps + n.rps);
     println!(
-        "{:<30} both backlogged, Q 4 conns, N 40: share of service Q {:>4.1}% N {:>4.1}% (weights 1:1)",
+        "{:<30} both backlogged, Q 8 conns, N 80: share of service Q {:>4.1}% N {:>4.1}% (weights 1:1)",
         "",
         share * 100.0,
         (1.0 - share) * 100.0,

@@ -574,7 +574,7 @@ async fn redis_stopped_under_load_fails_limited_requests_closed_and_service_resu
     for l in load {
         l.await.unwrap();
     }
-    let log = log.lock().unwrap();
+    let log = log.lock().unwrap().clone();
     let during = |who: &str| -> Vec<u16> {
         log.iter()
             // Sent after Redis was gone and before it was started again.
