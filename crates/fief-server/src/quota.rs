@@ -666,8 +666,9 @@ async fn put_subject(
     ApiJson(limits): ApiJson<Limits>,
 ) -> ApiResult<Json<Value>> {
     let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
+    let resource = Resource::Tenant(tenant);
     let scope = state
-        .authorize_scoped(&p, Action::SetQuota, &Resource::Tenant(tenant))
+        .authorize_scoped(&p, Action::SetQuota, &resource)
         .await?;
     let subject = subject(&raw)?;
     if limits.is_empty() {
@@ -694,6 +695,10 @@ async fn put_subject(
         .store
         .put_subject_quota(&scope, &subject, &limits)
         .await?;
+    let detail = format!("limits of {subject} set: {}", limits_json(&limits));
+    state
+        .audit_change(&p, Action::SetQuota, &resource, detail)
+        .await?;
     Ok(Json(
         json!({"subject": subject, "limits": limits_json(&limits)}),
     ))
@@ -705,11 +710,16 @@ async fn delete_subject(
     ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
+    let resource = Resource::Tenant(tenant);
     let scope = state
-        .authorize_scoped(&p, Action::SetQuota, &Resource::Tenant(tenant))
+        .authorize_scoped(&p, Action::SetQuota, &resource)
         .await?;
     let subject = subject(&raw)?;
     if state.store.delete_subject_quota(&scope, &subject).await? {
+        let detail = format!("limits of {subject} removed");
+        state
+            .audit_change(&p, Action::SetQuota, &resource, detail)
+            .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no limits for {subject}")))
