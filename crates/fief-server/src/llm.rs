@@ -239,9 +239,8 @@ struct Prepared {
     stream: bool,
     client_usage: bool,
     prompt_estimate: u64,
-    /// The client's `max_tokens` (or `max_completion_tokens`), and which.
+    /// The client's `max_tokens` (or `max_completion_tokens`; the smaller).
     max_out: Option<u64>,
-    max_key: &'static str,
     /// Tokens a stream may reach before it is cut (the budget's rest).
     cap: Option<u64>,
 }
@@ -255,14 +254,13 @@ async fn prepare(
     // Decided first: a refusal looks the same whatever else the body holds.
     let (models, resources) = authorize_models(state, p, spelled).await?;
     let max = state.llm.max_output_tokens;
-    let (mut max_out, mut max_key) = (None, "max_tokens");
+    let mut max_out = None;
     for key in ["max_tokens", "max_completion_tokens"] {
         match body.get(key) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_u64() {
                 Some(n) if (1..=max).contains(&n) => {
                     max_out = Some(max_out.map_or(n, |m: u64| m.min(n)));
-                    max_key = key;
                 }
                 _ => {
                     return Err(ApiError::Validation(format!(
@@ -294,7 +292,6 @@ async fn prepare(
         client_usage,
         prompt_estimate,
         max_out,
-        max_key,
         cap: None,
     })
 }
@@ -372,8 +369,19 @@ async fn admit(
     let admission = state.quota.admit(state, p, cost).await?;
     if let (Some(granted), false) = (admission.granted, embeddings) {
         let room = granted.saturating_sub(call.prompt_estimate).max(1);
-        if call.max_out.is_none_or(|m| room < m) {
-            call.body.insert(call.max_key.into(), room.into());
+        match call.max_out {
+            None => {
+                call.body.insert("max_tokens".into(), room.into());
+            }
+            // Every spelling the client used, so no upstream reads a larger one.
+            Some(m) if room < m => {
+                for key in ["max_tokens", "max_completion_tokens"] {
+                    if call.body.get(key).is_some_and(|v| !v.is_null()) {
+                        call.body.insert(key.into(), room.into());
+                    }
+                }
+            }
+            Some(_) => {}
         }
         if granted < call.prompt_estimate + output {
             call.cap = Some(granted);
