@@ -117,16 +117,22 @@ impl QuotaSettings {
     pub fn weight(&self) -> f64 {
         self.weight.unwrap_or(1.0)
     }
-    /// `self`'s values where set, else `fallback`'s.
-    pub fn or(&self, fallback: &QuotaSettings) -> QuotaSettings {
-        let limits = self.limits().or(&fallback.limits());
+    /// Settings of `limits` and `weight`.
+    pub fn new(limits: Limits, weight: Option<f64>) -> Self {
         QuotaSettings {
             requests_per_minute: limits.requests_per_minute,
             tokens_per_minute: limits.tokens_per_minute,
             concurrent_requests: limits.concurrent_requests,
             monthly_token_budget: limits.monthly_token_budget,
-            weight: self.weight.or(fallback.weight),
+            weight,
         }
+    }
+    /// `self`'s values where set, else `fallback`'s.
+    pub fn or(&self, fallback: &QuotaSettings) -> QuotaSettings {
+        Self::new(
+            self.limits().or(&fallback.limits()),
+            self.weight.or(fallback.weight),
+        )
     }
     pub fn validate(&self) -> Result<(), String> {
         if let Some(w) = self.weight {

@@ -187,6 +187,19 @@ fn key(scope: &str, level: &str, kind: &str) -> String {
     format!("fief:q:{{{scope}}}:{level}:{kind}")
 }
 
+/// A level's keys, in the order the admission and status scripts read
+/// them: request rate, token rate, concurrency leases, the month's spend,
+/// the month's reservations.
+fn level_keys(scope: &str, level: &str, month: &str) -> [String; 5] {
+    [
+        key(scope, level, "r"),
+        key(scope, level, "t"),
+        key(scope, level, "c"),
+        key(scope, level, &format!("s:{month}")),
+        key(scope, level, &format!("b:{month}")),
+    ]
+}
+
 fn interval(g: Option<Gcra>) -> (String, String) {
     match g {
         Some(g) => (format!("{:.6}", g.interval), format!("{:.3}", g.tolerance)),
@@ -278,11 +291,7 @@ impl Redis {
             lease_us,
         ];
         for l in ask.levels {
-            for kind in ["r", "t", "c"] {
-                keys.push(key(ask.scope, &l.key, kind));
-            }
-            keys.push(key(ask.scope, &l.key, &format!("s:{}", ask.month)));
-            keys.push(key(ask.scope, &l.key, &format!("b:{}", ask.month)));
+            keys.extend(level_keys(ask.scope, &l.key, ask.month));
             let (ri, rt) = interval(s.rpm(&l.limits));
             let (ti, tt) = interval(s.tpm(&l.limits));
             args.extend([
@@ -426,11 +435,7 @@ impl Redis {
     ) -> Result<Vec<LevelStatus>> {
         let mut keys = Vec::new();
         for l in levels {
-            for kind in ["r", "t", "c"] {
-                keys.push(key(scope, &l.key, kind));
-            }
-            keys.push(key(scope, &l.key, &format!("s:{month}")));
-            keys.push(key(scope, &l.key, &format!("b:{month}")));
+            keys.extend(level_keys(scope, &l.key, month));
         }
         let reply = self
             .eval(&self.status, &keys, &[levels.len().to_string()])

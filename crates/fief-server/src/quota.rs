@@ -769,13 +769,7 @@ pub fn patch_settings(
         };
         let mut limits = out.limits();
         limits.set(kind, v);
-        out = QuotaSettings {
-            requests_per_minute: limits.requests_per_minute,
-            tokens_per_minute: limits.tokens_per_minute,
-            concurrent_requests: limits.concurrent_requests,
-            monthly_token_budget: limits.monthly_token_budget,
-            weight: out.weight,
-        };
+        out = QuotaSettings::new(limits, out.weight);
     }
     out.validate()
         .map_err(|m| ApiError::Validation(format!("quotas: {m}")))?;
