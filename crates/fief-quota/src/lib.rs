@@ -358,42 +358,35 @@ pub(crate) fn decide(ask: &Ask<'_>, reads: &[LevelRead], now: f64, s: &Settings)
             concurrent: false,
             budget: spends && l.limits.monthly_token_budget.is_some(),
         };
-        if let Some(g) = s.rpm(&l.limits) {
-            let limit = l.limits.requests_per_minute.unwrap_or_default();
-            match g.check(r.rpm_tat, now, 1) {
+        // The two rates are checked the same way; each refusal names its kind.
+        let rate_check = |g: Gcra, tat, cost, kind: LimitKind| {
+            let limit = l.limits.get(kind).unwrap_or_default();
+            match g.check(tat, now, cost) {
                 gcra::Check::Admit {
                     tat,
                     remaining,
                     reset,
-                } => {
+                } => Ok((tat, window(limit, remaining, reset))),
+                gcra::Check::Wait(us) => Err(refuse(kind, i, limit, Some(us), false)),
+                gcra::Check::TooLarge => Err(refuse(kind, i, limit, None, true)),
+            }
+        };
+        if let Some(g) = s.rpm(&l.limits) {
+            match rate_check(g, r.rpm_tat, 1, LimitKind::RequestsPerMinute) {
+                Ok((tat, win)) => {
                     w.rpm_tat = Some(tat);
-                    RateInfo::keep(&mut rate.requests, window(limit, remaining, reset));
+                    RateInfo::keep(&mut rate.requests, win);
                 }
-                gcra::Check::Wait(us) => {
-                    return refuse(LimitKind::RequestsPerMinute, i, limit, Some(us), false)
-                }
-                gcra::Check::TooLarge => {
-                    return refuse(LimitKind::RequestsPerMinute, i, limit, None, true)
-                }
+                Err(refused) => return refused,
             }
         }
         if let (Some(g), true) = (s.tpm(&l.limits), spends) {
-            let limit = l.limits.tokens_per_minute.unwrap_or_default();
-            match g.check(r.tpm_tat, now, grant) {
-                gcra::Check::Admit {
-                    tat,
-                    remaining,
-                    reset,
-                } => {
+            match rate_check(g, r.tpm_tat, grant, LimitKind::TokensPerMinute) {
+                Ok((tat, win)) => {
                     w.tpm_tat = Some(tat);
-                    RateInfo::keep(&mut rate.tokens, window(limit, remaining, reset));
+                    RateInfo::keep(&mut rate.tokens, win);
                 }
-                gcra::Check::Wait(us) => {
-                    return refuse(LimitKind::TokensPerMinute, i, limit, Some(us), false)
-                }
-                gcra::Check::TooLarge => {
-                    return refuse(LimitKind::TokensPerMinute, i, limit, None, true)
-                }
+                Err(refused) => return refused,
             }
         }
         if let Some(limit) = l.limits.concurrent_requests {
