@@ -339,61 +339,62 @@ impl QuotaGate {
     }
 
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        let m = &self.metrics;
+        counters(
             out,
-            "# HELP fief_quota_throttled_total Requests refused by a quota, by limit kind.\n\
-             # TYPE fief_quota_throttled_total counter"
+            "fief_quota_throttled_total",
+            "Requests refused by a quota, by limit kind.",
+            LimitKind::ALL.iter().map(|k| {
+                let n = m.throttled[kind_index(*k)].load(Ordering::Relaxed);
+                (format!("limit=\"{}\"", k.name()), n.to_string())
+            }),
         );
-        for k in LimitKind::ALL {
-            let n = self.metrics.throttled[kind_index(k)].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "fief_quota_throttled_total{{limit=\"{}\"}} {n}",
-                k.name()
-            );
-        }
-        let _ = writeln!(
+        counters(
             out,
-            "# HELP fief_quota_store_errors_total Admissions that found the counters unreachable, \
-             by what was done.\n# TYPE fief_quota_store_errors_total counter\n\
-             fief_quota_store_errors_total{{outcome=\"denied\"}} {}\n\
-             fief_quota_store_errors_total{{outcome=\"allowed\"}} {}",
-            self.metrics.store_errors_denied.load(Ordering::Relaxed),
-            self.metrics.store_errors_allowed.load(Ordering::Relaxed),
+            "fief_quota_store_errors_total",
+            "Admissions that found the counters unreachable, by what was done.",
+            [
+                ("denied", &m.store_errors_denied),
+                ("allowed", &m.store_errors_allowed),
+            ]
+            .into_iter()
+            .map(|(o, n)| {
+                (
+                    format!("outcome=\"{o}\""),
+                    n.load(Ordering::Relaxed).to_string(),
+                )
+            }),
         );
-        let _ = writeln!(
+        counters(
             out,
-            "# HELP fief_quota_settle_failures_total Settlements or spend writes that failed.\n\
-             # TYPE fief_quota_settle_failures_total counter\nfief_quota_settle_failures_total {}",
-            self.metrics.settle_failures.load(Ordering::Relaxed),
+            "fief_quota_settle_failures_total",
+            "Settlements or spend writes that failed.",
+            std::iter::once((
+                String::new(),
+                m.settle_failures.load(Ordering::Relaxed).to_string(),
+            )),
         );
-        let _ = writeln!(
+        counters(
             out,
-            "# HELP fief_fair_queue_wait_seconds_total Time requests queued for a fair-shared slot.\n\
-             # TYPE fief_fair_queue_wait_seconds_total counter"
+            "fief_fair_queue_wait_seconds_total",
+            "Time requests queued for a fair-shared slot.",
+            Queue::ALL.iter().map(|q| {
+                let us = m.waited_us[*q as usize].load(Ordering::Relaxed);
+                (
+                    format!("queue=\"{}\"", q.name()),
+                    (us as f64 / 1e6).to_string(),
+                )
+            }),
         );
-        for q in Queue::ALL {
-            let us = self.metrics.waited_us[q as usize].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "fief_fair_queue_wait_seconds_total{{queue=\"{}\"}} {}",
-                q.name(),
-                us as f64 / 1e6
-            );
-        }
-        let _ = writeln!(
+        counters(
             out,
-            "# HELP fief_fair_queue_grants_total Slots handed out by a fair queue.\n\
-             # TYPE fief_fair_queue_grants_total counter"
+            "fief_fair_queue_grants_total",
+            "Slots handed out by a fair queue.",
+            Queue::ALL.iter().map(|q| {
+                let n = m.grants[*q as usize].load(Ordering::Relaxed);
+                (format!("queue=\"{}\"", q.name()), n.to_string())
+            }),
         );
-        for q in Queue::ALL {
-            let n = self.metrics.grants[q as usize].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "fief_fair_queue_grants_total{{queue=\"{}\"}} {n}",
-                q.name()
-            );
-        }
         let (running, waiting) = self.onnx.load();
         let _ = writeln!(
             out,
@@ -405,6 +406,24 @@ impl QuotaGate {
              # TYPE fief_shared_pool_waiting gauge\nfief_shared_pool_waiting {waiting}",
             self.onnx.slots(),
         );
+    }
+}
+
+/// One counter family in Prometheus text: its help, then a sample per
+/// label set (`""` for none).
+fn counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (String, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, value) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
