@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod llm;
+mod metering;
 mod quota;
 pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
+pub use metering::{parse_date, parse_micros, MeteringConfig, PriceEntry};
 pub use quota::{
     check_limits, LimitKind, Limits, OnStoreError, OnStoreErrorConfig, QuotaSettings, QuotasConfig,
     RedisConfig, Scheduling,
@@ -82,6 +84,10 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// Counters shared by every replica; in memory (this process) when absent.
     pub redis: Option<RedisConfig>,
+    /// Usage events, invoices' currency, retention.
+    pub metering: MeteringConfig,
+    /// Prices by model and effective date (`[[pricing]]`).
+    pub pricing: Vec<PriceEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -332,6 +338,8 @@ impl Default for Config {
             llm: LlmConfig::default(),
             quotas: QuotasConfig::default(),
             redis: None,
+            metering: MeteringConfig::default(),
+            pricing: Vec::new(),
         }
     }
 }
@@ -490,6 +498,7 @@ impl Config {
         // Environment variables are checked by `load`, which has them.
         self.llm.validate(&|_| true, false)?;
         self.quotas.validate()?;
+        self.metering.validate(&self.pricing)?;
         if let Some(r) = &self.redis {
             r.validate()?;
         }

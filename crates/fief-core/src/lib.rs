@@ -1,6 +1,8 @@
 //! Core types shared by every fief crate: validated identifiers, tiers and
 //! resource addressing. Pure and synchronous; no I/O.
 
+pub mod civil;
+
 use std::fmt;
 use std::str::FromStr;
 
