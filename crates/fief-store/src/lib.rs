@@ -30,6 +30,7 @@ mod principal;
 mod quotas;
 mod tables;
 mod tenants;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub use principal::Principal;
 pub use quotas::QuotaView;
 pub use tables::{Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
+pub use usage::UsageFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

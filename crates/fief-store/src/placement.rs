@@ -740,7 +740,8 @@ impl PgPlacement {
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON fief_platform.tenants,
                  fief_platform.api_keys, fief_platform.signing_keys,
                  fief_platform.offboarded_tenants, fief_platform.quota_limits,
-                 fief_platform.quota_spend TO \"{role}\""
+                 fief_platform.quota_spend, fief_platform.usage_events,
+                 fief_platform.usage_hourly TO \"{role}\""
             ),
         ];
         statements.extend(content_schema("fief_pool", role));

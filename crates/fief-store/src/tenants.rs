@@ -61,6 +61,8 @@ pub(crate) struct TenantState {
     pub quotas: Option<QuotaSettings>,
     /// The tenant's own lower limits, by subject (`role:…`, `api-key:…`, `user:…`).
     pub subject_quotas: Arc<HashMap<String, Limits>>,
+    /// Its tags now (usage events keep them as they were at each request).
+    pub tags: Arc<Tags>,
 }
 
 const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models, quotas";
@@ -281,7 +283,7 @@ impl Store {
         }
         let epoch = self.directory.epoch();
         let row = q(
-            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models, quotas
+            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models, quotas, tags
              FROM tenants WHERE id = $1",
         )
         .bind(id.as_str())
@@ -302,6 +304,10 @@ impl Store {
             llm_models: llm_models(&row)?.map(Into::into),
             quotas: quotas(&row)?,
             subject_quotas: Arc::new(subject_quotas),
+            tags: Arc::new({
+                let raw: String = row.get("tags")?;
+                serde_json::from_str(&raw).map_err(|e| corrupt("tags", &e))?
+            }),
         };
         self.directory.keep_tenant(epoch, id, state.clone());
         Ok(Some(state))
@@ -392,7 +398,8 @@ impl Store {
             .exec(&mut tx)
             .await?;
         }
-        for table in ["api_keys", "quota_limits", "quota_spend"] {
+        // Raw usage events go; the hourly sums an invoice needs stay (counts, no content).
+        for table in ["api_keys", "quota_limits", "quota_spend", "usage_events"] {
             q(format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(tenant.as_str())
                 .exec(&mut tx)
@@ -423,6 +430,7 @@ impl Store {
             ("api_keys", "tenant_id"),
             ("quota_limits", "tenant_id"),
             ("quota_spend", "tenant_id"),
+            ("usage_events", "tenant_id"),
         ] {
             let n: i64 = q(format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1"

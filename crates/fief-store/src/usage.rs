@@ -1,0 +1,182 @@
+//! Usage events and their hourly sums: platform metadata (counts and
+//! names, never content), readable by the operator. An event and the sum
+//! it adds to are written in one transaction, and a repeated request id is
+//! ignored, so nothing is counted twice.
+
+use fief_core::Tags;
+use fief_metering::{Aggregate, Kind, Quantities, UsageEvent};
+
+use crate::db::{q, Row};
+use crate::principal::Principal;
+use crate::{Result, Store, StoreError};
+
+const QUANTITY_COLUMNS: &str = "requests, prompt_tokens, completion_tokens, embedding_tokens, \
+     compute_us, bytes_in, bytes_out, units, byte_days";
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn quantities(row: &Row) -> Result<Quantities> {
+    let mut v = [0u64; 9];
+    for (slot, name) in v.iter_mut().zip(Quantities::FIELDS) {
+        let n: i64 = row.get(name)?;
+        *slot = u64::try_from(n).unwrap_or(0);
+    }
+    Ok(Quantities::from_values(v))
+}
+
+/// Which aggregates a view reads.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub tenant: Option<String>,
+    /// Hours since the epoch, [from, to).
+    pub from_hour: i64,
+    pub to_hour: i64,
+}
+
+impl Store {
+    /// The principal's tenant's tags now (from the directory).
+    pub async fn tenant_tags(&self, principal: &Principal) -> Result<Tags> {
+        let Some(tenant) = principal.tenant() else {
+            return Ok(Tags::new());
+        };
+        Ok(self
+            .tenant_state(tenant)
+            .await?
+            .map(|s| (*s.tags).clone())
+            .unwrap_or_default())
+    }
+
+    /// Writes a batch of events in one transaction; returns how many were
+    /// new (a request id already recorded for its tenant is skipped).
+    pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<usize> {
+        let mut tx = self.platform.begin_write().await?;
+        let mut new = 0;
+        for e in events {
+            let tags =
+                serde_json::to_string(&e.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut insert = q(&format!(
+                "INSERT INTO usage_events (tenant_id, request_id, incarnation, principal, source,
+                 tags, at_ms, kind, model, {QUANTITY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 ON CONFLICT (tenant_id, request_id) DO NOTHING"
+            ))
+            .bind(e.tenant.as_str())
+            .bind(e.request_id.as_str())
+            .bind(e.incarnation.as_str())
+            .bind(e.principal.as_str())
+            .bind(e.source.clone())
+            .bind(tags.as_str())
+            .bind(e.at_ms)
+            .bind(e.kind.name())
+            .bind(e.model.as_str());
+            for v in e.quantities.values() {
+                insert = insert.bind(int(v));
+            }
+            if insert.exec(&mut tx).await? == 0 {
+                continue;
+            }
+            new += 1;
+            let sums: Vec<String> = Quantities::FIELDS
+                .iter()
+                .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
+                .collect();
+            let mut add = q(&format!(
+                "INSERT INTO usage_hourly (tenant_id, incarnation, hour, kind, model, principal,
+                 tags, {QUANTITY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
+                 DO UPDATE SET {}",
+                sums.join(", ")
+            ))
+            .bind(e.tenant.as_str())
+            .bind(e.incarnation.as_str())
+            .bind(e.hour())
+            .bind(e.kind.name())
+            .bind(e.model.as_str())
+            .bind(e.principal.as_str())
+            .bind(tags.as_str());
+            for v in e.quantities.values() {
+                add = add.bind(int(v));
+            }
+            add.exec(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Hourly aggregates in a range, of one tenant or all.
+    pub async fn usage_aggregates(&self, filter: &UsageFilter) -> Result<Vec<Aggregate>> {
+        let rows = q(&format!(
+            "SELECT tenant_id, incarnation, hour, kind, model, principal, tags, {QUANTITY_COLUMNS}
+             FROM usage_hourly WHERE hour >= $1 AND hour < $2
+             AND ($3 IS NULL OR tenant_id = $3)
+             ORDER BY tenant_id, hour, kind, model, principal"
+        ))
+        .bind(filter.from_hour)
+        .bind(filter.to_hour)
+        .bind(filter.tenant.clone())
+        .all(&self.platform)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.get("kind")?;
+                let tags: String = row.get("tags")?;
+                Ok(Aggregate {
+                    tenant: row.get("tenant_id")?,
+                    incarnation: row.get("incarnation")?,
+                    hour: row.get("hour")?,
+                    kind: Kind::parse(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("usage kind {kind:?}")))?,
+                    model: row.get("model")?,
+                    principal: row.get("principal")?,
+                    tags: serde_json::from_str(&tags)
+                        .map_err(|e| StoreError::Corrupt(format!("usage tags: {e}")))?,
+                    quantities: quantities(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The raw events of one tenant (newest last), for audits of the
+    /// metering itself.
+    pub async fn usage_events(&self, tenant: &str, limit: i64) -> Result<Vec<UsageEvent>> {
+        let rows = q(&format!(
+            "SELECT request_id, incarnation, principal, source, tags, at_ms, kind, model,
+             {QUANTITY_COLUMNS} FROM usage_events WHERE tenant_id = $1 ORDER BY at_ms LIMIT $2"
+        ))
+        .bind(tenant)
+        .bind(limit)
+        .all(&self.platform)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.get("kind")?;
+                let tags: String = row.get("tags")?;
+                Ok(UsageEvent {
+                    request_id: row.get("request_id")?,
+                    tenant: tenant.to_owned(),
+                    incarnation: row.get("incarnation")?,
+                    principal: row.get("principal")?,
+                    source: row.get("source")?,
+                    tags: serde_json::from_str(&tags)
+                        .map_err(|e| StoreError::Corrupt(format!("usage tags: {e}")))?,
+                    at_ms: row.get("at_ms")?,
+                    kind: Kind::parse(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("usage kind {kind:?}")))?,
+                    model: row.get("model")?,
+                    quantities: quantities(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes raw events older than `before_ms` (aggregates stay).
+    pub async fn expire_usage_events(&self, before_ms: i64) -> Result<u64> {
+        q("DELETE FROM usage_events WHERE at_ms < $1")
+            .bind(before_ms)
+            .exec(&self.platform)
+            .await
+    }
+}
