@@ -6,6 +6,7 @@ mod demo;
 mod kb;
 mod llm;
 mod quota;
+mod usage;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +114,23 @@ enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: quota::QuotaCommand,
+    },
+    /// Usage: your tenant's own (FIEF_API_KEY), or with --all every
+    /// tenant's aggregates (the operator's admin token).
+    Usage {
+        #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        args: usage::UsageArgs,
+    },
+    /// A month's invoices per tenant, or per value of a tag (operator).
+    Invoice {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        args: usage::InvoiceArgs,
     },
     /// Probe a live deployment for cross-tenant leaks over every resource
     /// kind, action and addressing form; exits non-zero on any leak. Kinds
@@ -318,6 +336,19 @@ async fn run(cli: Cli) -> CliResult {
             admin,
             command,
         } => quota::run(|| tenant_client(&tenant), || admin_client(&admin), command).await,
+        Command::Usage {
+            tenant,
+            admin,
+            args,
+        } => {
+            let c = if args.all {
+                admin_client(&admin)?
+            } else {
+                tenant_client(&tenant)?
+            };
+            usage::usage(&c, args).await
+        }
+        Command::Invoice { admin, args } => usage::invoice(&admin_client(&admin)?, args).await,
         Command::VerifyIsolation(args) => verify::run(args).await,
         Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
         Command::Invoke {

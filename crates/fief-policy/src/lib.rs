@@ -267,6 +267,7 @@ actions!(
     CreateEmbeddings,
     GetQuotas,
     SetQuota,
+    GetUsage,
     PutItem,
     GetItem,
     DeleteItem,
@@ -280,6 +281,7 @@ actions!(
     RevokeApiKey,
     ListTenants,
     ReadAudit,
+    ReadUsage,
     RotateSigningKey,
 );
 

@@ -1,6 +1,7 @@
 //! Knowledge-base operations and `/v1/embeddings`: authorise, then call
 //! fief-knowledge with the scope the decision granted. No HTTP here.
 
+use fief_metering::{Kind, Quantities};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -165,6 +166,12 @@ pub async fn put_document(
             format!("document {doc} written: {} chunks", view.chunks),
         )
         .await?;
+    let q = Quantities {
+        units: view.chunks as u64,
+        embedding_tokens: view.tokens as u64,
+        ..Default::default()
+    };
+    crate::meter::bill(state, principal, Kind::KbIngest, "", q).await?;
     Ok(view)
 }
 
@@ -214,6 +221,11 @@ pub async fn query(
         );
         state.metrics.chunks_rejected(stats.rejected);
     }
+    let q = Quantities {
+        units: hits.len() as u64,
+        ..Default::default()
+    };
+    crate::meter::bill(state, principal, Kind::KbQuery, "", q).await?;
     Ok(hits)
 }
 
@@ -264,7 +276,14 @@ pub async fn embeddings(
         EmbeddingsInput::One(s) => vec![s],
         EmbeddingsInput::Many(v) => v,
     };
+    let bytes_in = inputs.iter().map(|s| s.len() as u64).sum();
     let embedded = state.knowledge.embed(inputs).await?;
+    let q = Quantities {
+        embedding_tokens: embedded.tokens as u64,
+        bytes_in,
+        ..Default::default()
+    };
+    crate::meter::bill(state, principal, Kind::Embedding, &model, q).await?;
     let data: Vec<Value> = embedded
         .vectors
         .into_iter()

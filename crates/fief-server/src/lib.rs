@@ -11,6 +11,7 @@ mod fence;
 mod island;
 mod knowledge;
 mod llm;
+mod meter;
 mod metrics;
 mod models;
 mod placement;
@@ -214,9 +215,12 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     .map_err(|e| ServerError::Startup(format!("llm: {e}")))?;
     let quota =
         quota::QuotaGate::new(&config).map_err(|e| ServerError::Startup(format!("quotas: {e}")))?;
+    let meter =
+        meter::Meter::new(&config).map_err(|e| ServerError::Startup(format!("metering: {e}")))?;
     let state = Arc::new(AppState {
         llm,
         quota,
+        meter,
         knowledge,
         placement,
         metrics: metrics::Metrics::default(),
@@ -249,6 +253,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         let router = routes::data_router(state.clone(), island::Listener::Island(island));
         tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
+    meter::spawn_writer(&state);
     record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
     tokio::spawn(stop_idle_pools(state.clone(), rx.clone()));

@@ -334,6 +334,7 @@ async fn openai(
     }
     let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
     admission.settle(usage.total_tokens);
+    bill(state, p, &usage).await?;
     record_after(state, usage);
     let mut response = Json(answer).into_response();
     admission.headers(response.headers_mut());
@@ -475,6 +476,16 @@ async fn finish_whole(
         ),
     };
     sent.served(prompt, completion);
+    if counted == Counted::Estimate {
+        // The client sees what it is billed, estimated or not.
+        if let Some(o) = answer.as_object_mut() {
+            o.insert(
+                "usage".into(),
+                json!({"prompt_tokens": prompt, "completion_tokens": completion,
+                       "total_tokens": prompt + completion}),
+            );
+        }
+    }
     let usage = usage_record(
         state,
         p,
@@ -536,6 +547,20 @@ fn usage_record(
         fallback_from: (u.model != call.models[0])
             .then(|| catalog.model(call.models[0]).name.clone()),
     }
+}
+
+/// Writes the call's usage event before its answer (or a stream's last
+/// frame) leaves, so an answered call is never unbilled.
+async fn bill(state: &AppState, p: &Principal, usage: &Usage) -> ApiResult<()> {
+    let tags = state
+        .store
+        .tenant_tags(p)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("tenant tags cannot be read: {e}")))?;
+    state
+        .meter
+        .record(crate::meter::llm_event(usage, tags))
+        .await
 }
 
 /// Records a usage record: metrics, and an audit entry (counts only),
@@ -694,11 +719,20 @@ fn relay(
     };
     let stream = futures::stream::unfold(relay, |mut r| async move {
         loop {
+            // Billed before the last frames leave: a client that saw the
+            // end of its answer has its usage event.
+            if r.ended && !r.recorded {
+                if let Some(usage) = r.finish() {
+                    if let Err(e) = bill(&r.state, &r.principal, &usage).await {
+                        tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
+                    }
+                    record_after(&r.state, usage);
+                }
+            }
             if let Some(b) = r.out.pop_front() {
                 return Some((Ok::<_, std::io::Error>(b), r));
             }
             if r.ended {
-                r.finish();
                 return None;
             }
             r.step().await;
@@ -812,9 +846,9 @@ impl Relay {
     }
 
     /// Makes the usage record once (at the end, or when dropped early).
-    fn finish(&mut self) {
+    fn finish(&mut self) -> Option<Usage> {
         if self.recorded {
-            return;
+            return None;
         }
         self.recorded = true;
         let reported = self.reported.filter(|_| !self.budget_cut);
@@ -850,13 +884,23 @@ impl Relay {
             },
         );
         usage.request_id = self.request_id.clone();
-        record_after(&self.state, usage);
+        Some(usage)
     }
 }
 
 impl Drop for Relay {
+    /// The client went away mid-stream: what it received is still billed.
     fn drop(&mut self) {
-        self.finish();
+        if let Some(usage) = self.finish() {
+            let state = self.state.clone();
+            let p = self.principal.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bill(&state, &p, &usage).await {
+                    tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
+                }
+                record_after(&state, usage);
+            });
+        }
     }
 }
 
@@ -911,6 +955,7 @@ async fn converse_call(
     let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
     admission.settle(usage.total_tokens);
     let latency = usage.latency_ms;
+    bill(state, p, &usage).await?;
     record_after(state, usage);
     let converse = fief_bedrock::converse_response(&answer, latency)
         .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;

@@ -183,7 +183,21 @@ pub async fn invoke(
     state
         .metrics
         .invocation(endpoint, result.is_ok(), started.elapsed());
-    result
+    let (outputs, run) = result?;
+    let quantities = fief_metering::Quantities {
+        compute_us: run.as_micros() as u64,
+        bytes_in: body.len() as u64,
+        ..Default::default()
+    };
+    crate::meter::bill(
+        state,
+        principal,
+        fief_metering::Kind::Onnx,
+        model.name.as_str(),
+        quantities,
+    )
+    .await?;
+    Ok(outputs)
 }
 
 async fn invoke_model(
@@ -191,7 +205,7 @@ async fn invoke_model(
     principal: &Principal,
     model: &ModelRef,
     body: &[u8],
-) -> ApiResult<Outputs> {
+) -> ApiResult<(Outputs, std::time::Duration)> {
     let scope = state
         .authorize_scoped(
             principal,
@@ -217,10 +231,12 @@ async fn invoke_model(
     // Placement by tier: a silo tenant's own threads, or the shared pool.
     if let Some(pool) = state.placement.pool(scope.tenant())? {
         state.metrics.job(pool.name());
-        return Ok(pool
+        let started = std::time::Instant::now();
+        let outputs = pool
             .run(move || loaded.run(&inputs))
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))??);
+            .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+        return Ok((outputs, started.elapsed()));
     }
     // The shared pool's slots go to tenants by fair queueing, each run
     // charged its measured time.
@@ -247,8 +263,9 @@ async fn invoke_model(
     } else {
         blocking(move || loaded.run(&inputs)).await??
     };
-    slot.served(started.elapsed().as_micros() as f64);
-    Ok(outputs)
+    let run = started.elapsed();
+    slot.served(run.as_micros() as f64);
+    Ok((outputs, run))
 }
 
 /// Longest expected run that is not worth moving to a blocking thread.

@@ -77,6 +77,7 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
         .route("/endpoints/{endpoint}/invocations", post(invoke))
         .merge(crate::llm::routes())
         .merge(crate::quota::routes())
+        .merge(crate::meter::routes())
         // Every route but health authenticates first (it runs after the
         // island gate, which tags the request with its listener).
         .route_layer(middleware::from_fn_with_state(
@@ -110,7 +111,8 @@ pub fn admin_router(state: SharedState) -> Router {
             "/admin/v1/sts/signing-keys",
             get(list_signing_keys).post(rotate_signing_key),
         )
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(crate::meter::admin_routes());
     finish(api, state)
 }
 

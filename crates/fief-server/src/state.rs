@@ -32,6 +32,8 @@ pub struct AppState {
     pub llm: fief_llm::Llm,
     /// Quotas, rate limits, budgets and the shared pool's fair queue.
     pub quota: crate::quota::QuotaGate,
+    /// Usage events (the group writer) and prices.
+    pub meter: crate::meter::Meter,
 }
 
 pub type SharedState = Arc<AppState>;

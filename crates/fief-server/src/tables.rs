@@ -36,20 +36,35 @@ pub async fn put(
 ) -> ApiResult<(Item, PutOutcome)> {
     let (scope, table) = authorize_table(state, principal, Action::PutItem, raw).await?;
     let key = parse_item_key(key)?;
-    Ok(state
+    let bytes_in = serde_json::to_vec(&value).map_or(0, |v| v.len() as u64);
+    let put = state
         .store
         .put_item(&scope, &table.name, &key, &value)
-        .await?)
+        .await?;
+    bill(state, principal, bytes_in, 1).await?;
+    Ok(put)
+}
+
+/// A table operation's usage event (no table name: the operator sees counts).
+async fn bill(state: &AppState, principal: &Principal, bytes_in: u64, units: u64) -> ApiResult<()> {
+    let q = fief_metering::Quantities {
+        bytes_in,
+        units,
+        ..Default::default()
+    };
+    crate::meter::bill(state, principal, fief_metering::Kind::Table, "", q).await
 }
 
 pub async fn get(state: &AppState, principal: &Principal, raw: &str, key: &str) -> ApiResult<Item> {
     let (scope, table) = authorize_table(state, principal, Action::GetItem, raw).await?;
     let key = parse_item_key(key)?;
-    state
+    let item = state
         .store
         .get_item(&scope, &table.name, &key)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("item {key} not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("item {key} not found")))?;
+    bill(state, principal, 0, 1).await?;
+    Ok(item)
 }
 
 pub async fn delete(
@@ -61,7 +76,7 @@ pub async fn delete(
     let (scope, table) = authorize_table(state, principal, Action::DeleteItem, raw).await?;
     let key = parse_item_key(key)?;
     if state.store.delete_item(&scope, &table.name, &key).await? {
-        Ok(())
+        bill(state, principal, 0, 1).await
     } else {
         Err(ApiError::NotFound(format!("item {key} not found")))
     }
@@ -96,8 +111,10 @@ pub async fn list(
         ));
     }
     let after = q.cursor.as_deref().map(parse_item_key).transpose()?;
-    Ok(state
+    let page = state
         .store
         .list_items(&scope, &table.name, &q.prefix, after.as_deref(), limit)
-        .await?)
+        .await?;
+    bill(state, principal, 0, page.items.len() as u64).await?;
+    Ok(page)
 }

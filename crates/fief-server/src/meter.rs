@@ -1,0 +1,380 @@
+//! Metering at the edge: each billable request's usage event, written by a
+//! group writer (one transaction for everything queued) before its answer
+//! leaves, so a killed gateway loses no answered request's event; and the
+//! usage and invoice views: `GET /api/v1/usage` (the caller's own tenant),
+//! `GET /admin/v1/usage` and `GET /admin/v1/invoices/{month}` (counts and
+//! money, never content). The arithmetic is `fief-metering`'s.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use fief_metering::invoice;
+use fief_metering::pricing::PriceBook;
+use fief_metering::usage::{self, GroupBy};
+use fief_metering::{time, Kind, Quantities, UsageEvent};
+use fief_policy::{Action, Resource};
+use fief_store::{Principal, UsageFilter};
+
+use crate::auth::{Operator, TenantCaller};
+use crate::error::{ApiError, ApiResult};
+use crate::request_id;
+use crate::routes::{ApiPath, ApiQuery};
+use crate::state::{AppState, SharedState};
+
+type Job = (UsageEvent, oneshot::Sender<Result<(), String>>);
+
+pub struct Meter {
+    queue: Option<mpsc::Sender<Job>>,
+    /// Taken by [`spawn_writer`] once the state exists.
+    pending: std::sync::Mutex<Option<mpsc::Receiver<Job>>>,
+    batch_max: usize,
+    pub book: PriceBook,
+    currency: String,
+}
+
+impl Meter {
+    pub fn new(config: &fief_config::Config) -> Result<Meter, String> {
+        let book = PriceBook::new(&config.pricing).map_err(|e| e.to_string())?;
+        let batch_max = config.metering.batch_max;
+        let (queue, pending) = if config.metering.enabled {
+            let (tx, rx) = mpsc::channel(batch_max * 4);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        Ok(Meter {
+            queue,
+            pending: std::sync::Mutex::new(pending),
+            batch_max,
+            book,
+            currency: config.metering.currency.clone(),
+        })
+    }
+
+    /// Writes one event and waits until it is committed. A failure is a
+    /// 503: the caller answers nothing it could not bill.
+    pub async fn record(&self, event: UsageEvent) -> ApiResult<()> {
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
+        let (done, wait) = oneshot::channel();
+        let lost = || ApiError::Unavailable("usage cannot be recorded; nothing was billed".into());
+        queue.send((event, done)).await.map_err(|_| lost())?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!("usage events not written: {e}");
+                Err(lost())
+            }
+            Err(_) => Err(lost()),
+        }
+    }
+}
+
+/// Starts the group writer. It holds the state weakly, so it ends when the
+/// gateway is dropped (the queue's sender goes with it).
+pub fn spawn_writer(state: &SharedState) {
+    let rx = state.meter.pending.lock().ok().and_then(|mut p| p.take());
+    if let Some(rx) = rx {
+        tokio::spawn(writer(
+            std::sync::Arc::downgrade(state),
+            rx,
+            state.meter.batch_max,
+        ));
+    }
+}
+
+/// Whoever is queued when a write ends goes in the next transaction.
+async fn writer(state: std::sync::Weak<AppState>, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+    let mut batch = Vec::with_capacity(batch_max);
+    while rx.recv_many(&mut batch, batch_max).await > 0 {
+        let events: Vec<UsageEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let result = match state.upgrade() {
+            Some(state) => state
+                .store
+                .record_usage(&events)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Err("the gateway is stopping".to_owned()),
+        };
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The event of the current request by `p`: its tenant's tags as they are now.
+pub async fn event(
+    state: &AppState,
+    p: &Principal,
+    kind: Kind,
+    model: &str,
+    quantities: Quantities,
+) -> ApiResult<UsageEvent> {
+    let tags = state
+        .store
+        .tenant_tags(p)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("tenant tags cannot be read: {e}")))?;
+    Ok(UsageEvent {
+        request_id: request_id::current(),
+        tenant: p.tenant().map(ToString::to_string).unwrap_or_default(),
+        incarnation: p.incarnation().map(ToString::to_string).unwrap_or_default(),
+        principal: p.audit_name(),
+        source: p.source(),
+        tags,
+        at_ms: now_ms(),
+        kind,
+        model: model.to_owned(),
+        quantities: Quantities {
+            requests: 1,
+            ..quantities
+        },
+    })
+}
+
+/// Records one request's usage before it is answered.
+pub async fn bill(
+    state: &AppState,
+    p: &Principal,
+    kind: Kind,
+    model: &str,
+    quantities: Quantities,
+) -> ApiResult<()> {
+    let e = event(state, p, kind, model, quantities).await?;
+    state.meter.record(e).await
+}
+
+/// A foundation-model call's usage record as a usage event.
+pub fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
+    UsageEvent {
+        request_id: usage.request_id.clone(),
+        tenant: usage.tenant.clone(),
+        incarnation: usage.incarnation.clone(),
+        principal: usage.principal.clone(),
+        source: usage.source.clone(),
+        tags,
+        at_ms: now_ms(),
+        kind: Kind::Llm,
+        model: usage.model.clone(),
+        quantities: Quantities {
+            requests: 1,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            ..Quantities::default()
+        },
+    }
+}
+
+// ---- views --------------------------------------------------------------------
+
+pub fn routes() -> Router<SharedState> {
+    Router::new().route("/api/v1/usage", get(own_usage))
+}
+
+pub fn admin_routes() -> Router<SharedState> {
+    Router::new()
+        .route("/admin/v1/usage", get(all_usage))
+        .route("/admin/v1/invoices/{month}", get(invoice))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// `YYYY-MM-DD` or RFC 3339; default: the start of this month.
+    pub from: Option<String>,
+    /// Exclusive; default: now.
+    pub to: Option<String>,
+    pub group_by: Option<String>,
+    /// Admin only: one tenant.
+    pub tenant: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceQuery {
+    pub group_by_tag: Option<String>,
+    pub format: Option<String>,
+}
+
+fn csv_wanted(format: Option<&str>) -> ApiResult<bool> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(f) => Err(ApiError::Validation(format!(
+            "format is json or csv, not {f:?}"
+        ))),
+    }
+}
+
+fn csv_response(body: String) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    r
+}
+
+/// The hour range [from, to) of a query: hours containing `from` up to
+/// the hour containing `to` (exclusive of a `to` on the hour).
+fn hours(q: &UsageQuery) -> ApiResult<(i64, i64)> {
+    let bad = |e: fief_metering::MeteringError| ApiError::Validation(e.to_string());
+    let now = now_ms() / 1000;
+    let from = match &q.from {
+        Some(f) => time::parse_instant(f).map_err(bad)?,
+        None => {
+            time::month_hours(&time::month_of_hour(now / 3600))
+                .map_err(bad)?
+                .0
+                * 3600
+        }
+    };
+    let to = match &q.to {
+        Some(t) => time::parse_instant(t).map_err(bad)?,
+        None => now + 1,
+    };
+    if to <= from {
+        return Err(ApiError::Validation("`to` must be after `from`".into()));
+    }
+    Ok((from.div_euclid(3600), (to + 3599).div_euclid(3600)))
+}
+
+async fn view(
+    state: &AppState,
+    q: &UsageQuery,
+    tenant: Option<String>,
+    allowed: &[GroupBy],
+) -> ApiResult<Response> {
+    let csv = csv_wanted(q.format.as_deref())?;
+    let group_by = GroupBy::parse_list(q.group_by.as_deref().unwrap_or(""), allowed)
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let (from_hour, to_hour) = hours(q)?;
+    let rows = state
+        .store
+        .usage_aggregates(&UsageFilter {
+            tenant,
+            from_hour,
+            to_hour,
+        })
+        .await?;
+    let summary = usage::summarize(&rows, &group_by);
+    if csv {
+        return Ok(csv_response(usage::csv(&summary, &group_by)));
+    }
+    Ok(Json(json!({
+        "from": time::hour_label(from_hour),
+        "to": time::hour_label(to_hour),
+        "group_by": group_by.iter().map(|g| g.name()).collect::<Vec<_>>(),
+        "rows": summary,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/usage`: the caller's own tenant only, whatever it asks.
+async fn own_usage(
+    State(state): State<SharedState>,
+    TenantCaller(p): TenantCaller,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Response> {
+    let tenant = p.tenant().cloned().ok_or(ApiError::AccessDenied)?;
+    let scope = state
+        .authorize_scoped(&p, Action::GetUsage, &Resource::Tenant(tenant))
+        .await?;
+    if q.tenant.is_some() {
+        return Err(ApiError::Validation(
+            "`tenant` is not a parameter here: this is the caller's own usage".into(),
+        ));
+    }
+    let allowed = [
+        GroupBy::Model,
+        GroupBy::Principal,
+        GroupBy::Day,
+        GroupBy::Hour,
+    ];
+    view(&state, &q, Some(scope.tenant().to_string()), &allowed).await
+}
+
+/// `GET /admin/v1/usage`: every tenant's aggregates.
+async fn all_usage(
+    State(state): State<SharedState>,
+    Operator(op): Operator,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Response> {
+    state
+        .authorize(&op, Action::ReadUsage, &Resource::Platform)
+        .await?;
+    let tenant = q
+        .tenant
+        .as_deref()
+        .map(fief_core::TenantId::parse)
+        .transpose()?
+        .map(|t| t.to_string());
+    let allowed = [
+        GroupBy::Tenant,
+        GroupBy::Model,
+        GroupBy::Principal,
+        GroupBy::Day,
+        GroupBy::Hour,
+    ];
+    view(&state, &q, tenant, &allowed).await
+}
+
+/// `GET /admin/v1/invoices/{YYYY-MM}`: per tenant, or per value of a tag.
+async fn invoice(
+    State(state): State<SharedState>,
+    Operator(op): Operator,
+    ApiPath(month): ApiPath<String>,
+    ApiQuery(q): ApiQuery<InvoiceQuery>,
+) -> ApiResult<Response> {
+    state
+        .authorize(&op, Action::ReadUsage, &Resource::Platform)
+        .await?;
+    let csv = csv_wanted(q.format.as_deref())?;
+    let (from_hour, to_hour) =
+        time::month_hours(&month).map_err(|e| ApiError::Validation(e.to_string()))?;
+    if let Some(tag) = &q.group_by_tag {
+        if tag.is_empty() || tag.len() > 128 {
+            return Err(ApiError::Validation(
+                "group_by_tag names a tag key (1 to 128 characters)".into(),
+            ));
+        }
+    }
+    let rows = state
+        .store
+        .usage_aggregates(&UsageFilter {
+            tenant: None,
+            from_hour,
+            to_hour,
+        })
+        .await?;
+    let meter = &state.meter;
+    let inv = invoice::build(
+        &rows,
+        &meter.book,
+        &month,
+        &meter.currency,
+        q.group_by_tag.as_deref(),
+    );
+    if csv {
+        return Ok(csv_response(invoice::csv(&inv)));
+    }
+    Ok(Json(inv).into_response())
+}
