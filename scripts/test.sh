@@ -24,7 +24,7 @@ if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
     # so these run from its build instead of compiling the tree again.
     FIEF_TEST_STORE=postgres cargo test --locked --workspace \
         --test isolation --test identity --test knowledge --test proptest_isolation \
-        --test hostile_catalogue --test islands --test lifecycle --test llm --test quotas "$@"
+        --test hostile_catalogue --test islands --test lifecycle --test llm --test quotas --test metering "$@"
 else
     echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
 fi

@@ -53,6 +53,17 @@ pub async fn run() -> DemoResult {
     config.llm.upstreams = demo_upstreams(&pool, &dedicated);
     // A burst of a whole minute's requests, so the quota scene's 3 a minute is 3 at once.
     config.quotas.request_burst_secs = 60;
+    // One price list for everything, so the invoice scene has money on it.
+    config.pricing = vec![fief_config::PriceEntry {
+        effective: None,
+        model: None,
+        prompt_per_million: Some("0.50".into()),
+        completion_per_million: Some("1.50".into()),
+        embedding_per_million: None,
+        compute_second: Some("0.0001".into()),
+        gb_month: None,
+        per_thousand_requests: Some("0.40".into()),
+    }];
     let pool_key = format!(
         "sk-demo-{:016x}",
         rand::RngCore::next_u64(&mut rand::rngs::OsRng)
@@ -216,9 +227,10 @@ pub async fn run() -> DemoResult {
 
     let refused = llm_scene(&admin, &hr, &sales, &pool, &dedicated, &pool_key).await?;
     quota_scene(&admin, &sales).await?;
+    metering_scene(&admin, &hr).await?;
 
     step(
-        9,
+        10,
         "The operator offboards sales: rows, objects and data key are destroyed",
     );
     admin
@@ -250,11 +262,55 @@ pub async fn run() -> DemoResult {
     server.shutdown().await?;
     pool.stop().await;
     dedicated.stop().await;
-    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 1 tenant offboarded without residue. OK", attempts.len());
+    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 2 tenants invoiced, 1 tenant offboarded without residue. OK", attempts.len());
     Ok(())
 }
 
 const POOL_KEY_ENV: &str = "DEMO_POOL_KEY";
+
+async fn metering_scene(admin: &Client, hr: &Client) -> DemoResult {
+    step(
+        9,
+        "Metering: every answered request was billed to its tenant; hr sees its own usage, the operator the invoices",
+    );
+    let (_, usage) = hr
+        .send(hr.request(Method::GET, "/api/v1/usage?group_by=model"))
+        .await?;
+    let rows = usage["rows"].as_array().cloned().unwrap_or_default();
+    expect(!rows.is_empty(), "hr's usage has rows")?;
+    for r in &rows {
+        println!(
+            "  hr {:<6} {:<14} requests {:>3}  tokens {:>4} + {:<4} compute {} us",
+            r["kind"].as_str().unwrap_or(""),
+            r["model"].as_str().unwrap_or(""),
+            r["requests"],
+            r["prompt_tokens"],
+            r["completion_tokens"],
+            r["compute_us"]
+        );
+    }
+    let month = usage["from"]
+        .as_str()
+        .unwrap_or("")
+        .get(..7)
+        .unwrap_or("")
+        .to_owned();
+    let (_, invoice) = admin
+        .send(admin.request(Method::GET, &format!("/admin/v1/invoices/{month}")))
+        .await?;
+    let bills = invoice["bills"].as_array().cloned().unwrap_or_default();
+    expect(bills.len() == 2, "an invoice for each tenant")?;
+    for b in &bills {
+        println!(
+            "  invoice {month} {:<6} {} lines, total {} {}",
+            b["name"].as_str().unwrap_or(""),
+            b["lines"].as_array().map_or(0, Vec::len),
+            b["total"].as_str().unwrap_or(""),
+            invoice["currency"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
 
 fn model(id: &str, alias: &str, size: Option<&str>) -> LlmModelEntry {
     LlmModelEntry::Full(LlmModelConfig {

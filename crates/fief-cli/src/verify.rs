@@ -1270,6 +1270,41 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             req: http.data(cred, Method::DELETE, &path),
         });
     }
+    // Usage: the caller's own only; naming the victim is refused, and the
+    // operator's views and invoices are not reachable with a tenant credential.
+    t.push(Try {
+        kind: "usage",
+        action: "read",
+        form: "own usage".into(),
+        expect: Expect::OwnOnly,
+        req: http.data(cred, Method::GET, "/api/v1/usage?group_by=model,principal"),
+    });
+    t.push(Try {
+        kind: "usage",
+        action: "read",
+        form: "?tenant= the victim".into(),
+        expect: Expect::Denied,
+        req: http.data(
+            cred,
+            Method::GET,
+            &format!("/api/v1/usage?tenant={}", v.tenant),
+        ),
+    });
+    for path in [
+        "/admin/v1/usage".to_owned(),
+        format!("/admin/v1/invoices/{}", current_month()),
+    ] {
+        t.push(Try {
+            kind: "usage",
+            action: "read",
+            form: format!("admin listener {path}, tenant credential"),
+            expect: Expect::Denied,
+            req: http
+                .client
+                .get(format!("{}{path}", http.admin))
+                .bearer_auth(cred),
+        });
+    }
     // Logs: the audit trail is the operator's, on the admin listener only.
     let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
     t.push(Try {
@@ -1687,6 +1722,15 @@ fn print_matrix(attempts: &[Attempt], skipped: &[Skip]) {
             "(all)", "(all)", s.kind, "-", 0, s.reason
         );
     }
+}
+
+/// `YYYY-MM` now (UTC).
+fn current_month() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let (y, m, _) = fief_core::civil::from_days(days);
+    format!("{y:04}-{m:02}")
 }
 
 #[cfg(test)]

@@ -257,6 +257,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
     tokio::spawn(stop_idle_pools(state.clone(), rx.clone()));
+    tokio::spawn(expire_usage_events(state.clone(), rx.clone()));
     if state.audit.options().fsync == fief_audit::Fsync::Batch {
         tokio::spawn(flush_audit(state.clone(), rx.clone()));
     }
@@ -332,6 +333,26 @@ async fn stop_idle_pools(state: Arc<AppState>, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = tick.tick() => { state.placement.stop_idle(); }
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Deletes raw usage events past `metering.event_retention_days`, at
+/// start-up and hourly (the hourly sums invoices read stay).
+async fn expire_usage_events(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let keep_ms = i64::from(state.config.metering.event_retention_days) * 86_400_000;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                if let Err(e) = state.store.expire_usage_events(now - keep_ms).await {
+                    tracing::warn!("expiring old usage events failed: {e}");
+                }
+            }
             () = stopped(&mut stop) => return,
         }
     }

@@ -98,16 +98,31 @@ async fn writer(state: std::sync::Weak<AppState>, mut rx: mpsc::Receiver<Job>, b
     while rx.recv_many(&mut batch, batch_max).await > 0 {
         let events: Vec<UsageEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
         let result = match state.upgrade() {
-            Some(state) => state
-                .store
-                .record_usage(&events)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Some(state) => write(&state, &events).await,
             None => Err("the gateway is stopping".to_owned()),
         };
         for (_, done) in batch.drain(..) {
             let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// One batch, tried again after a conflict with another replica's write
+/// (a repeat is harmless: events are idempotent by request id).
+async fn write(state: &AppState, events: &[UsageEvent]) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match state.store.record_usage(events).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 4 => {
+                tries += 1;
+                tracing::warn!(
+                    "usage batch of {} not written, trying again: {e}",
+                    events.len()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -226,6 +226,24 @@ async fn round(s: &TestServer, key: &str) {
         .await;
     assert!(matches!(r.status.as_u16(), 400 | 403), "{}", r.text);
 
+    // Hostile usage queries: 400 with the fix, never 5xx, never another's.
+    let long_from = format!("/api/v1/usage?from={}", "9".repeat(10_000));
+    for path in [
+        "/api/v1/usage?from=2026-02-30",
+        "/api/v1/usage?from=-1",
+        "/api/v1/usage?to=2026-12-01T24:00:00Z",
+        "/api/v1/usage?from=9999-12-31&to=0001-01-01",
+        "/api/v1/usage?group_by=tenant",
+        "/api/v1/usage?group_by=model%00",
+        "/api/v1/usage?tenant=other",
+        "/api/v1/usage?format=csv%0d%0aX-Injected:1",
+        "/api/v1/usage?unknown=1",
+        long_from.as_str(),
+    ] {
+        let r = s.send(s.data_req(key, Method::GET, path)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path:.60}: {}", r.text);
+    }
+
     // Hostile quota settings: refused as 400, never stored, never 5xx.
     let long = format!("role:{}", "r".repeat(10_000));
     for (path, body) in [

@@ -71,6 +71,7 @@ enum Op {
     /// A lower limit for one of the actor's roles, named with its canary.
     PutQuota(usize),
     GetQuotas,
+    GetUsage,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -93,6 +94,7 @@ fn op() -> impl Strategy<Value = Op> {
         t.clone().prop_map(Op::Chat),
         (0..NAMES).prop_map(Op::PutQuota),
         Just(Op::GetQuotas),
+        Just(Op::GetUsage),
     ]
 }
 
@@ -174,6 +176,11 @@ impl World {
                 .data_req(key, Method::PUT, &format!("/api/v1/quotas/role:{canary}-r{n}"))
                 .json(&json!({"requests_per_minute": 1000 + n})),
             Op::GetQuotas => s.data_req(key, Method::GET, "/api/v1/quotas"),
+            Op::GetUsage => s.data_req(
+                key,
+                Method::GET,
+                "/api/v1/usage?group_by=model,principal,hour",
+            ),
             Op::Chat(t) => s.data_req(key, Method::POST, "/v1/chat/completions").json(&json!({
                 "model": format!("fm-{}", TENANTS[*t].0),
                 "messages": [{"role": "user", "content": canary}],
@@ -257,7 +264,19 @@ impl World {
                 seen.text
             );
         }
-        if matches!(op, Op::PutQuota(_) | Op::GetQuotas) {
+        if let Op::GetUsage = op {
+            // Its own usage only: no other tenant's key appears in it.
+            for (t, key) in self.keys.iter().enumerate() {
+                let id = key.split('_').nth(1).unwrap_or(key);
+                prop_assert!(
+                    t == actor || !seen.text.contains(id),
+                    "{me}'s usage names {}'s key: {}",
+                    TENANTS[t].0,
+                    seen.text
+                );
+            }
+        }
+        if matches!(op, Op::PutQuota(_) | Op::GetQuotas | Op::GetUsage) {
             prop_assert!(
                 seen.status.is_success(),
                 "{} {:?} of its own quotas: {}",

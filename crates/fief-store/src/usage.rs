@@ -3,6 +3,8 @@
 //! it adds to are written in one transaction, and a repeated request id is
 //! ignored, so nothing is counted twice.
 
+use std::collections::BTreeMap;
+
 use fief_core::Tags;
 use fief_metering::{Aggregate, Kind, Quantities, UsageEvent};
 
@@ -25,6 +27,9 @@ fn quantities(row: &Row) -> Result<Quantities> {
     }
     Ok(Quantities::from_values(v))
 }
+
+/// An hourly sum's key: tenant, incarnation, hour, kind, model, principal, tags.
+type HourKey = (String, String, i64, &'static str, String, String, String);
 
 /// Which aggregates a view reads.
 #[derive(Debug, Clone, Default)]
@@ -49,14 +54,16 @@ impl Store {
     }
 
     /// Writes a batch of events in one transaction; returns how many were
-    /// new (a request id already recorded for its tenant is skipped).
+    /// new (a request id already recorded for its tenant is skipped). The
+    /// new events' hourly sums are added in key order, so replicas writing
+    /// at once wait for each other instead of deadlocking.
     pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<usize> {
         let mut tx = self.platform.begin_write().await?;
-        let mut new = 0;
+        let mut sums: BTreeMap<HourKey, Quantities> = BTreeMap::new();
         for e in events {
             let tags =
                 serde_json::to_string(&e.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let mut insert = q(&format!(
+            let mut insert = q(format!(
                 "INSERT INTO usage_events (tenant_id, request_id, incarnation, principal, source,
                  tags, at_ms, kind, model, {QUANTITY_COLUMNS})
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
@@ -77,27 +84,41 @@ impl Store {
             if insert.exec(&mut tx).await? == 0 {
                 continue;
             }
-            new += 1;
-            let sums: Vec<String> = Quantities::FIELDS
+            sums.entry((
+                e.tenant.clone(),
+                e.incarnation.clone(),
+                e.hour(),
+                e.kind.name(),
+                e.model.clone(),
+                e.principal.clone(),
+                tags,
+            ))
+            .or_default()
+            .add(&e.quantities);
+        }
+        let new = sums.values().map(|q| q.requests as usize).sum();
+        let add_sql = format!(
+            "INSERT INTO usage_hourly (tenant_id, incarnation, hour, kind, model, principal,
+             tags, {QUANTITY_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
+             DO UPDATE SET {}",
+            Quantities::FIELDS
                 .iter()
                 .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
-                .collect();
-            let mut add = q(&format!(
-                "INSERT INTO usage_hourly (tenant_id, incarnation, hour, kind, model, principal,
-                 tags, {QUANTITY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-                 ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
-                 DO UPDATE SET {}",
-                sums.join(", ")
-            ))
-            .bind(e.tenant.as_str())
-            .bind(e.incarnation.as_str())
-            .bind(e.hour())
-            .bind(e.kind.name())
-            .bind(e.model.as_str())
-            .bind(e.principal.as_str())
-            .bind(tags.as_str());
-            for v in e.quantities.values() {
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for ((tenant, incarnation, hour, kind, model, principal, tags), quantities) in sums {
+            let mut add = q(&add_sql)
+                .bind(tenant)
+                .bind(incarnation)
+                .bind(hour)
+                .bind(kind)
+                .bind(model)
+                .bind(principal)
+                .bind(tags);
+            for v in quantities.values() {
                 add = add.bind(int(v));
             }
             add.exec(&mut tx).await?;
@@ -108,7 +129,7 @@ impl Store {
 
     /// Hourly aggregates in a range, of one tenant or all.
     pub async fn usage_aggregates(&self, filter: &UsageFilter) -> Result<Vec<Aggregate>> {
-        let rows = q(&format!(
+        let rows = q(format!(
             "SELECT tenant_id, incarnation, hour, kind, model, principal, tags, {QUANTITY_COLUMNS}
              FROM usage_hourly WHERE hour >= $1 AND hour < $2
              AND ($3 IS NULL OR tenant_id = $3)
@@ -142,7 +163,7 @@ impl Store {
     /// The raw events of one tenant (newest last), for audits of the
     /// metering itself.
     pub async fn usage_events(&self, tenant: &str, limit: i64) -> Result<Vec<UsageEvent>> {
-        let rows = q(&format!(
+        let rows = q(format!(
             "SELECT request_id, incarnation, principal, source, tags, at_ms, kind, model,
              {QUANTITY_COLUMNS} FROM usage_events WHERE tenant_id = $1 ORDER BY at_ms LIMIT $2"
         ))
