@@ -552,15 +552,7 @@ fn usage_record(
 /// Writes the call's usage event before its answer (or a stream's last
 /// frame) leaves, so an answered call is never unbilled.
 async fn bill(state: &AppState, p: &Principal, usage: &Usage) -> ApiResult<()> {
-    let tags = state
-        .store
-        .tenant_tags(p)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("tenant tags cannot be read: {e}")))?;
-    state
-        .meter
-        .record(crate::meter::llm_event(usage, tags))
-        .await
+    crate::meter::bill_llm(state, p, usage).await
 }
 
 /// Records a usage record: metrics, and an audit entry (counts only),

@@ -134,18 +134,14 @@ fn now_ms() -> i64 {
 }
 
 /// The event of the current request by `p`: its tenant's tags as they are now.
-pub async fn event(
+async fn event(
     state: &AppState,
     p: &Principal,
     kind: Kind,
     model: &str,
     quantities: Quantities,
 ) -> ApiResult<UsageEvent> {
-    let tags = state
-        .store
-        .tenant_tags(p)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("tenant tags cannot be read: {e}")))?;
+    let tags = tags(state, p).await?;
     Ok(UsageEvent {
         request_id: request_id::current(),
         tenant: p.tenant().map(ToString::to_string).unwrap_or_default(),
@@ -175,8 +171,22 @@ pub async fn bill(
     state.meter.record(e).await
 }
 
-/// A foundation-model call's usage record as a usage event.
-pub fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
+async fn tags(state: &AppState, p: &Principal) -> ApiResult<fief_core::Tags> {
+    state
+        .store
+        .tenant_tags(p)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("tenant tags cannot be read: {e}")))
+}
+
+/// Records a foundation-model call's usage record as its usage event
+/// (its own request id: a stream ends outside the request's task).
+pub async fn bill_llm(state: &AppState, p: &Principal, usage: &fief_llm::Usage) -> ApiResult<()> {
+    let tags = tags(state, p).await?;
+    state.meter.record(llm_event(usage, tags)).await
+}
+
+fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
     UsageEvent {
         request_id: usage.request_id.clone(),
         tenant: usage.tenant.clone(),
