@@ -28,6 +28,15 @@ fn quantities(row: &Row) -> Result<Quantities> {
     Ok(Quantities::from_values(v))
 }
 
+fn kind_and_tags(row: &Row) -> Result<(Kind, Tags)> {
+    let kind: String = row.get("kind")?;
+    let tags: String = row.get("tags")?;
+    Ok((
+        Kind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("usage kind {kind:?}")))?,
+        serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("usage tags: {e}")))?,
+    ))
+}
+
 /// An hourly sum's key: tenant, incarnation, hour, kind, model, principal, tags.
 type HourKey = (String, String, i64, &'static str, String, String, String);
 
@@ -142,18 +151,15 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.get("kind")?;
-                let tags: String = row.get("tags")?;
+                let (kind, tags) = kind_and_tags(row)?;
                 Ok(Aggregate {
                     tenant: row.get("tenant_id")?,
                     incarnation: row.get("incarnation")?,
                     hour: row.get("hour")?,
-                    kind: Kind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("usage kind {kind:?}")))?,
+                    kind,
                     model: row.get("model")?,
                     principal: row.get("principal")?,
-                    tags: serde_json::from_str(&tags)
-                        .map_err(|e| StoreError::Corrupt(format!("usage tags: {e}")))?,
+                    tags,
                     quantities: quantities(row)?,
                 })
             })
@@ -173,19 +179,16 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.get("kind")?;
-                let tags: String = row.get("tags")?;
+                let (kind, tags) = kind_and_tags(row)?;
                 Ok(UsageEvent {
                     request_id: row.get("request_id")?,
                     tenant: tenant.to_owned(),
                     incarnation: row.get("incarnation")?,
                     principal: row.get("principal")?,
                     source: row.get("source")?,
-                    tags: serde_json::from_str(&tags)
-                        .map_err(|e| StoreError::Corrupt(format!("usage tags: {e}")))?,
+                    tags,
                     at_ms: row.get("at_ms")?,
-                    kind: Kind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("usage kind {kind:?}")))?,
+                    kind,
                     model: row.get("model")?,
                     quantities: quantities(row)?,
                 })
