@@ -334,7 +334,8 @@ async fn openai(
     }
     let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
     admission.settle(usage.total_tokens);
-    bill(state, p, &usage).await?;
+    // Billed before the answer leaves: an answered call is never unbilled.
+    crate::meter::bill_llm(state, p, &usage).await?;
     record_after(state, usage);
     let mut response = Json(answer).into_response();
     admission.headers(response.headers_mut());
@@ -549,12 +550,6 @@ fn usage_record(
     }
 }
 
-/// Writes the call's usage event before its answer (or a stream's last
-/// frame) leaves, so an answered call is never unbilled.
-async fn bill(state: &AppState, p: &Principal, usage: &Usage) -> ApiResult<()> {
-    crate::meter::bill_llm(state, p, usage).await
-}
-
 /// Records a usage record: metrics, and an audit entry (counts only),
 /// written next to the answer rather than before it (the decision that
 /// allowed the call was audited before anything was sent).
@@ -715,7 +710,7 @@ fn relay(
             // end of its answer has its usage event.
             if r.ended && !r.recorded {
                 if let Some(usage) = r.finish() {
-                    if let Err(e) = bill(&r.state, &r.principal, &usage).await {
+                    if let Err(e) = crate::meter::bill_llm(&r.state, &r.principal, &usage).await {
                         tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
                     }
                     record_after(&r.state, usage);
@@ -887,7 +882,7 @@ impl Drop for Relay {
             let state = self.state.clone();
             let p = self.principal.clone();
             tokio::spawn(async move {
-                if let Err(e) = bill(&state, &p, &usage).await {
+                if let Err(e) = crate::meter::bill_llm(&state, &p, &usage).await {
                     tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
                 }
                 record_after(&state, usage);
@@ -947,7 +942,8 @@ async fn converse_call(
     let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
     admission.settle(usage.total_tokens);
     let latency = usage.latency_ms;
-    bill(state, p, &usage).await?;
+    // Billed before the answer leaves: an answered call is never unbilled.
+    crate::meter::bill_llm(state, p, &usage).await?;
     record_after(state, usage);
     let converse = fief_bedrock::converse_response(&answer, latency)
         .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;

@@ -96,12 +96,12 @@ pub fn spawn_writer(state: &SharedState) {
 async fn writer(state: std::sync::Weak<AppState>, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
     let mut batch = Vec::with_capacity(batch_max);
     while rx.recv_many(&mut batch, batch_max).await > 0 {
-        let events: Vec<UsageEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let (events, waiting): (Vec<UsageEvent>, Vec<_>) = batch.drain(..).unzip();
         let result = match state.upgrade() {
             Some(state) => write(&state, &events).await,
             None => Err("the gateway is stopping".to_owned()),
         };
-        for (_, done) in batch.drain(..) {
+        for done in waiting {
             let _ = done.send(result.clone());
         }
     }
