@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod llm;
+mod logs;
 mod metering;
 mod quota;
 pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
+pub use logs::LogsConfig;
 pub use metering::{parse_date, parse_micros, MeteringConfig, PriceEntry};
 pub use quota::{
     check_limits, LimitKind, Limits, OnStoreError, OnStoreErrorConfig, QuotaSettings, QuotasConfig,
@@ -88,6 +90,8 @@ pub struct Config {
     pub metering: MeteringConfig,
     /// Prices by model and effective date (`[[pricing]]`).
     pub pricing: Vec<PriceEntry>,
+    /// Private per-tenant invocation logs and their sinks.
+    pub logs: LogsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,6 +344,7 @@ impl Default for Config {
             redis: None,
             metering: MeteringConfig::default(),
             pricing: Vec::new(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -499,6 +504,7 @@ impl Config {
         self.llm.validate(&|_| true, false)?;
         self.quotas.validate()?;
         self.metering.validate(&self.pricing)?;
+        self.logs.validate()?;
         if let Some(r) = &self.redis {
             r.validate()?;
         }
