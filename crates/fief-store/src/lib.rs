@@ -23,6 +23,7 @@ mod directory;
 pub mod faults;
 mod gate;
 mod knowledge;
+mod logs;
 mod models;
 mod placement;
 mod policies;
@@ -57,13 +58,14 @@ pub use gate::{
 pub use knowledge::{
     ChunkRecord, DocumentRecord, DocumentWrite, KnowledgeBaseRecord, NewChunk, OpenedChunks,
 };
+pub use logs::{LogAppend, LogConfig, LogQuery, SinkLease};
 pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
 pub use principal::Principal;
 pub use quotas::QuotaView;
 pub use tables::{Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
-pub use usage::UsageFilter;
+pub use usage::{StorageHeld, UsageFilter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,8 +1,8 @@
 //! Where a tenant's content lives, by tier (seed 002), on either backend.
 //!
 //! Tenant content is every row a tenant writes: models (metadata), policies,
-//! roles, knowledge bases, documents, chunks and table items. The same
-//! seven tables exist in every placement, so every statement is written
+//! roles, knowledge bases, documents, chunks, table items and log records.
+//! The same eight tables exist in every placement, so every statement is written
 //! once against a [`Place`]:
 //!
 //! | tier   | SQLite (embedded)                   | PostgreSQL                                 |
@@ -120,6 +120,20 @@ pub(crate) const CONTENT: &[(&str, &[(&str, Kind)])] = &[
             ("updated_at", Kind::Text),
         ],
     ),
+    (
+        "log_records",
+        &[
+            ("tenant_id", Kind::Text),
+            ("stream", Kind::Text),
+            ("seq", Kind::Int),
+            ("at_ms", Kind::Int),
+            ("request_id", Kind::Text),
+            ("kind", Kind::Text),
+            ("model", Kind::Text),
+            ("principal", Kind::Text),
+            ("sealed", Kind::Blob),
+        ],
+    ),
 ];
 
 /// The content tables' DDL for one placement. `prefix` qualifies table
@@ -182,6 +196,18 @@ fn content_ddl(pg: bool, prefix: &str, index_prefix: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {p}items (tenant_id TEXT NOT NULL, tbl TEXT NOT NULL,
              key TEXT NOT NULL, sealed {blob} NOT NULL, version {int} NOT NULL,
              updated_at TEXT NOT NULL, PRIMARY KEY (tenant_id, tbl, key)){strict}"
+        ),
+        // Metadata in clear (what a query filters on); the record sealed,
+        // bound to (tenant, stream, seq).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}log_records (tenant_id TEXT NOT NULL, stream TEXT NOT NULL,
+             seq {int} NOT NULL, at_ms {int} NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL,
+             model TEXT NOT NULL, principal TEXT NOT NULL, sealed {blob} NOT NULL,
+             PRIMARY KEY (tenant_id, stream, seq)){strict}"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {index_prefix}log_records_by_time
+             ON {p}log_records (tenant_id, stream, at_ms)"
         ),
     ]
 }
@@ -741,7 +767,7 @@ impl PgPlacement {
                  fief_platform.api_keys, fief_platform.signing_keys,
                  fief_platform.offboarded_tenants, fief_platform.quota_limits,
                  fief_platform.quota_spend, fief_platform.usage_events,
-                 fief_platform.usage_hourly TO \"{role}\""
+                 fief_platform.usage_hourly, fief_platform.log_config TO \"{role}\""
             ),
         ];
         statements.extend(content_schema("fief_pool", role));

@@ -199,7 +199,7 @@ impl Store {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn count_rejected(&self, n: u64) {
+    pub(crate) fn count_rejected(&self, n: u64) {
         self.items_rejected
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }

@@ -399,7 +399,13 @@ impl Store {
             .await?;
         }
         // Raw usage events go; the hourly sums an invoice needs stay (counts, no content).
-        for table in ["api_keys", "quota_limits", "quota_spend", "usage_events"] {
+        for table in [
+            "api_keys",
+            "quota_limits",
+            "quota_spend",
+            "usage_events",
+            "log_config",
+        ] {
             q(format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(tenant.as_str())
                 .exec(&mut tx)
@@ -431,6 +437,7 @@ impl Store {
             ("quota_limits", "tenant_id"),
             ("quota_spend", "tenant_id"),
             ("usage_events", "tenant_id"),
+            ("log_config", "tenant_id"),
         ] {
             let n: i64 = q(format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1"

@@ -5,15 +5,26 @@
 
 use std::collections::BTreeMap;
 
-use fief_core::Tags;
+use fief_core::{Incarnation, Tags, TenantId};
 use fief_metering::{Aggregate, Kind, Quantities, UsageEvent};
 
 use crate::db::{q, Row};
 use crate::principal::Principal;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, TenantScope};
 
 const QUANTITY_COLUMNS: &str = "requests, prompt_tokens, completion_tokens, embedding_tokens, \
      compute_us, bytes_in, bytes_out, units, byte_days";
+
+/// `($1, …, $cols), ($cols+1, …)`: `rows` tuples of `cols` parameters.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let p: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -67,30 +78,50 @@ impl Store {
     /// new events' hourly sums are added in key order, so replicas writing
     /// at once wait for each other instead of deadlocking.
     pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<usize> {
+        // Few statements per batch: one multi-row insert per chunk of
+        // events, one multi-row upsert per chunk of sums (each statement is
+        // a round trip, and on SQLite the write lock is held meanwhile).
+        const CHUNK: usize = 200;
         let mut tx = self.platform.begin_write().await?;
-        let mut sums: BTreeMap<HourKey, Quantities> = BTreeMap::new();
+        let mut tags_of = Vec::with_capacity(events.len());
         for e in events {
-            let tags =
-                serde_json::to_string(&e.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tags_of.push(
+                serde_json::to_string(&e.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        let mut inserted = std::collections::HashSet::new();
+        for (chunk, tags) in events.chunks(CHUNK).zip(tags_of.chunks(CHUNK)) {
             let mut insert = q(format!(
                 "INSERT INTO usage_events (tenant_id, request_id, incarnation, principal, source,
-                 tags, at_ms, kind, model, {QUANTITY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-                 ON CONFLICT (tenant_id, request_id) DO NOTHING"
-            ))
-            .bind(e.tenant.as_str())
-            .bind(e.request_id.as_str())
-            .bind(e.incarnation.as_str())
-            .bind(e.principal.as_str())
-            .bind(e.source.clone())
-            .bind(tags.as_str())
-            .bind(e.at_ms)
-            .bind(e.kind.name())
-            .bind(e.model.as_str());
-            for v in e.quantities.values() {
-                insert = insert.bind(int(v));
+                 tags, at_ms, kind, model, {QUANTITY_COLUMNS}) VALUES {}
+                 ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING tenant_id, request_id",
+                placeholders(chunk.len(), 18)
+            ));
+            for (e, tags) in chunk.iter().zip(tags) {
+                insert = insert
+                    .bind(e.tenant.as_str())
+                    .bind(e.request_id.as_str())
+                    .bind(e.incarnation.as_str())
+                    .bind(e.principal.as_str())
+                    .bind(e.source.clone())
+                    .bind(tags.as_str())
+                    .bind(e.at_ms)
+                    .bind(e.kind.name())
+                    .bind(e.model.as_str());
+                for v in e.quantities.values() {
+                    insert = insert.bind(int(v));
+                }
             }
-            if insert.exec(&mut tx).await? == 0 {
+            for row in insert.all(&mut tx).await? {
+                let tenant: String = row.get("tenant_id")?;
+                let request: String = row.get("request_id")?;
+                inserted.insert((tenant, request));
+            }
+        }
+        let mut sums: BTreeMap<HourKey, Quantities> = BTreeMap::new();
+        for (e, tags) in events.iter().zip(tags_of) {
+            // A request id twice in one batch is new once.
+            if !inserted.remove(&(e.tenant.clone(), e.request_id.clone())) {
                 continue;
             }
             sums.entry((
@@ -106,29 +137,32 @@ impl Store {
             .add(&e.quantities);
         }
         let new = sums.values().map(|q| q.requests as usize).sum();
-        let add_sql = format!(
-            "INSERT INTO usage_hourly (tenant_id, incarnation, hour, kind, model, principal,
-             tags, {QUANTITY_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
-             DO UPDATE SET {}",
-            Quantities::FIELDS
-                .iter()
-                .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for ((tenant, incarnation, hour, kind, model, principal, tags), quantities) in sums {
-            let mut add = q(&add_sql)
-                .bind(tenant)
-                .bind(incarnation)
-                .bind(hour)
-                .bind(kind)
-                .bind(model)
-                .bind(principal)
-                .bind(tags);
-            for v in quantities.values() {
-                add = add.bind(int(v));
+        let sums: Vec<_> = sums.into_iter().collect();
+        for chunk in sums.chunks(CHUNK) {
+            let mut add = q(format!(
+                "INSERT INTO usage_hourly (tenant_id, incarnation, hour, kind, model, principal,
+                 tags, {QUANTITY_COLUMNS}) VALUES {}
+                 ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
+                 DO UPDATE SET {}",
+                placeholders(chunk.len(), 16),
+                Quantities::FIELDS
+                    .iter()
+                    .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            for ((tenant, incarnation, hour, kind, model, principal, tags), quantities) in chunk {
+                add = add
+                    .bind(tenant.as_str())
+                    .bind(incarnation.as_str())
+                    .bind(*hour)
+                    .bind(*kind)
+                    .bind(model.as_str())
+                    .bind(principal.as_str())
+                    .bind(tags.as_str());
+                for v in quantities.values() {
+                    add = add.bind(int(v));
+                }
             }
             add.exec(&mut tx).await?;
         }
@@ -202,5 +236,69 @@ impl Store {
             .bind(before_ms)
             .exec(&self.platform)
             .await
+    }
+}
+
+/// What one tenant holds, by kind of content, in bytes: the daily storage
+/// sample's quantities.
+#[derive(Debug, Clone)]
+pub struct StorageHeld {
+    pub tenant: TenantId,
+    pub incarnation: Incarnation,
+    pub tags: Tags,
+    /// (what, bytes): `models`, `knowledge`, `items`, `logs`.
+    pub bytes: Vec<(&'static str, u64)>,
+}
+
+impl Store {
+    /// Every active tenant's bytes held: model bytes, knowledge-base
+    /// documents, table items and private log records (sealed sizes for
+    /// the last two). Sizes only; nothing is opened.
+    pub async fn storage_held(&self) -> Result<Vec<StorageHeld>> {
+        let rows = q("SELECT id FROM tenants WHERE status = 'active' ORDER BY id")
+            .all(&self.platform)
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let id: String = row.get("id")?;
+            let Ok(tenant) = TenantId::parse(&id) else {
+                continue;
+            };
+            let Some(state) = self.tenant_state(&tenant).await? else {
+                continue;
+            };
+            let scope = TenantScope::internal(tenant.clone(), state.incarnation.clone());
+            // A tenant offboarded or moved meanwhile is sampled tomorrow.
+            let Ok(place) = self.place(&scope).await else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            for (what, table, size) in [
+                ("models", "models", "size_bytes"),
+                ("knowledge", "kb_documents", "bytes"),
+                ("items", "items", "length(sealed)"),
+                ("logs", "log_records", "length(sealed)"),
+            ] {
+                let rows = place
+                    .fetch(
+                        &tenant,
+                        q(format!(
+                            "SELECT CAST(COALESCE(SUM({size}), 0) AS BIGINT) AS n FROM {} WHERE tenant_id = $1",
+                            place.t(table)
+                        ))
+                        .bind(tenant.as_str()),
+                    )
+                    .await?;
+                let n: i64 = rows.first().map_or(Ok(0), |r| r.get("n"))?;
+                bytes.push((what, u64::try_from(n).unwrap_or(0)));
+            }
+            out.push(StorageHeld {
+                tenant,
+                incarnation: state.incarnation.clone(),
+                tags: (*state.tags).clone(),
+                bytes,
+            });
+        }
+        Ok(out)
     }
 }

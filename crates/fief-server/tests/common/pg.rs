@@ -6,7 +6,7 @@ use fief_config::PostgresConfig;
 
 /// Every table of tenant content, in each placement (fief-store's
 /// `placement.rs`).
-pub const CONTENT_TABLES: [&str; 7] = [
+pub const CONTENT_TABLES: [&str; 8] = [
     "knowledge_bases",
     "kb_documents",
     "kb_chunks",
@@ -14,6 +14,7 @@ pub const CONTENT_TABLES: [&str; 7] = [
     "policies",
     "roles",
     "items",
+    "log_records",
 ];
 
 pub struct TestPg {
