@@ -277,23 +277,31 @@ pub async fn embeddings(
         EmbeddingsInput::Many(v) => v,
     };
     let bytes_in = inputs.iter().map(|s| s.len() as u64).sum();
+    let logged = crate::logs::wants_content(state, principal, Kind::Embedding)
+        .await
+        .then(|| inputs.clone());
     let embedded = state.knowledge.embed(inputs).await?;
     let q = Quantities {
         embedding_tokens: embedded.tokens as u64,
         bytes_in,
         ..Default::default()
     };
-    crate::meter::bill(state, principal, Kind::Embedding, &model, q).await?;
     let data: Vec<Value> = embedded
         .vectors
         .into_iter()
         .enumerate()
         .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
         .collect();
-    Ok(json!({
+    let answer = json!({
         "object": "list",
         "data": data,
         "model": model,
         "usage": {"prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens},
-    }))
+    });
+    let content = logged.map(|input| fief_logs::Content {
+        request: json!({ "model": model, "input": input }),
+        response: fief_logs::summarize_embeddings(&answer),
+    });
+    crate::meter::bill_and_log(state, principal, Kind::Embedding, &model, q, content).await?;
+    Ok(answer)
 }

@@ -11,6 +11,7 @@ mod fence;
 mod island;
 mod knowledge;
 mod llm;
+mod logs;
 mod meter;
 mod metrics;
 mod models;
@@ -40,6 +41,7 @@ use fief_serving::ModelCache;
 use fief_store::{Store, StoreOptions};
 
 pub use error::ApiError;
+pub use meter::sample_storage;
 pub use routes::TARGET_MODEL_HEADER;
 pub use state::AppState;
 
@@ -217,10 +219,13 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         quota::QuotaGate::new(&config).map_err(|e| ServerError::Startup(format!("quotas: {e}")))?;
     let meter =
         meter::Meter::new(&config).map_err(|e| ServerError::Startup(format!("metering: {e}")))?;
+    let logs =
+        logs::Logbook::new(&config.logs).map_err(|e| ServerError::Startup(format!("logs: {e}")))?;
     let state = Arc::new(AppState {
         llm,
         quota,
         meter,
+        logs,
         knowledge,
         placement,
         metrics: metrics::Metrics::default(),
@@ -254,6 +259,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
     meter::spawn_writer(&state);
+    logs::spawn(&state);
     record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
     tokio::spawn(stop_idle_pools(state.clone(), rx.clone()));
@@ -338,8 +344,10 @@ async fn stop_idle_pools(state: Arc<AppState>, mut stop: watch::Receiver<bool>) 
     }
 }
 
-/// Deletes raw usage events past `metering.event_retention_days`, at
-/// start-up and hourly (the hourly sums invoices read stay).
+/// Hourly upkeep, from start-up on: deletes raw usage events past
+/// `metering.event_retention_days` (the hourly sums invoices read stay),
+/// takes the day's storage sample (once per tenant and day), and deletes
+/// each tenant's log records past its retention.
 async fn expire_usage_events(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let keep_ms = i64::from(state.config.metering.event_retention_days) * 86_400_000;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -352,6 +360,10 @@ async fn expire_usage_events(state: Arc<AppState>, mut stop: watch::Receiver<boo
                 if let Err(e) = state.store.expire_usage_events(now - keep_ms).await {
                     tracing::warn!("expiring old usage events failed: {e}");
                 }
+                if let Err(e) = meter::sample_storage(&state).await {
+                    tracing::warn!("the daily storage sample failed: {e}");
+                }
+                logs::expire(&state).await;
             }
             () = stopped(&mut stop) => return,
         }

@@ -334,8 +334,16 @@ async fn openai(
     }
     let (answer, usage) = finish_whole(state, p, surface, &call, sent).await?;
     admission.settle(usage.total_tokens);
+    let content = content(state, p, &call, &usage.model, || {
+        if surface == Surface::Embeddings {
+            fief_logs::summarize_embeddings(&answer)
+        } else {
+            answer.clone()
+        }
+    })
+    .await;
     // Billed before the answer leaves: an answered call is never unbilled.
-    crate::meter::bill_llm(state, p, &usage).await?;
+    crate::meter::bill_llm(state, p, &usage, content).await?;
     record_after(state, usage);
     let mut response = Json(answer).into_response();
     admission.headers(response.headers_mut());
@@ -550,6 +558,32 @@ fn usage_record(
     }
 }
 
+/// The call's request and answer for the tenant's private log, built only
+/// when its settings log content.
+async fn content(
+    state: &AppState,
+    p: &Principal,
+    call: &Prepared,
+    model: &str,
+    answer: impl FnOnce() -> Value,
+) -> Option<fief_logs::Content> {
+    crate::logs::wants_content(state, p, fief_metering::Kind::Llm)
+        .await
+        .then(|| fief_logs::Content {
+            request: logged_request(call.body.clone(), model),
+            response: answer(),
+        })
+}
+
+/// The request as the tenant sent it: the model by the name it used (the
+/// upstream body's is filled in per deployment), without the `user` fief
+/// put there.
+fn logged_request(mut body: Map<String, Value>, model: &str) -> Value {
+    body.insert("model".into(), Value::String(model.to_owned()));
+    body.remove("user");
+    Value::Object(body)
+}
+
 /// Records a usage record: metrics, and an audit entry (counts only),
 /// written next to the answer rather than before it (the decision that
 /// allowed the call was audited before anything was sent).
@@ -710,7 +744,18 @@ fn relay(
             // end of its answer has its usage event.
             if r.ended && !r.recorded {
                 if let Some(usage) = r.finish() {
-                    if let Err(e) = crate::meter::bill_llm(&r.state, &r.principal, &usage).await {
+                    let text = std::mem::take(&mut r.completion_bytes);
+                    let content = content(
+                        &r.state,
+                        &r.principal,
+                        &r.call,
+                        &usage.model,
+                        || json!({ "text": text }),
+                    )
+                    .await;
+                    if let Err(e) =
+                        crate::meter::bill_llm(&r.state, &r.principal, &usage, content).await
+                    {
                         tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
                     }
                     record_after(&r.state, usage);
@@ -881,8 +926,16 @@ impl Drop for Relay {
         if let Some(usage) = self.finish() {
             let state = self.state.clone();
             let p = self.principal.clone();
+            let request = logged_request(std::mem::take(&mut self.call.body), &usage.model);
+            let text = std::mem::take(&mut self.completion_bytes);
             tokio::spawn(async move {
-                if let Err(e) = crate::meter::bill_llm(&state, &p, &usage).await {
+                let content = crate::logs::wants_content(&state, &p, fief_metering::Kind::Llm)
+                    .await
+                    .then(|| fief_logs::Content {
+                        request,
+                        response: json!({ "text": text, "client_disconnected": true }),
+                    });
+                if let Err(e) = crate::meter::bill_llm(&state, &p, &usage, content).await {
                     tracing::error!(request_id = %usage.request_id, "stream not billed: {e:?}");
                 }
                 record_after(&state, usage);
@@ -942,8 +995,9 @@ async fn converse_call(
     let (answer, usage) = finish_whole(state, p, Surface::Converse, &call, sent).await?;
     admission.settle(usage.total_tokens);
     let latency = usage.latency_ms;
+    let content = content(state, p, &call, &usage.model, || answer.clone()).await;
     // Billed before the answer leaves: an answered call is never unbilled.
-    crate::meter::bill_llm(state, p, &usage).await?;
+    crate::meter::bill_llm(state, p, &usage, content).await?;
     record_after(state, usage);
     let converse = fief_bedrock::converse_response(&answer, latency)
         .map_err(|e| ApiError::Upstream(format!("the model's answer cannot be converted: {e}")))?;

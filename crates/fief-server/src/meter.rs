@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use fief_metering::invoice;
@@ -25,6 +25,7 @@ use fief_store::{Principal, UsageFilter};
 
 use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
+use crate::logs;
 use crate::request_id;
 use crate::routes::{ApiPath, ApiQuery};
 use crate::state::{AppState, SharedState};
@@ -38,6 +39,10 @@ pub struct Meter {
     batch_max: usize,
     pub book: PriceBook,
     currency: String,
+    /// Taken by this writer and the private log's around each batch: on
+    /// SQLite two writers at once make one wait in the busy handler's
+    /// sleeps (a millisecond and more), where taking turns costs nothing.
+    pub write_turn: tokio::sync::Mutex<()>,
 }
 
 impl Meter {
@@ -56,6 +61,7 @@ impl Meter {
             batch_max,
             book,
             currency: config.metering.currency.clone(),
+            write_turn: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -112,7 +118,10 @@ async fn writer(state: std::sync::Weak<AppState>, mut rx: mpsc::Receiver<Job>, b
 async fn write(state: &AppState, events: &[UsageEvent]) -> Result<(), String> {
     let mut tries = 0;
     loop {
-        match state.store.record_usage(events).await {
+        let turn = state.meter.write_turn.lock().await;
+        let written = state.store.record_usage(events).await;
+        drop(turn);
+        match written {
             Ok(_) => return Ok(()),
             Err(e) if tries < 4 => {
                 tries += 1;
@@ -127,7 +136,7 @@ async fn write(state: &AppState, events: &[UsageEvent]) -> Result<(), String> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -171,6 +180,44 @@ pub async fn bill(
     state.meter.record(e).await
 }
 
+/// [`bill`], and the invocation's record in the tenant's private log,
+/// written side by side.
+pub async fn bill_and_log(
+    state: &AppState,
+    p: &Principal,
+    kind: Kind,
+    model: &str,
+    quantities: Quantities,
+    content: Option<fief_logs::Content>,
+) -> ApiResult<()> {
+    let e = event(state, p, kind, model, quantities).await?;
+    let usage = serde_json::to_value(e.quantities).unwrap_or_default();
+    record_with_log(state, p, e, usage, content).await
+}
+
+/// Writes a usage event and the log record of the same request side by
+/// side; the answer waits for both, its status for the event alone.
+async fn record_with_log(
+    state: &AppState,
+    p: &Principal,
+    event: UsageEvent,
+    usage: Value,
+    content: Option<fief_logs::Content>,
+) -> ApiResult<()> {
+    let meta = logs::Meta {
+        request_id: event.request_id.clone(),
+        at_ms: event.at_ms,
+        kind: event.kind,
+        model: event.model.clone(),
+        principal: event.principal.clone(),
+    };
+    let (billed, ()) = tokio::join!(
+        state.meter.record(event),
+        logs::record(state, p, meta, usage, content)
+    );
+    billed
+}
+
 async fn tags(state: &AppState, p: &Principal) -> ApiResult<fief_core::Tags> {
     state
         .store
@@ -180,10 +227,23 @@ async fn tags(state: &AppState, p: &Principal) -> ApiResult<fief_core::Tags> {
 }
 
 /// Records a foundation-model call's usage record as its usage event
-/// (its own request id: a stream ends outside the request's task).
-pub async fn bill_llm(state: &AppState, p: &Principal, usage: &fief_llm::Usage) -> ApiResult<()> {
+/// (its own request id: a stream ends outside the request's task), and
+/// the call in the tenant's private log.
+pub async fn bill_llm(
+    state: &AppState,
+    p: &Principal,
+    usage: &fief_llm::Usage,
+    content: Option<fief_logs::Content>,
+) -> ApiResult<()> {
     let tags = tags(state, p).await?;
-    state.meter.record(llm_event(usage, tags)).await
+    let shown = json!({
+        "surface": usage.surface, "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
+        "counted": usage.counted, "latency_ms": usage.latency_ms, "ttft_ms": usage.ttft_ms,
+        "status": usage.status, "complete": usage.complete, "retries": usage.retries,
+        "fallback_from": usage.fallback_from,
+    });
+    record_with_log(state, p, llm_event(usage, tags), shown, content).await
 }
 
 fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
@@ -204,6 +264,48 @@ fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
             ..Quantities::default()
         },
     }
+}
+
+/// Samples what every tenant holds (models, knowledge, items, logs) as the
+/// day's storage usage, in byte-days. Run hourly: a tenant's sample of a
+/// kind of content for a day is one event (request id
+/// `storage:{YYYY-MM-DD}:{what}`), so later runs that day count nothing
+/// again.
+pub async fn sample_storage(state: &AppState) -> Result<(), String> {
+    if state.meter.queue.is_none() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let day = time::day_of_hour(now.div_euclid(3_600_000));
+    let held = state
+        .store
+        .storage_held()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = Vec::new();
+    for h in held {
+        for (what, bytes) in h.bytes.into_iter().filter(|(_, b)| *b > 0) {
+            events.push(UsageEvent {
+                request_id: format!("storage:{day}:{what}"),
+                tenant: h.tenant.to_string(),
+                incarnation: h.incarnation.to_string(),
+                principal: "fief:storage-sample".into(),
+                source: None,
+                tags: h.tags.clone(),
+                at_ms: now,
+                kind: Kind::Storage,
+                model: what.into(),
+                quantities: Quantities {
+                    byte_days: bytes,
+                    ..Quantities::default()
+                },
+            });
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    write(state, &events).await
 }
 
 // ---- views --------------------------------------------------------------------

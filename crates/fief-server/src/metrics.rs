@@ -147,7 +147,7 @@ impl Metrics {
         metric(
             "fief_items_rejected_total",
             "counter",
-            "Table items of another tenant that reached a read or delete and failed to open under the caller's key (never used; should stay 0).",
+            "Table items and private log records of another tenant that reached a read or delete and failed to open under the caller's key (never used; should stay 0).",
             items_rejected.to_string(),
         );
 

@@ -189,12 +189,22 @@ pub async fn invoke(
         bytes_in: body.len() as u64,
         ..Default::default()
     };
-    crate::meter::bill(
+    let kind = fief_metering::Kind::Onnx;
+    // Inputs and outputs are logged only when the tenant turned that on.
+    let content = crate::logs::wants_content(state, principal, kind)
+        .await
+        .then(|| fief_logs::Content {
+            request: serde_json::from_slice(body)
+                .unwrap_or_else(|_| serde_json::json!({ "bytes": body.len() })),
+            response: serde_json::Value::Object(outputs.0.clone()),
+        });
+    crate::meter::bill_and_log(
         state,
         principal,
-        fief_metering::Kind::Onnx,
+        kind,
         model.name.as_str(),
         quantities,
+        content,
     )
     .await?;
     Ok(outputs)

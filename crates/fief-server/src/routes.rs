@@ -78,6 +78,7 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
         .merge(crate::llm::routes())
         .merge(crate::quota::routes())
         .merge(crate::meter::routes())
+        .merge(crate::logs::routes())
         // Every route but health authenticates first (it runs after the
         // island gate, which tags the request with its listener).
         .route_layer(middleware::from_fn_with_state(
@@ -764,6 +765,7 @@ async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResp
             .render(&state.cache.stats(), state.store.items_rejected());
         state.llm.metrics.render(&mut text);
         state.quota.render(&mut text);
+        state.logs.render(&mut text);
         text
     })
 }

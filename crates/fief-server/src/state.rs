@@ -34,6 +34,8 @@ pub struct AppState {
     pub quota: crate::quota::QuotaGate,
     /// Usage events (the group writer) and prices.
     pub meter: crate::meter::Meter,
+    /// Private invocation logs (the group writer, settings, sinks).
+    pub logs: crate::logs::Logbook,
 }
 
 pub type SharedState = Arc<AppState>;
