@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs the independent ONNX runtime the
-# reference test compares against (onnxruntime, from PyPI) and the official
-# openai and boto3 SDKs the foundation-model tests drive fief with, then runs
+# reference test compares against (onnxruntime, from PyPI), the official
+# openai and boto3 SDKs the foundation-model tests drive fief with, and a
+# local S3-compatible server (moto) for the S3 log sink, then runs
 # every test of the workspace, then the gateway's suites again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,24 @@ if ! python3 -c "import onnxruntime, numpy, openai, boto3" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy openai boto3
 fi
 bash scripts/setup-embedder.sh
+
+# A local S3-compatible server for the S3 log-sink test (moto, from PyPI),
+# unless FIEF_TEST_S3_URL names one already. Stopped when this script ends.
+if [[ -z "${FIEF_TEST_S3_URL:-}" ]]; then
+    if ! command -v moto_server >/dev/null 2>&1; then
+        python3 -m pip install --quiet --disable-pip-version-check "moto[s3]" flask flask-cors
+    fi
+    s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    moto_server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
+    s3_pid=$!
+    trap 'kill "$s3_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 60); do
+        curl -fs "http://127.0.0.1:$s3_port/" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    export FIEF_TEST_S3_URL="http://127.0.0.1:$s3_port"
+fi
+
 cargo test --workspace --locked "$@"
 
 # The vector index's requirement, as the README states it: recall@10 >= 0.95

@@ -227,7 +227,7 @@ pub async fn run() -> DemoResult {
 
     let refused = llm_scene(&admin, &hr, &sales, &pool, &dedicated, &pool_key).await?;
     quota_scene(&admin, &sales).await?;
-    metering_scene(&admin, &hr).await?;
+    metering_scene(&admin, &hr, &sales).await?;
 
     step(
         10,
@@ -262,16 +262,16 @@ pub async fn run() -> DemoResult {
     server.shutdown().await?;
     pool.stop().await;
     dedicated.stop().await;
-    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 2 tenants invoiced, 1 tenant offboarded without residue. OK", attempts.len());
+    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 2 tenants invoiced, their calls logged privately, 1 tenant offboarded without residue. OK", attempts.len());
     Ok(())
 }
 
 const POOL_KEY_ENV: &str = "DEMO_POOL_KEY";
 
-async fn metering_scene(admin: &Client, hr: &Client) -> DemoResult {
+async fn metering_scene(admin: &Client, hr: &Client, sales: &Client) -> DemoResult {
     step(
         9,
-        "Metering: every answered request was billed to its tenant; hr sees its own usage, the operator the invoices",
+        "Metering and private logs: every answered request billed to its tenant and recorded in its own sealed log; the operator sees invoices, never prompts",
     );
     let (_, usage) = hr
         .send(hr.request(Method::GET, "/api/v1/usage?group_by=model"))
@@ -309,6 +309,59 @@ async fn metering_scene(admin: &Client, hr: &Client) -> DemoResult {
             invoice["currency"].as_str().unwrap_or("")
         );
     }
+    let (_, log) = hr
+        .send(hr.request(Method::GET, "/api/v1/logs?limit=1000"))
+        .await?;
+    let records = log["records"].as_array().cloned().unwrap_or_default();
+    let chat = records
+        .iter()
+        .find(|r| r["kind"] == "llm")
+        .ok_or("hr's log has its chat")?;
+    println!(
+        "  hr's log: {} records; #{} {} {}: asked {:?}, answered {:?}",
+        records.len(),
+        chat["seq"],
+        chat["kind"].as_str().unwrap_or(""),
+        chat["model"].as_str().unwrap_or(""),
+        chat["request"]["messages"][0]["content"]
+            .as_str()
+            .unwrap_or(""),
+        chat["response"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+    );
+    let (_, theirs) = sales
+        .send(sales.request(Method::GET, "/api/v1/logs?limit=1000"))
+        .await?;
+    let ids = |v: &Value| -> Vec<String> {
+        v["records"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let hr_ids = ids(&log);
+    let sales_ids = ids(&theirs);
+    expect(
+        !sales_ids.is_empty() && sales_ids.iter().all(|i| !hr_ids.contains(i)),
+        "sales' log holds its own calls, none of hr's",
+    )?;
+    let status = admin
+        .request(Method::GET, "/admin/v1/logs")
+        .send()
+        .await?
+        .status();
+    expect(
+        status == StatusCode::NOT_FOUND,
+        "the operator has no log route",
+    )?;
+    println!(
+        "  sales' log: {} records, none of hr's; the operator's GET /admin/v1/logs -> {status} (no such route)",
+        sales_ids.len()
+    );
     Ok(())
 }
 

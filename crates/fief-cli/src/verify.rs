@@ -365,6 +365,7 @@ async fn plant_named(
         .await?;
     let kb = format!("kb-{nonce}");
     let kb_document = plant_knowledge(http, &key, &kb, nonce, &canary).await?;
+    plant_log(http, &key, &canary, kb_document.is_some()).await?;
     let table = format!("t-{nonce}");
     http.ok(
         http.data(
@@ -402,6 +403,33 @@ async fn plant_named(
         role,
         external_id,
     })
+}
+
+/// The private log's canary: in the tenant's sealed settings (a redaction
+/// pattern) and, when the deployment embeds, in a logged embedding input.
+/// A deployment with private logs off (404) has none to plant.
+async fn plant_log(http: &Http, key: &str, canary: &str, embeds: bool) -> Result<(), String> {
+    let r = http
+        .send(
+            http.data(key, Method::PUT, "/api/v1/log-settings")
+                .json(&json!({"redact": [format!("{canary}-never-logged")]})),
+        )
+        .await?;
+    if r.status == StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    if !r.status.is_success() {
+        return Err(format!("plant log settings: {} {}", r.status, r.text));
+    }
+    if embeds {
+        http.ok(
+            http.data(key, Method::POST, "/v1/embeddings")
+                .json(&json!({"input": format!("logged input {canary}")})),
+            "plant a logged embedding",
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A knowledge base whose one document holds the canary; `None` once the
@@ -1305,6 +1333,43 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
                 .bearer_auth(cred),
         });
     }
+    // Private logs: the caller's own records, settings and sink only;
+    // naming the victim is refused; no admin route serves them.
+    for path in [
+        "/api/v1/logs?limit=1000".to_owned(),
+        format!("/api/v1/logs?model={}", v.model),
+        "/api/v1/log-settings".to_owned(),
+        "/api/v1/log-sink".to_owned(),
+    ] {
+        t.push(Try {
+            kind: "private-log",
+            action: "read",
+            form: format!("own {path}"),
+            expect: Expect::OwnOnly,
+            req: http.data(cred, Method::GET, &path),
+        });
+    }
+    t.push(Try {
+        kind: "private-log",
+        action: "read",
+        form: "?tenant= the victim".into(),
+        expect: Expect::Denied,
+        req: http.data(
+            cred,
+            Method::GET,
+            &format!("/api/v1/logs?tenant={}", v.tenant),
+        ),
+    });
+    t.push(Try {
+        kind: "private-log",
+        action: "read",
+        form: "admin listener, tenant credential".into(),
+        expect: Expect::Denied,
+        req: http
+            .client
+            .get(format!("{}/api/v1/logs", http.admin))
+            .bearer_auth(cred),
+    });
     // Logs: the audit trail is the operator's, on the admin listener only.
     let audit = format!("/admin/v1/audit?tenant={}", v.tenant);
     t.push(Try {

@@ -360,6 +360,102 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
     );
 }
 
+/// Usage events are committed before the answer: a gateway killed under
+/// load has, after a restart, exactly one event for every request it
+/// answered 2xx (none lost), and its hourly sums count each event once
+/// (none doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_gateway_loses_no_answered_usage_event_and_doubles_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, data, admin, token) = common::serve(dir.path());
+    let http = reqwest::Client::new();
+    let key = common::create_tenant(&http, &admin, &token, "billed", None).await;
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let (http, data, key) = (http.clone(), data.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for n in 0.. {
+                    // Odd requests read the item the even one before wrote.
+                    let url = format!("{data}/api/v1/tables/t/items/k{c}-{}", n - n % 2);
+                    let sent = if n % 2 == 0 {
+                        http.put(&url)
+                            .bearer_auth(&key)
+                            .json(&serde_json::json!({"n": n}))
+                    } else {
+                        http.get(&url).bearer_auth(&key)
+                    };
+                    let Ok(r) = sent.send().await else {
+                        return answered;
+                    };
+                    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+                    if r.status().is_success() && r.bytes().await.is_ok() {
+                        answered.push(id);
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let mut answered = Vec::new();
+    for c in clients {
+        answered.extend(c.await.unwrap());
+    }
+    assert!(
+        answered.len() > 100,
+        "only {} requests answered",
+        answered.len()
+    );
+
+    // A restart recovers the database; then the events are read as stored.
+    let (mut again, _, _, _) = common::serve(dir.path());
+    again.kill().unwrap();
+    again.wait().unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("fief.db").display()
+    ))
+    .await
+    .unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT request_id FROM usage_events WHERE tenant_id = 'billed'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let summed: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(requests), 0) AS INTEGER) FROM usage_hourly WHERE tenant_id = 'billed'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let stored: std::collections::HashSet<&String> = events.iter().collect();
+    assert_eq!(stored.len(), events.len(), "a request id has two events");
+    let lost: Vec<&String> = answered.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered requests have no usage event",
+        lost.len(),
+        answered.len()
+    );
+    // Requests answered as the kill landed may have an event their client
+    // never saw; never more than were in flight.
+    assert!(
+        events.len() <= answered.len() + 16,
+        "{} events for {} answers",
+        events.len(),
+        answered.len()
+    );
+    assert_eq!(
+        summed,
+        events.len() as i64,
+        "the hourly sums count an event twice"
+    );
+}
+
 /// `fief chat` and `fief llm models` against an in-process gateway whose
 /// foundation models are served by a mock upstream.
 mod llm {

@@ -244,6 +244,77 @@ async fn round(s: &TestServer, key: &str) {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path:.60}: {}", r.text);
     }
 
+    // Hostile log queries, settings and sinks: 400 with the reason, never
+    // 5xx, nothing stored.
+    let long_model = format!("/api/v1/logs?model={}", "m".repeat(10_000));
+    for path in [
+        "/api/v1/logs?from=2026-02-30",
+        "/api/v1/logs?after=-5&limit=100000",
+        "/api/v1/logs?limit=-1",
+        "/api/v1/logs?tenant=other",
+        "/api/v1/logs?principal=%00%27%3B--",
+        long_model.as_str(),
+    ] {
+        let r = s.send(s.data_req(key, Method::GET, path)).await;
+        assert!(
+            matches!(r.status.as_u16(), 200 | 400),
+            "{path:.60}: {} {}",
+            r.status,
+            r.text
+        );
+        if r.status == StatusCode::OK {
+            assert_eq!(r.json()["records"], json!([]), "{path:.60}: {}", r.text);
+        }
+    }
+    let r = s
+        .send(s.data_req(key, Method::DELETE, "/api/v1/logs?before=%FF"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let catastrophic = "(a+)+".repeat(1000);
+    for body in [
+        json!({"redact": [catastrophic]}),
+        json!({"redact": vec!["x"; 100]}),
+        json!({"retention_days": 0}),
+        json!({"retention_days": 1e300}),
+        json!({"content": "yes"}),
+        json!({"unknown": true}),
+    ] {
+        let r = s
+            .send(
+                s.data_req(key, Method::PUT, "/api/v1/log-settings")
+                    .json(&body),
+            )
+            .await;
+        assert!(
+            matches!(r.status.as_u16(), 400 | 422),
+            "{body:.60}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    for body in [
+        json!({"type": "webhook", "url": "http://169.254.169.254/latest/meta-data", "secret": "0123456789abcdef"}),
+        json!({"type": "webhook", "url": "https://[::ffff:127.0.0.1]/x", "secret": "0123456789abcdef"}),
+        json!({"type": "webhook", "url": "file:///etc/passwd", "secret": "0123456789abcdef"}),
+        json!({"type": "s3", "bucket": "b/../../x", "access_key_id": "a", "secret_access_key": "b"}),
+        json!({"type": "s3", "bucket": "good-bucket", "prefix": "../up", "access_key_id": "a", "secret_access_key": "b"}),
+        json!({"type": "s3", "bucket": "good-bucket", "endpoint": "http://10.0.0.1:9000", "access_key_id": "a", "secret_access_key": "b"}),
+    ] {
+        let r = s
+            .send(s.data_req(key, Method::PUT, "/api/v1/log-sink").json(&body))
+            .await;
+        assert!(
+            matches!(r.status.as_u16(), 400 | 422),
+            "{body:.60}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = s
+        .send(s.data_req(key, Method::GET, "/api/v1/log-sink"))
+        .await;
+    assert_eq!(r.json()["sink"], serde_json::Value::Null, "{}", r.text);
+
     // Hostile quota settings: refused as 400, never stored, never 5xx.
     let long = format!("role:{}", "r".repeat(10_000));
     for (path, body) in [

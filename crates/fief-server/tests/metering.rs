@@ -2,10 +2,12 @@
 //! from three tenants with different cost centres, and the operator's
 //! invoice compared with the test's own computation from what each client
 //! was answered (tokens, counts, money to the cent); each tenant's usage
-//! view shows only its own.
+//! view shows only its own. `logs` checks the private invocation logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "metering/logs.rs"]
+mod logs;
 
 use fief_config::{LlmModelEntry, PriceEntry, UpstreamConfig};
 use fief_llm_mock::{MockOptions, MockUpstream};
@@ -32,8 +34,17 @@ const PROMPT_MICROS: u128 = 3_100_000; // 3.10 per million
 const COMPLETION_MICROS: u128 = 15_700_000; // 15.70 per million
 const REQUEST_MICROS: u128 = 430_000; // 0.43 per thousand
 const ONNX_REQUEST_MICROS: u128 = 2_170_000; // 2.17 per thousand, model "m"
+const EMBEDDING_MICROS: u128 = 270_000; // 0.27 per million, every other model
+const GB_MONTH_MICROS: u128 = 23_000; // 0.023 per GB-month
 
 async fn gateway(mock: &MockUpstream) -> TestServer {
+    gateway_with(mock, |_| {}).await
+}
+
+async fn gateway_with(
+    mock: &MockUpstream,
+    tweak: impl FnOnce(&mut fief_config::Config),
+) -> TestServer {
     let up = UpstreamConfig {
         name: "pool".into(),
         url: mock.base_url(),
@@ -59,9 +70,12 @@ async fn gateway(mock: &MockUpstream) -> TestServer {
             },
             PriceEntry {
                 per_thousand_requests: Some("0.43".into()),
+                embedding_per_million: Some("0.27".into()),
+                gb_month: Some("0.023".into()),
                 ..price(None)
             },
         ];
+        tweak(c);
     })
     .await
 }
@@ -79,6 +93,13 @@ struct Log {
     completion: u128,
     invocations: u128,
     table_ops: u128,
+    embeddings: u128,
+    embedding_tokens: u128,
+    ingests: u128,
+    ingest_tokens: u128,
+    queries: u128,
+    /// The storage lines' cents (their quantities checked apart).
+    storage_cents: u64,
 }
 
 impl Log {
@@ -90,6 +111,12 @@ impl Log {
             cents(self.completion, COMPLETION_MICROS, 1_000_000),
             cents(self.invocations, ONNX_REQUEST_MICROS, 1_000),
             cents(self.table_ops, REQUEST_MICROS, 1_000),
+            cents(self.embeddings, REQUEST_MICROS, 1_000),
+            cents(self.embedding_tokens, EMBEDDING_MICROS, 1_000_000),
+            cents(self.ingests, REQUEST_MICROS, 1_000),
+            cents(self.ingest_tokens, EMBEDDING_MICROS, 1_000_000),
+            cents(self.queries, REQUEST_MICROS, 1_000),
+            self.storage_cents,
         ]
     }
     fn total(&self) -> u64 {
@@ -132,17 +159,35 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
         assert!(up.status.is_success(), "{}", up.text);
         keys.push(key);
     }
+    // Embeddings and knowledge bases need the embedder (installed by
+    // scripts/test.sh; required under CI).
+    let embeds = common::kb::embedder_installed();
+    let mut logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
+    if embeds {
+        for (i, key) in keys.iter().enumerate() {
+            common::kb::create_kb(&s, key, "kb").await;
+            for (topic, text, _) in common::kb::TOPICS.iter().take(2) {
+                let view = common::kb::put_doc(&s, key, "kb", topic, json!({"text": text})).await;
+                logs[i].ingests += 1;
+                logs[i].ingest_tokens += view["tokens"].as_u64().unwrap() as u128;
+            }
+        }
+    }
 
     // 1,000 requests: chats of varied length, invocations, table writes
-    // and listings, interleaved over the three tenants, eight at a time.
-    let mut logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
+    // and listings, embeddings and knowledge-base queries, interleaved over
+    // the three tenants, eight at a time.
     let mut jobs = Vec::new();
     for n in 0..1000usize {
         let t = n % 3;
         let key = keys[t].clone();
         let s = &s;
+        let op = match n % 7 {
+            5 | 6 if !embeds => 3,
+            op => op,
+        };
         jobs.push(async move {
-            let r = match n % 5 {
+            let r = match op {
                 0 | 1 => {
                     let prompt = format!("question {n}: {}", "why ".repeat(n % 37));
                     s.send(
@@ -171,12 +216,19 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
                     )
                     .await
                 }
-                _ => {
+                4 => {
                     s.send(s.data_req(&key, Method::GET, "/api/v1/tables/t/items?limit=5"))
                         .await
                 }
+                5 => {
+                    s.send(s.data_req(&key, Method::POST, "/v1/embeddings").json(
+                        &json!({"input": format!("embedding {n}: {}", "word ".repeat(n % 23))}),
+                    ))
+                    .await
+                }
+                _ => common::kb::query(s, &key, "kb", "how do I bake bread", 3).await,
             };
-            (t, n % 5, r)
+            (t, op, r)
         });
     }
     use futures::StreamExt;
@@ -196,7 +248,13 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
                 log.completion += u["completion_tokens"].as_u64().unwrap() as u128;
             }
             2 => log.invocations += 1,
-            _ => log.table_ops += 1,
+            3 | 4 => log.table_ops += 1,
+            5 => {
+                log.embeddings += 1;
+                log.embedding_tokens +=
+                    r.json()["usage"]["prompt_tokens"].as_u64().unwrap() as u128;
+            }
+            _ => log.queries += 1,
         }
     }
 
@@ -207,6 +265,10 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         r.json()["from"].as_str().unwrap()[..7].to_owned()
     };
+    // The day's storage sample, taken twice: the second counts nothing.
+    let state = &s.running.as_ref().unwrap().state;
+    fief_server::sample_storage(state).await.unwrap();
+    fief_server::sample_storage(state).await.unwrap();
     let r = s
         .send(s.admin_req(Method::GET, &format!("/admin/v1/invoices/{month}")))
         .await;
@@ -214,6 +276,42 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
     let invoice = r.json();
     let bills = invoice["bills"].as_array().unwrap();
     assert_eq!(bills.len(), 3, "{invoice}");
+    let (year, mon): (i32, u32) = (month[..4].parse().unwrap(), month[5..].parse().unwrap());
+    let days = match mon {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    for (i, (id, _)) in tenants.iter().enumerate() {
+        let bill = bills.iter().find(|b| b["name"] == *id).unwrap();
+        let storage: Vec<&Value> = bill["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "storage")
+            .collect();
+        // One day of the model's bytes (the other kinds are sealed sizes,
+        // which only the store knows): each line rounded by the one rule.
+        let model_bytes = common::tenant_model(i as u64).to_onnx().len() as u64;
+        let models = storage.iter().find(|l| l["model"] == "models").unwrap();
+        assert_eq!(
+            models["quantity"].as_u64().unwrap(),
+            model_bytes,
+            "{id}: {bill}"
+        );
+        assert!(
+            storage.iter().any(|l| l["model"] == "items"),
+            "{id}: {bill}"
+        );
+        assert!(storage.iter().any(|l| l["model"] == "logs"), "{id}: {bill}");
+        for l in storage {
+            let q = l["quantity"].as_u64().unwrap() as u128;
+            let c = cents(q, GB_MONTH_MICROS, 1_000_000_000 * days);
+            assert_eq!(l["amount_cents"].as_u64().unwrap(), c, "{l}");
+            logs[i].storage_cents += c;
+        }
+    }
     let mut grand = 0;
     for (i, (id, _)) in tenants.iter().enumerate() {
         let bill = bills.iter().find(|b| b["name"] == *id).unwrap();
@@ -224,6 +322,21 @@ async fn invoices_equal_the_clients_own_count_per_tenant_and_cost_centre() {
         assert_eq!(q("llm", "completion_tokens"), log.completion, "{id}");
         assert_eq!(q("onnx", "requests"), log.invocations, "{id}");
         assert_eq!(q("table", "requests"), log.table_ops, "{id}");
+        if embeds {
+            assert_eq!(q("embedding", "requests"), log.embeddings, "{id}");
+            assert_eq!(
+                q("embedding", "embedding_tokens"),
+                log.embedding_tokens,
+                "{id}"
+            );
+            assert_eq!(q("kb_ingest", "requests"), log.ingests, "{id}");
+            assert_eq!(
+                q("kb_ingest", "embedding_tokens"),
+                log.ingest_tokens,
+                "{id}"
+            );
+            assert_eq!(q("kb_query", "requests"), log.queries, "{id}");
+        }
         assert_eq!(
             bill["total_cents"].as_u64().unwrap(),
             log.total(),

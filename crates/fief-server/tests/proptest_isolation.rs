@@ -72,6 +72,8 @@ enum Op {
     PutQuota(usize),
     GetQuotas,
     GetUsage,
+    /// The actor's private log (its chats' prompts are its own canary).
+    ReadLogs,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -95,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..NAMES).prop_map(Op::PutQuota),
         Just(Op::GetQuotas),
         Just(Op::GetUsage),
+        Just(Op::ReadLogs),
     ]
 }
 
@@ -181,6 +184,7 @@ impl World {
                 Method::GET,
                 "/api/v1/usage?group_by=model,principal,hour",
             ),
+            Op::ReadLogs => s.data_req(key, Method::GET, "/api/v1/logs?limit=1000"),
             Op::Chat(t) => s.data_req(key, Method::POST, "/v1/chat/completions").json(&json!({
                 "model": format!("fm-{}", TENANTS[*t].0),
                 "messages": [{"role": "user", "content": canary}],
@@ -264,8 +268,8 @@ impl World {
                 seen.text
             );
         }
-        if let Op::GetUsage = op {
-            // Its own usage only: no other tenant's key appears in it.
+        if let Op::GetUsage | Op::ReadLogs = op {
+            // Its own usage and log only: no other tenant's key appears in it.
             for (t, key) in self.keys.iter().enumerate() {
                 let id = key.split('_').nth(1).unwrap_or(key);
                 prop_assert!(
@@ -276,7 +280,10 @@ impl World {
                 );
             }
         }
-        if matches!(op, Op::PutQuota(_) | Op::GetQuotas | Op::GetUsage) {
+        if matches!(
+            op,
+            Op::PutQuota(_) | Op::GetQuotas | Op::GetUsage | Op::ReadLogs
+        ) {
             prop_assert!(
                 seen.status.is_success(),
                 "{} {:?} of its own quotas: {}",
