@@ -399,6 +399,16 @@ async fn read(
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&state, &p, Action::ReadLogs).await?;
+    for (field, v) in [("model", &q.model), ("principal", &q.principal)] {
+        // A name is printable (PostgreSQL also refuses a NUL in text).
+        if v.as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > 512 || v.chars().any(char::is_control))
+        {
+            return Err(ApiError::Validation(format!(
+                "`{field}` must be 1 to 512 printable characters"
+            )));
+        }
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Validation(

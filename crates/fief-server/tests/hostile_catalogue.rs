@@ -252,7 +252,9 @@ async fn round(s: &TestServer, key: &str) {
         "/api/v1/logs?after=-5&limit=100000",
         "/api/v1/logs?limit=-1",
         "/api/v1/logs?tenant=other",
+        "/api/v1/logs?principal=%27%20OR%20%271%27%3D%271",
         "/api/v1/logs?principal=%00%27%3B--",
+        "/api/v1/logs?model=%1b%5b2J",
         long_model.as_str(),
     ] {
         let r = s.send(s.data_req(key, Method::GET, path)).await;

@@ -48,6 +48,16 @@ pub struct TenantRecord {
     pub quotas: Option<QuotaSettings>,
 }
 
+/// Platform tables with rows keyed by `tenant_id` that offboarding deletes
+/// (the hourly usage sums stay: invoices need them, and they hold no content).
+const PLATFORM_ROWS: [&str; 5] = [
+    "api_keys",
+    "quota_limits",
+    "quota_spend",
+    "usage_events",
+    "log_config",
+];
+
 /// What authentication and placement need to know of a tenant.
 #[derive(Debug, Clone)]
 pub(crate) struct TenantState {
@@ -399,13 +409,7 @@ impl Store {
             .await?;
         }
         // Raw usage events go; the hourly sums an invoice needs stay (counts, no content).
-        for table in [
-            "api_keys",
-            "quota_limits",
-            "quota_spend",
-            "usage_events",
-            "log_config",
-        ] {
+        for table in PLATFORM_ROWS {
             q(format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(tenant.as_str())
                 .exec(&mut tx)
@@ -431,14 +435,8 @@ impl Store {
     /// operators and tests can too.
     pub async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
         let mut found = Vec::new();
-        for (table, column) in [
-            ("tenants", "id"),
-            ("api_keys", "tenant_id"),
-            ("quota_limits", "tenant_id"),
-            ("quota_spend", "tenant_id"),
-            ("usage_events", "tenant_id"),
-            ("log_config", "tenant_id"),
-        ] {
+        let rows = PLATFORM_ROWS.iter().map(|t| (*t, "tenant_id"));
+        for (table, column) in std::iter::once(("tenants", "id")).chain(rows) {
             let n: i64 = q(format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1"
             ))
