@@ -14,11 +14,11 @@ bash scripts/setup-embedder.sh
 # A local S3-compatible server for the S3 log-sink test (moto, from PyPI),
 # unless FIEF_TEST_S3_URL names one already. Stopped when this script ends.
 if [[ -z "${FIEF_TEST_S3_URL:-}" ]]; then
-    if ! command -v moto_server >/dev/null 2>&1; then
+    if ! python3 -c "import moto.server, flask, flask_cors" 2>/dev/null; then
         python3 -m pip install --quiet --disable-pip-version-check "moto[s3]" flask flask-cors
     fi
     s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    moto_server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
+    python3 -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
     s3_pid=$!
     trap 'kill "$s3_pid" 2>/dev/null || true' EXIT
     for _ in $(seq 1 60); do
