@@ -287,35 +287,36 @@ async fn every_file_under_the_data_directory_is_private() {
 /// has its audit entry (the default `batch` durability writes before
 /// answering), the restarted gateway repairs an unfinished last line and
 /// starts, and the whole chain verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_gateway_loses_no_answered_audit_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, data, admin, token) = common::serve(dir.path());
+/// Sixteen clients send `request(http, client, n)` until the gateway is
+/// killed with SIGKILL after `after_ms`, then it is started once more (so it
+/// recovers its files) and stopped. Returns the ids of the requests answered
+/// 2xx with their whole body; there must be more than 100.
+async fn answered_until_killed(
+    dir: &std::path::Path,
+    server: &mut std::process::Child,
+    after_ms: u64,
+    request: impl Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Clone + Send + 'static,
+) -> Vec<String> {
     let http = reqwest::Client::new();
-    let key = common::create_tenant(&http, &admin, &token, "burst", None).await;
     let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let (http, data, key) = (http.clone(), data.clone(), key.clone());
+        .map(|c| {
+            let (http, request) = (http.clone(), request.clone());
             tokio::spawn(async move {
                 let mut answered = Vec::new();
-                loop {
-                    let Ok(r) = http
-                        .get(format!("{data}/api/v1/me"))
-                        .bearer_auth(&key)
-                        .send()
-                        .await
-                    else {
-                        return answered;
+                for n in 0.. {
+                    let Ok(r) = request(&http, c, n).send().await else {
+                        break;
                     };
                     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-                    if r.status() == 200 && r.bytes().await.is_ok() {
+                    if r.status().is_success() && r.bytes().await.is_ok() {
                         answered.push(id);
                     }
                 }
+                answered
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
     let mut answered = Vec::new();
@@ -327,10 +328,22 @@ async fn a_killed_gateway_loses_no_answered_audit_entry() {
         "only {} requests answered",
         answered.len()
     );
-
-    let (mut again, _, _, _) = common::serve(dir.path());
+    let (mut again, _, _, _) = common::serve(dir);
     again.kill().unwrap();
     again.wait().unwrap();
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_gateway_loses_no_answered_audit_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, data, admin, token) = common::serve(dir.path());
+    let http = reqwest::Client::new();
+    let key = common::create_tenant(&http, &admin, &token, "burst", None).await;
+    let answered = answered_until_killed(dir.path(), &mut server, 800, move |http, _, _| {
+        http.get(format!("{data}/api/v1/me")).bearer_auth(&key)
+    })
+    .await;
     let out = fief()
         .args(["audit", "verify", "--data-dir"])
         .arg(dir.path())
@@ -370,50 +383,19 @@ async fn a_killed_gateway_loses_no_answered_usage_event_and_doubles_none() {
     let (mut server, data, admin, token) = common::serve(dir.path());
     let http = reqwest::Client::new();
     let key = common::create_tenant(&http, &admin, &token, "billed", None).await;
-    let clients: Vec<_> = (0..16)
-        .map(|c| {
-            let (http, data, key) = (http.clone(), data.clone(), key.clone());
-            tokio::spawn(async move {
-                let mut answered = Vec::new();
-                for n in 0.. {
-                    // Odd requests read the item the even one before wrote.
-                    let url = format!("{data}/api/v1/tables/t/items/k{c}-{}", n - n % 2);
-                    let sent = if n % 2 == 0 {
-                        http.put(&url)
-                            .bearer_auth(&key)
-                            .json(&serde_json::json!({"n": n}))
-                    } else {
-                        http.get(&url).bearer_auth(&key)
-                    };
-                    let Ok(r) = sent.send().await else {
-                        return answered;
-                    };
-                    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-                    if r.status().is_success() && r.bytes().await.is_ok() {
-                        answered.push(id);
-                    }
-                }
-                answered
-            })
-        })
-        .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    let mut answered = Vec::new();
-    for c in clients {
-        answered.extend(c.await.unwrap());
-    }
-    assert!(
-        answered.len() > 100,
-        "only {} requests answered",
-        answered.len()
-    );
-
-    // A restart recovers the database; then the events are read as stored.
-    let (mut again, _, _, _) = common::serve(dir.path());
-    again.kill().unwrap();
-    again.wait().unwrap();
+    let answered = answered_until_killed(dir.path(), &mut server, 1500, move |http, c, n| {
+        // Odd requests read the item the even one before wrote.
+        let url = format!("{data}/api/v1/tables/t/items/k{c}-{}", n - n % 2);
+        if n % 2 == 0 {
+            http.put(&url)
+                .bearer_auth(&key)
+                .json(&serde_json::json!({"n": n}))
+        } else {
+            http.get(&url).bearer_auth(&key)
+        }
+    })
+    .await;
+    // The restart recovered the database; the events are read as stored.
     let db = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
         dir.path().join("fief.db").display()
