@@ -110,17 +110,32 @@ async fn policy(state: &AppState, who: &LogAppend) -> Option<Arc<Policy>> {
             }
         }
     }
-    let settings = match state.store.log_config(who).await {
-        Ok(c) => match c.settings {
-            Some(bytes) => serde_json::from_slice(&bytes).ok()?,
-            None => Settings::default(),
-        },
+    let stored = match state.store.log_config(who).await {
+        Ok(c) => c.settings.map(|b| serde_json::from_slice::<Settings>(&b)),
         Err(e) => {
             tracing::error!(tenant = %who.tenant(), "log settings cannot be read: {e}");
             return None;
         }
     };
-    let p = Arc::new(book.compile(settings).ok()?);
+    let mut settings = match stored {
+        None => Settings::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::error!(tenant = %who.tenant(), "stored log settings are corrupt: {e}");
+            return None;
+        }
+    };
+    // Settings accepted under a longer `logs.max_retention_days` than the
+    // operator allows now keep the longest allowed.
+    let max = book.config.max_retention_days;
+    settings.retention_days = settings.retention_days.map(|d| d.min(max));
+    let p = match book.compile(settings) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::error!(tenant = %who.tenant(), "stored log settings do not compile: {e}");
+            return None;
+        }
+    };
     if let Ok(mut cache) = book.policies.lock() {
         cache.insert(
             who.tenant().clone(),
