@@ -226,6 +226,183 @@ fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
     again.wait().unwrap();
 }
 
+/// With `[object_store]`, model bytes go to the bucket (sealed, under
+/// `tenants/{id}/` of the configured prefix), nothing to the data
+/// directory's object files; a restarted gateway serves them from there, and
+/// offboarding empties the tenant's prefix. The S3-compatible server is
+/// `scripts/test.sh`'s (`FIEF_TEST_S3_URL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
+    use object_store::ObjectStore;
+    let Ok(endpoint) = std::env::var("FIEF_TEST_S3_URL") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "FIEF_TEST_S3_URL is not set (CI needs the S3 tests)"
+        );
+        eprintln!("SKIP: FIEF_TEST_S3_URL is not set");
+        return;
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("fief-models-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fief.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[object_store]\nurl = \"s3://{bucket}/prod\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+    ];
+    let (mut server, data_url, admin, token) = common::serve_with(&data, Some(&config), &env);
+    let key = common::create_tenant(&http, &admin, &token, "bucketed", Some("pool")).await;
+    let onnx = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], 7).to_onnx();
+    let r = http
+        .put(format!("{data_url}/api/v1/models/m"))
+        .bearer_auth(&key)
+        .header("content-type", "application/octet-stream")
+        .body(onnx.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let invoke = |data_url: String| {
+        http.post(format!("{data_url}/endpoints/shared/invocations"))
+            .bearer_auth(&key)
+            .header("x-amzn-sagemaker-target-model", "m")
+            .json(&serde_json::json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}))
+            .send()
+    };
+    let first = invoke(data_url.clone())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let bucket_store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing-secret")
+        .build()
+        .unwrap();
+    let prefix = object_store::path::Path::from("prod/tenants/bucketed");
+    let listed = |store: &object_store::aws::AmazonS3| {
+        let store = store.clone();
+        let prefix = prefix.clone();
+        async move {
+            use futures::TryStreamExt;
+            store
+                .list(Some(&prefix))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        }
+    };
+    let objects = listed(&bucket_store).await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let sealed = bucket_store
+        .get(&objects[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        !sealed.windows(32).any(|w| w == &onnx[..32]),
+        "the model is in the bucket in clear"
+    );
+    let local: Vec<_> = walk(&data.join("objects"));
+    assert!(
+        local.is_empty(),
+        "object files under the data directory: {local:?}"
+    );
+
+    // A restarted gateway serves the model from the bucket.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (mut again, data_url, admin, token) = common::serve_with(&data, Some(&config), &env);
+    let second = invoke(data_url.clone())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    assert!(first.contains("outputs"), "{first}");
+
+    let r = http
+        .delete(format!("{admin}/admin/v1/tenants/bucketed"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        listed(&bucket_store).await.is_empty(),
+        "offboarding left objects"
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+
+    // A bucket that cannot be listed stops start-up, naming it.
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        format!("[object_store]\nurl = \"s3://no-such-bucket-{bucket}\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"),
+    )
+    .unwrap();
+    let out = fief()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("other"))
+        .arg("--config")
+        .arg(&missing)
+        .envs(env)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no-such-bucket-{bucket}")),
+        "{stderr}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Every file fief writes under the data directory is its owner's only
 /// (0600; directories 0700), whatever the umask it was started with.
 #[tokio::test]

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 mod llm;
 mod logs;
 mod metering;
+mod objects;
 mod quota;
 pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
 pub use logs::LogsConfig;
 pub use metering::{parse_date, parse_micros, MeteringConfig, PriceEntry};
+pub use objects::ObjectStoreConfig;
 pub use quota::{
     check_limits, LimitKind, Limits, OnStoreError, OnStoreErrorConfig, QuotaSettings, QuotasConfig,
     RedisConfig, Scheduling,
@@ -76,8 +78,11 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     /// Every row (platform metadata and tenant content) on PostgreSQL
     /// instead of SQLite; off when absent. Model bytes stay in the object
-    /// store under the data directory either way.
+    /// store under the data directory unless `[object_store]` is set.
     pub postgres: Option<PostgresConfig>,
+    /// Model bytes in an S3-compatible bucket instead of under the data
+    /// directory (`[object_store]`); what replicas share.
+    pub object_store: Option<ObjectStoreConfig>,
     /// The audit log.
     pub audit: AuditConfig,
     /// Foundation-model (LLM) upstreams; none by default.
@@ -338,6 +343,7 @@ impl Default for Config {
             sts: StsConfig::default(),
             knowledge: KnowledgeConfig::default(),
             postgres: None,
+            object_store: None,
             audit: AuditConfig::default(),
             llm: LlmConfig::default(),
             quotas: QuotasConfig::default(),
@@ -505,6 +511,9 @@ impl Config {
         self.quotas.validate()?;
         self.metering.validate(&self.pricing)?;
         self.logs.validate()?;
+        if let Some(o) = &self.object_store {
+            o.validate()?;
+        }
         if let Some(r) = &self.redis {
             r.validate()?;
         }

@@ -170,6 +170,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         oidc: config.oidc.clone(),
         admin_token: admin_token.clone(),
         silo_idle: std::time::Duration::from_secs(config.models.silo_idle_secs),
+        objects: config.object_store.clone(),
     })
     .await?;
     let cache = ModelCache::new(

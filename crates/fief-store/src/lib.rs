@@ -37,7 +37,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
 use fief_core::{Incarnation, TenantId};
@@ -156,6 +158,9 @@ pub struct StoreOptions<'a> {
     pub admin_token: String,
     /// A silo tenant's database connections close after this long unused.
     pub silo_idle: std::time::Duration,
+    /// Model bytes in an S3-compatible bucket; under `data_dir/objects`
+    /// when absent.
+    pub objects: Option<fief_config::ObjectStoreConfig>,
 }
 
 impl Store {
@@ -170,6 +175,7 @@ impl Store {
             oidc,
             admin_token,
             silo_idle,
+            objects,
         } = options;
         let io = |source| StoreError::Io {
             path: data_dir.to_owned(),
@@ -210,11 +216,11 @@ impl Store {
                 (main, Placement::Sqlite(sqlite))
             }
         };
-        let objects = LocalFileSystem::new_with_prefix(&objects_root)?.with_automatic_cleanup(true);
+        let objects = open_objects(objects.as_ref(), &objects_root).await?;
         let store = Self {
             platform,
             placement,
-            objects: Arc::new(objects),
+            objects,
             objects_root,
             master,
             data_keys: Mutex::new(HashMap::new()),
@@ -351,6 +357,45 @@ fn live(expected: Option<&Incarnation>, current: &Incarnation) -> bool {
         return true;
     }
     expected.is_none_or(|e| e == current)
+}
+
+/// The object store: a bucket when configured (checked reachable now, so
+/// bad credentials stop start-up), else files under the data directory.
+async fn open_objects(
+    config: Option<&fief_config::ObjectStoreConfig>,
+    root: &Path,
+) -> Result<Arc<dyn ObjectStore>> {
+    let Some(c) = config else {
+        return Ok(Arc::new(
+            LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true),
+        ));
+    };
+    let (bucket, prefix) = c
+        .bucket_and_prefix()
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(&bucket)
+        .with_region(&c.region)
+        .with_allow_http(c.allow_http);
+    if let Some(e) = &c.endpoint {
+        // S3-compatible servers rarely have per-bucket host names.
+        builder = builder
+            .with_endpoint(e)
+            .with_virtual_hosted_style_request(false);
+    }
+    let s3 = builder.build()?;
+    let objects: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+    };
+    let probe = ObjectPath::from("tenants");
+    if let Some(Err(e)) = objects.list(Some(&probe)).next().await {
+        return Err(StoreError::Config(format!(
+            "object_store: bucket {bucket} cannot be listed: {e}"
+        )));
+    }
+    Ok(objects)
 }
 
 fn now() -> String {
