@@ -17,7 +17,7 @@ mod quota;
 pub use llm::{LlmConfig, LlmModelConfig, LlmModelEntry, UpstreamConfig};
 pub use logs::LogsConfig;
 pub use metering::{parse_date, parse_micros, MeteringConfig, PriceEntry};
-pub use objects::ObjectStoreConfig;
+pub use objects::{is_bucket_name, ObjectStoreConfig};
 pub use quota::{
     check_limits, LimitKind, Limits, OnStoreError, OnStoreErrorConfig, QuotaSettings, QuotasConfig,
     RedisConfig, Scheduling,

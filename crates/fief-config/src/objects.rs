@@ -26,6 +26,12 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
+/// An S3 bucket name as fief accepts one: 3 to 63 of a-z, 0-9, '-' and '.'.
+pub fn is_bucket_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    (3..=63).contains(&name.len()) && name.chars().all(ok)
+}
+
 impl ObjectStoreConfig {
     /// `(bucket, prefix)` of the URL; the prefix has no leading or trailing `/`.
     pub fn bucket_and_prefix(&self) -> Result<(String, String), ConfigError> {
@@ -35,8 +41,7 @@ impl ObjectStoreConfig {
             .strip_prefix("s3://")
             .ok_or_else(|| invalid("must be s3://bucket[/prefix]"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-        if !(3..=63).contains(&bucket.len()) || !bucket.chars().all(ok) {
+        if !is_bucket_name(bucket) {
             return Err(invalid(
                 "names a bucket of 3 to 63 of a-z, 0-9, '-' and '.'",
             ));

@@ -61,9 +61,7 @@ impl SinkConfig {
                 access_key_id,
                 secret_access_key,
             } => {
-                let ok =
-                    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-                if !(3..=63).contains(&bucket.len()) || !bucket.chars().all(ok) {
+                if !fief_config::is_bucket_name(bucket) {
                     return bad("bucket must be 3 to 63 of a-z, 0-9, '-' and '.'".into());
                 }
                 let path_ok = |c: char| c.is_ascii_alphanumeric() || "-_./".contains(c);
