@@ -482,22 +482,15 @@ impl Store {
 
     /// Every active tenant's log append right, for retention.
     pub async fn log_tenants(&self) -> Result<Vec<LogAppend>> {
-        let rows = q("SELECT id, incarnation FROM tenants WHERE status = 'active'")
-            .all(&self.platform)
-            .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let id: String = row.get("id")?;
-            let inc: String = row.get("incarnation")?;
-            if let (Ok(tenant), Ok(incarnation)) = (TenantId::parse(&id), Incarnation::parse(&inc))
-            {
-                out.push(LogAppend {
-                    tenant,
-                    incarnation,
-                });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .active_incarnations()
+            .await?
+            .into_iter()
+            .map(|(tenant, incarnation)| LogAppend {
+                tenant,
+                incarnation,
+            })
+            .collect())
     }
 
     /// Retention: deletes a tenant's records older than `before_ms`.

@@ -429,6 +429,24 @@ impl Store {
         Ok(())
     }
 
+    /// Every active tenant with its incarnation, in id order (for upkeep
+    /// that visits each: retention, the storage sample).
+    pub(crate) async fn active_incarnations(&self) -> Result<Vec<(TenantId, Incarnation)>> {
+        let rows = q("SELECT id, incarnation FROM tenants WHERE status = 'active' ORDER BY id")
+            .all(&self.platform)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get("id")?;
+            let inc: String = row.get("incarnation")?;
+            if let (Ok(tenant), Ok(incarnation)) = (TenantId::parse(&id), Incarnation::parse(&inc))
+            {
+                out.push((tenant, incarnation));
+            }
+        }
+        Ok(out)
+    }
+
     /// Everything the store still holds for a tenant id, named: platform
     /// rows, content in any tier's place (rows, tables, schema, file,
     /// database), objects. Empty after offboarding; creation checks it, and

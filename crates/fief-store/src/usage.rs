@@ -255,19 +255,12 @@ impl Store {
     /// documents, table items and private log records (sealed sizes for
     /// the last two). Sizes only; nothing is opened.
     pub async fn storage_held(&self) -> Result<Vec<StorageHeld>> {
-        let rows = q("SELECT id FROM tenants WHERE status = 'active' ORDER BY id")
-            .all(&self.platform)
-            .await?;
         let mut out = Vec::new();
-        for row in rows {
-            let id: String = row.get("id")?;
-            let Ok(tenant) = TenantId::parse(&id) else {
-                continue;
-            };
+        for (tenant, incarnation) in self.active_incarnations().await? {
             let Some(state) = self.tenant_state(&tenant).await? else {
                 continue;
             };
-            let scope = TenantScope::internal(tenant.clone(), state.incarnation.clone());
+            let scope = TenantScope::internal(tenant.clone(), incarnation.clone());
             // A tenant offboarded or moved meanwhile is sampled tomorrow.
             let Ok(place) = self.place(&scope).await else {
                 continue;
@@ -294,7 +287,7 @@ impl Store {
             }
             out.push(StorageHeld {
                 tenant,
-                incarnation: state.incarnation.clone(),
+                incarnation,
                 tags: (*state.tags).clone(),
                 bytes,
             });
