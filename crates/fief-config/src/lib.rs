@@ -151,6 +151,44 @@ impl Default for AuditConfig {
 pub struct PostgresConfig {
     pub url: String,
     pub admin_url: String,
+    /// Replicas hear each other's changes by `LISTEN fief_changes` (within
+    /// milliseconds). Off for a connection pooler that does not forward
+    /// notifications: the change log is then read every `change_poll_ms`.
+    #[serde(default = "yes")]
+    pub notifications: bool,
+    /// How often each replica reads the change log whatever it heard: the
+    /// bound on how long a missed notification can leave a cache stale.
+    #[serde(default = "default_change_poll_ms")]
+    pub change_poll_ms: u64,
+    /// How long a request waits for a database connection before it is
+    /// refused with 503 (the database is away or saturated).
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_change_poll_ms() -> u64 {
+    1000
+}
+
+fn default_acquire_timeout_ms() -> u64 {
+    1500
+}
+
+impl PostgresConfig {
+    /// The two URLs, every other setting its default.
+    pub fn new(url: String, admin_url: String) -> Self {
+        Self {
+            url,
+            admin_url,
+            notifications: true,
+            change_poll_ms: default_change_poll_ms(),
+            acquire_timeout_ms: default_acquire_timeout_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -476,6 +514,14 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be greater than 0");
+        }
+        if let Some(pg) = &self.postgres {
+            if !(50..=60_000).contains(&pg.change_poll_ms) {
+                return invalid("postgres.change_poll_ms must be between 50 and 60000");
+            }
+            if !(100..=60_000).contains(&pg.acquire_timeout_ms) {
+                return invalid("postgres.acquire_timeout_ms must be between 100 and 60000");
+            }
         }
         if self.models.silo_threads == 0 || self.models.silo_threads > 64 {
             return invalid("models.silo_threads must be between 1 and 64");

@@ -81,7 +81,7 @@ async fn postgres() -> Option<(PostgresConfig, String, String)> {
     let (scheme, rest) = admin_url.split_once("://").unwrap();
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let url = format!("{scheme}://{role}@{host}");
-    Some((PostgresConfig { url, admin_url }, db, role))
+    Some((PostgresConfig::new(url, admin_url), db, role))
 }
 
 async fn drop_postgres(db: &str, role: &str) {

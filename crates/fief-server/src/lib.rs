@@ -6,6 +6,7 @@
 mod access;
 mod auth;
 mod authfail;
+mod coherence;
 mod error;
 mod fence;
 mod island;
@@ -159,14 +160,10 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let admin_token = admin_token(&dir, secrets.admin_token)?;
     let policy = PolicyEngine::new()?;
     let audit = AuditLog::open(&dir, audit_options(&config.audit))?;
-    let postgres = config
-        .postgres
-        .as_ref()
-        .map(|p| (p.url.as_str(), p.admin_url.as_str()));
     let store = Store::open(StoreOptions {
         data_dir: &dir,
         master,
-        postgres,
+        postgres: config.postgres.as_ref(),
         oidc: config.oidc.clone(),
         admin_token: admin_token.clone(),
         silo_idle: std::time::Duration::from_secs(config.models.silo_idle_secs),
@@ -237,8 +234,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         cache,
         activity: fence::Activity::default(),
         auth_failures: authfail::AuthFailures::default(),
+        coherence: coherence::Coherence::default(),
     });
     let (shutdown, rx) = watch::channel(false);
+    // Before the first request: the position read is older than any cache.
+    coherence::spawn(&state, rx.clone()).await?;
     let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs);
     let island_addrs = islands.iter().map(|(_, addr, _)| *addr).collect();
     let mut tasks = vec![

@@ -91,7 +91,7 @@ impl Logbook {
         )
     }
 
-    fn forget(&self, tenant: &TenantId) {
+    pub fn forget(&self, tenant: &TenantId) {
         if let Ok(mut p) = self.policies.lock() {
             p.remove(tenant);
         }

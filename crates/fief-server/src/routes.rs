@@ -766,6 +766,7 @@ async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResp
         state.llm.metrics.render(&mut text);
         state.quota.render(&mut text);
         state.logs.render(&mut text);
+        crate::coherence::render(&state, &mut text);
         text
     })
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub meter: crate::meter::Meter,
     /// Private invocation logs (the group writer, settings, sinks).
     pub logs: crate::logs::Logbook,
+    /// How far this replica has applied the change log (PostgreSQL).
+    pub coherence: crate::coherence::Coherence,
 }
 
 pub type SharedState = Arc<AppState>;

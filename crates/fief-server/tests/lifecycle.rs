@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "lifecycle/replicas.rs"]
+mod replicas;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -340,7 +340,7 @@ async fn postgres_refuses_a_runtime_role_that_rls_would_not_bind() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = fief_config::Config::ephemeral(dir.path());
-        config.postgres = Some(fief_config::PostgresConfig { url, admin_url });
+        config.postgres = Some(fief_config::PostgresConfig::new(url, admin_url));
         let refused = fief_server::start(config, fief_server::Secrets::default()).await;
         let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(

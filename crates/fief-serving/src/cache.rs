@@ -224,6 +224,15 @@ impl ModelCache {
         }
     }
 
+    /// Drops every version of a model of the tenant id, whatever its
+    /// incarnation (another replica replaced or deleted it: a version
+    /// number may come again after a delete).
+    pub fn remove_model_of(&self, tenant: &TenantId, name: &ModelName) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.remove_where(|(t, _, n, _)| t == tenant && n == name);
+        }
+    }
+
     /// Drops every model of the tenant id, whatever its incarnation.
     pub fn remove_tenant(&self, tenant: &TenantId) {
         if let Ok(mut inner) = self.inner.lock() {

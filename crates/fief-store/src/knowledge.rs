@@ -140,6 +140,8 @@ impl Store {
         if inserted == 0 {
             return Err(StoreError::Conflict(format!("knowledge base {name}")));
         }
+        self.announced(scope.tenant(), "knowledge_bases", name)
+            .await;
         Ok(KnowledgeBaseRecord {
             name: name.to_owned(),
             documents: 0,
@@ -211,6 +213,7 @@ impl Store {
         .exec(&mut tx)
         .await?;
         tx.commit().await?;
+        self.announced(tenant, "knowledge_bases", name).await;
         place.scrub().await?;
         Ok(deleted > 0)
     }
@@ -307,6 +310,7 @@ impl Store {
             added.push(row.get("id")?);
         }
         tx.commit().await?;
+        self.announced(tenant, "kb_documents", kb).await;
         if !removed.is_empty() {
             place.scrub().await?;
         }
@@ -346,6 +350,7 @@ impl Store {
         if deleted == 0 {
             return Ok(None);
         }
+        self.announced(tenant, "kb_documents", kb).await;
         place.scrub().await?;
         Ok(Some(removed))
     }

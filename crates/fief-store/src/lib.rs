@@ -17,6 +17,7 @@
 
 mod api_keys;
 mod authn;
+mod changes;
 mod db;
 mod directory;
 #[cfg(feature = "fault-injection")]
@@ -52,6 +53,7 @@ use tenants::TenantStatus as Status;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey, KEY_PREFIX};
 pub use authn::{AuthnError, CredentialKind};
+pub use changes::{ChangeRow, CHANNEL};
 pub use directory::Change;
 pub use gate::{
     decide, decide_assume_role, AssumeRoleDecision, Decision, OffboardScope, SessionGrant,
@@ -149,9 +151,9 @@ impl std::ops::Deref for Placed {
 pub struct StoreOptions<'a> {
     pub data_dir: &'a Path,
     pub master: MasterKey,
-    /// `(runtime URL, admin URL)`: every row on PostgreSQL; objects stay
-    /// under `data_dir`.
-    pub postgres: Option<(&'a str, &'a str)>,
+    /// Every row on PostgreSQL (objects stay under `data_dir` unless
+    /// `objects` names a bucket).
+    pub postgres: Option<&'a fief_config::PostgresConfig>,
     /// JWT bearer tokens from an identity provider.
     pub oidc: Option<fief_config::OidcConfig>,
     /// The admin plane's bearer token.
@@ -202,8 +204,8 @@ impl Store {
                     data_dir.join("fief.db").display()
                 )));
             }
-            Some((url, admin)) => {
-                let pg = placement::PgPlacement::open(url, admin, silo_idle).await?;
+            Some(config) => {
+                let pg = placement::PgPlacement::open(config, silo_idle).await?;
                 (pg.runtime.clone(), Placement::Pg(Box::new(pg)))
             }
             None => {

@@ -149,7 +149,7 @@ impl Store {
                 .delete(&object_path(tenant, name, p.version))
                 .await;
         }
-        self.model_changed(tenant, name);
+        self.model_changed(tenant, name).await;
         let record = select_model(&place, tenant, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("model {name}")))?;
@@ -183,9 +183,10 @@ impl Store {
         Ok(record)
     }
 
-    fn model_changed(&self, tenant: &TenantId, name: &ModelName) {
+    async fn model_changed(&self, tenant: &TenantId, name: &ModelName) {
         self.directory
             .invalidate(&crate::Change::Model(tenant.clone(), name.clone()));
+        self.announced(tenant, "models", name.as_str()).await;
     }
 
     pub async fn list_models(&self, scope: &TenantScope) -> Result<Vec<ModelRecord>> {
@@ -225,7 +226,7 @@ impl Store {
                 .bind(name.as_str()),
             )
             .await?;
-        self.model_changed(scope.tenant(), name);
+        self.model_changed(scope.tenant(), name).await;
         Ok(done == 1)
     }
 
@@ -247,7 +248,7 @@ impl Store {
                 .bind(record.version),
             )
             .await?;
-        self.model_changed(scope.tenant(), name);
+        self.model_changed(scope.tenant(), name).await;
         if done == 1 {
             self.objects
                 .delete(&object_path(scope.tenant(), name, record.version))

@@ -635,7 +635,7 @@ impl SqlitePlacement {
 // ---- PostgreSQL -----------------------------------------------------------
 
 pub(crate) struct PgPlacement {
-    admin: PgPool,
+    pub(crate) admin: PgPool,
     /// The runtime role's pool; its search path is `fief_platform`.
     pub runtime: Db,
     admin_options: PgConnectOptions,
@@ -649,6 +649,8 @@ pub(crate) struct PgPlacement {
     provisioning: tokio::sync::Mutex<()>,
     /// A silo database's connections close after this long unused.
     silo_idle: std::time::Duration,
+    /// How long a statement waits for a connection (`acquire_timeout_ms`).
+    acquire: std::time::Duration,
 }
 
 /// Statements that put a content table under the tenant policy and let the
@@ -671,6 +673,16 @@ fn secure(schema: &str, name: &str, runtime: &str) -> Vec<String> {
     ]
 }
 
+/// The content tables whose rows replicas cache (or index), with the
+/// columns naming the tenant and the changed thing.
+pub(crate) const NOTED: [(&str, &str, &str); 5] = [
+    ("models", "tenant_id", "name"),
+    ("policies", "tenant_id", "id"),
+    ("roles", "tenant_id", "name"),
+    ("knowledge_bases", "tenant_id", "name"),
+    ("kb_documents", "tenant_id", "kb"),
+];
+
 /// A schema of content tables, every one under the policy.
 fn content_schema(schema: &str, runtime: &str) -> Vec<String> {
     let mut s = vec![
@@ -680,6 +692,19 @@ fn content_schema(schema: &str, runtime: &str) -> Vec<String> {
     s.extend(content_ddl(true, &format!("{schema}."), ""));
     for (table, _) in CONTENT {
         s.extend(secure(schema, table, runtime));
+    }
+    // Changes other replicas cache are announced in their own transaction
+    // (`migrations-postgres/0007_changes.sql`). A silo database cannot
+    // reach the platform's change log: its changes are announced by the
+    // store after they commit (`Store::announce`).
+    if schema != "fief_silo" {
+        for (table, tenant, subject) in NOTED {
+            s.push(format!(
+                "CREATE OR REPLACE TRIGGER fief_change AFTER INSERT OR UPDATE OR DELETE ON \
+                 {schema}.{table} FOR EACH ROW EXECUTE FUNCTION \
+                 fief_platform.note_change('{tenant}', '{subject}')"
+            ));
+        }
     }
     // The chunk ids' sequence, for inserts by the runtime role.
     s.push(format!(
@@ -698,17 +723,32 @@ fn content_schema(schema: &str, runtime: &str) -> Vec<String> {
     s
 }
 
+/// Runs DDL in one transaction under an advisory lock, so replicas that
+/// start (or provision a tenant's place) at once take turns instead of
+/// failing on each other's catalog rows.
 async fn run_all(db: &PgPool, statements: Vec<String>) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(4607736914032211970)")
+        .execute(&mut *tx)
+        .await?;
     for s in statements {
-        sqlx::query(&s).execute(db).await?;
+        sqlx::query(&s).execute(&mut *tx).await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
 impl PgPlacement {
     /// Connects both roles, migrates with the admin role, and refuses a
     /// runtime role that could bypass row-level security.
-    pub async fn open(url: &str, admin_url: &str, silo_idle: std::time::Duration) -> Result<Self> {
+    pub async fn open(
+        config: &fief_config::PostgresConfig,
+        silo_idle: std::time::Duration,
+    ) -> Result<Self> {
+        let (url, admin_url) = (config.url.as_str(), config.admin_url.as_str());
+        // A request waits this long for a connection, then fails closed
+        // (503) instead of hanging while the database is away.
+        let acquire = std::time::Duration::from_millis(config.acquire_timeout_ms);
         let parse = |u: &str, which: &str| {
             u.parse::<PgConnectOptions>()
                 .map_err(|e| StoreError::Config(format!("postgres {which} URL is not valid: {e}")))
@@ -719,13 +759,16 @@ impl PgPlacement {
         let admin_options = parse(admin_url, "admin")?.disable_statement_logging();
         let admin = PgPoolOptions::new()
             .max_connections(2)
+            .acquire_timeout(acquire.max(std::time::Duration::from_secs(5)))
             .connect_with(admin_options.clone())
             .await?;
         // The migrations' own bookkeeping goes in fief's schema too: an
         // admin role need not be allowed to create tables in `public`.
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS fief_platform")
-            .execute(&admin)
-            .await?;
+        run_all(
+            &admin,
+            vec!["CREATE SCHEMA IF NOT EXISTS fief_platform".into()],
+        )
+        .await?;
         let migrating = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(
@@ -741,6 +784,7 @@ impl PgPlacement {
         migrated?;
         let runtime = PgPoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(acquire)
             .connect_with(runtime_options.clone())
             .await?;
         let (runtime_role, database): (String, String) =
@@ -758,6 +802,7 @@ impl PgPlacement {
             bridges: Mutex::new(HashSet::new()),
             provisioning: tokio::sync::Mutex::new(()),
             silo_idle,
+            acquire,
         };
         let role = &this.runtime_role;
         let mut statements = vec![
@@ -769,6 +814,7 @@ impl PgPlacement {
                  fief_platform.quota_spend, fief_platform.usage_events,
                  fief_platform.usage_hourly, fief_platform.log_config TO \"{role}\""
             ),
+            format!("GRANT SELECT ON fief_platform.changes TO \"{role}\""),
         ];
         statements.extend(content_schema("fief_pool", role));
         {
@@ -907,6 +953,7 @@ impl PgPlacement {
                     .max_connections(2)
                     .min_connections(0)
                     .idle_timeout(self.silo_idle)
+                    .acquire_timeout(self.acquire)
                     .connect_with(self.runtime_options.clone().database(&name))
                     .await?;
                 let mut silos = self

@@ -107,6 +107,7 @@ impl Store {
             |q| q.bind(id).bind(body).bind(now()),
         )
         .await?;
+        self.announced(scope.tenant(), "policies", id).await;
         Ok(!existed)
     }
 
@@ -155,6 +156,7 @@ impl Store {
                 |q| q.bind(id),
             )
             .await?;
+        self.announced(scope.tenant(), "policies", id).await;
         Ok(!rows.is_empty())
     }
 
@@ -188,6 +190,7 @@ impl Store {
             },
         )
         .await?;
+        self.announced(scope.tenant(), "roles", name).await;
         Ok(!existed)
     }
 
@@ -257,6 +260,7 @@ impl Store {
                 |q| q.bind(name),
             )
             .await?;
+        self.announced(scope.tenant(), "roles", name).await;
         Ok(!rows.is_empty())
     }
 

@@ -56,6 +56,24 @@ pub async fn spawn_secrets(
     start_in(dir, pg, secrets, tweak).await
 }
 
+/// Replicas of one deployment on one throwaway PostgreSQL database (each
+/// with its own data directory, the same master key and admin token);
+/// `None` (skipped) without `FIEF_TEST_DATABASE_URL`.
+pub async fn replicas(n: usize, tweak: impl Fn(&mut Config)) -> Option<Vec<TestServer>> {
+    let pg = std::sync::Arc::new(pg::database().await?);
+    let secrets = fief_server::Secrets {
+        admin_token: Some(format!("adm-{:032x}", rand::random::<u128>())),
+        master_key: Some(hex::encode(rand::random::<[u8; 32]>())),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        out.push(start_in(dir, Some(pg.clone()), secrets.clone(), &tweak).await);
+    }
+    Some(out)
+}
+
 async fn start_in(
     dir: tempfile::TempDir,
     pg: Option<std::sync::Arc<pg::TestPg>>,

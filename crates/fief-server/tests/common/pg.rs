@@ -65,10 +65,7 @@ pub async fn database() -> Option<TestPg> {
     admin.close().await;
     let admin_url = with_db(&base, &database);
     Some(TestPg {
-        config: PostgresConfig {
-            url: with_user(&admin_url, &role),
-            admin_url: admin_url.clone(),
-        },
+        config: PostgresConfig::new(with_user(&admin_url, &role), admin_url.clone()),
         admin_url,
         database,
         role,
