@@ -245,21 +245,12 @@ impl Store {
 
     /// Loads the session signing keys (making the first one on first start).
     pub(crate) async fn load_signing_keys(&self) -> Result<()> {
-        let mut keys = self.signing_keys().await?;
-        if keys.is_empty() {
+        if self.signing_keys().await?.is_empty() {
             let (kid, pkcs8) =
                 SessionSigner::generate().map_err(|e| StoreError::Config(e.to_string()))?;
             self.add_signing_key(&kid, &pkcs8).await?;
-            keys = self.signing_keys().await?;
         }
-        for (kid, pkcs8, created_at) in keys {
-            let created = humantime::parse_rfc3339(&created_at)
-                .map_err(|e| StoreError::Corrupt(format!("signing key {kid} timestamp: {e}")))?;
-            self.sessions
-                .add_key(&kid, &pkcs8, created)
-                .map_err(|e| StoreError::Config(e.to_string()))?;
-        }
-        Ok(())
+        self.reload_signing_keys().await
     }
 
     /// Session signing keys, oldest first: (kid, created_at). The newest signs.
