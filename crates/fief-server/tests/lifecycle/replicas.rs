@@ -27,6 +27,18 @@ async fn models_status(s: &TestServer, key: &str) -> StatusCode {
         .status
 }
 
+/// Puts a tenant policy that forbids listing models.
+async fn forbid_listing(s: &TestServer, key: &str, id: &str) {
+    let put = s
+        .send(
+            s.data_req(key, Method::PUT, &format!("/api/v1/policies/{id}"))
+                .header("content-type", "text/plain")
+                .body("forbid(principal, action == Fief::Action::\"ListModels\", resource);"),
+        )
+        .await;
+    assert!(put.status.is_success(), "{}", put.text);
+}
+
 async fn coherent(r: &[TestServer], bound: Duration) {
     let (one, two, three) = (&r[0], &r[1], &r[2]);
     let key = one.tenant("acme", "pool").await;
@@ -38,14 +50,7 @@ async fn coherent(r: &[TestServer], bound: Duration) {
     }
 
     // A tenant policy added on one replica denies on the others.
-    let put = one
-        .send(
-            one.data_req(&key, Method::PUT, "/api/v1/policies/no-listing")
-                .header("content-type", "text/plain")
-                .body("forbid(principal, action == Fief::Action::\"ListModels\", resource);"),
-        )
-        .await;
-    assert!(put.status.is_success(), "{}", put.text);
+    forbid_listing(one, &key, "no-listing").await;
     for s in [two, three] {
         let took = within(bound, async || {
             models_status(s, &key).await == StatusCode::FORBIDDEN
@@ -111,15 +116,7 @@ async fn coherent(r: &[TestServer], bound: Duration) {
     // another replica inside that window is not yet fenced across
     // replicas (the move lock is per process).
     tokio::time::sleep(bound).await;
-    let policy = three
-        .send(
-            three
-                .data_req(&other, Method::PUT, "/api/v1/policies/after-move")
-                .header("content-type", "text/plain")
-                .body("forbid(principal, action == Fief::Action::\"ListModels\", resource);"),
-        )
-        .await;
-    assert!(policy.status.is_success(), "{}", policy.text);
+    forbid_listing(three, &other, "after-move").await;
     within(bound, async || {
         models_status(two, &other).await == StatusCode::FORBIDDEN
     })
