@@ -112,16 +112,20 @@ async fn follow_tier(state: &AppState, tenant: &fief_core::TenantId) {
 async fn catch_up(state: &AppState) -> Result<(), fief_store::StoreError> {
     loop {
         let from = state.coherence.applied();
-        if let Some(oldest) = state.store.oldest_change().await? {
-            if from + 1 < oldest && from > 0 {
-                // Pruned past us: forget everything rather than guess.
-                forget_everything(state).await?;
-            }
-        }
         let rows = state.store.changes_since(from, PAGE).await?;
-        let Some(last) = rows.last().map(|r| r.seq) else {
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.seq), rows.last().map(|r| r.seq))
+        else {
             return Ok(());
         };
+        // A gap is a rolled-back change, or rows pruned past us: only the
+        // second is asked about, and then everything is forgotten.
+        if first > from + 1 && from > 0 {
+            if let Some(oldest) = state.store.oldest_change().await? {
+                if from + 1 < oldest {
+                    forget_everything(state).await?;
+                }
+            }
+        }
         let mut tiers = Vec::new();
         for row in &rows {
             forget(state, row);

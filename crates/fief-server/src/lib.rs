@@ -347,8 +347,9 @@ async fn stop_idle_pools(state: Arc<AppState>, mut stop: watch::Receiver<bool>) 
 
 /// Hourly upkeep, from start-up on: deletes raw usage events past
 /// `metering.event_retention_days` (the hourly sums invoices read stay),
-/// takes the day's storage sample (once per tenant and day), and deletes
-/// each tenant's log records past its retention.
+/// takes the day's storage sample (once per tenant and day), deletes
+/// each tenant's log records past its retention, and prunes the change log
+/// to a day.
 async fn expire_usage_events(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let keep_ms = i64::from(state.config.metering.event_retention_days) * 86_400_000;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -365,6 +366,9 @@ async fn expire_usage_events(state: Arc<AppState>, mut stop: watch::Receiver<boo
                     tracing::warn!("the daily storage sample failed: {e}");
                 }
                 logs::expire(&state).await;
+                if let Err(e) = state.store.prune_changes().await {
+                    tracing::warn!("pruning the change log failed: {e}");
+                }
             }
             () = stopped(&mut stop) => return,
         }
