@@ -21,6 +21,7 @@
 //! own entry is written (fail closed: an error reaches every waiter).
 //! Durability beyond the page cache is [`Fsync`].
 
+mod chain;
 mod index;
 mod segment;
 
@@ -31,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+pub use chain::{chain, check_anchor, seal, Anchor, Follower, Sealed};
 pub use index::Query;
 use index::Record;
 use segment::{Checkpoint, Layout};
@@ -61,6 +62,15 @@ pub enum AuditError {
     Layout(String),
     #[error("audit log is unavailable after an earlier write failure")]
     Poisoned,
+    #[error(
+        "audit log ends at entry {last}, but an anchor taken at {} recorded entry {} ({}): \
+         the newest entries were removed",
+        anchor.at, anchor.seq, anchor.hash
+    )]
+    Truncated { last: u64, anchor: chain::Anchor },
+    /// The database holding the log failed.
+    #[error("audit log: {0}")]
+    Store(String),
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -550,15 +560,10 @@ impl AuditLog {
 /// serialising `{"entry": <raw entry>, "hash": "<hex>"}` gives, written
 /// directly (the entry's bytes are what the hash covers).
 fn encode(entry: &Entry) -> Result<(Vec<u8>, String), AuditError> {
-    let body = serde_json::to_vec(entry).map_err(|e| AuditError::Broken {
-        segment: "(new entry)".into(),
-        line: entry.seq,
-        reason: e.to_string(),
-    })?;
-    let hash = hex::encode(Sha256::digest(&body));
+    let (body, hash) = seal(entry)?;
     let mut line = Vec::with_capacity(body.len() + hash.len() + 22);
     line.extend_from_slice(b"{\"entry\":");
-    line.extend_from_slice(&body);
+    line.extend_from_slice(body.as_bytes());
     line.extend_from_slice(b",\"hash\":\"");
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
@@ -594,7 +599,8 @@ fn create_private(path: &Path) -> Result<File, AuditError> {
         .map_err(io(path))
 }
 
-fn now_rfc3339() -> String {
+/// The time an entry is stamped with.
+pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 

@@ -169,10 +169,22 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain offline; names the first bad entry.
+    /// Check the hash chain; names the first bad entry. Offline on a
+    /// single node's data directory, or with --server where the server
+    /// keeps it (the shared chain on PostgreSQL, checked against its
+    /// newest anchor, so a removed tail is reported too).
     Verify {
-        #[arg(long, env = "FIEF_DATA_DIR", default_value = "./fief-data")]
-        data_dir: PathBuf,
+        /// Ask the server (FIEF_ADMIN_URL) to verify the log it keeps.
+        #[arg(long)]
+        server: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Checkpoint the shared chain's head to the object store now
+    /// (PostgreSQL deployments; replicas also do it every audit.anchor_secs).
+    Anchor {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -315,8 +327,29 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve(args).await,
         Command::Demo => demo::run().await,
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
-        } => audit_verify(&data_dir),
+            command:
+                AuditCommand::Verify {
+                    server: false,
+                    admin,
+                },
+        } => audit_verify(&admin.data_dir),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    server: true,
+                    admin,
+                },
+        } => audit_verify_on_server(&admin_client(&admin)?).await,
+        Command::Audit {
+            command: AuditCommand::Anchor { admin },
+        } => {
+            let c = admin_client(&admin)?;
+            let (_, body) = c
+                .send(c.request(reqwest::Method::POST, "/admin/v1/audit/anchor"))
+                .await?;
+            print(&body);
+            Ok(())
+        }
         Command::Tenant { admin, command } => tenant(admin, command).await,
         Command::Key { admin, command } => key(admin, command).await,
         Command::Model { tenant, command } => model(tenant, command).await,
@@ -418,6 +451,38 @@ fn audit_verify(data_dir: &Path) -> CliResult {
         verified.segments,
         verified.last_hash,
         started.elapsed()
+    );
+    Ok(())
+}
+
+/// `fief audit verify --server`: the server walks the chain where it keeps
+/// it; a broken or truncated chain exits non-zero with the reason.
+async fn audit_verify_on_server(c: &Client) -> CliResult {
+    let (_, v) = c
+        .send(c.request(reqwest::Method::GET, "/admin/v1/audit/verify"))
+        .await?;
+    let place = v["place"].as_str().unwrap_or("?");
+    if v["ok"] != serde_json::Value::Bool(true) {
+        return Err(format!(
+            "audit log ({place}): FAILED: {}",
+            v["error"].as_str().unwrap_or("no reason given")
+        )
+        .into());
+    }
+    let anchor = match v["anchor"].as_object() {
+        Some(a) => format!(
+            ", matches the anchor of entry {} taken at {}",
+            a.get("seq").unwrap_or(&serde_json::Value::Null),
+            a.get("at").and_then(|t| t.as_str()).unwrap_or("?")
+        ),
+        None => String::new(),
+    };
+    println!(
+        "audit log ({place}): OK, {} entries (from {}), chain head {}{anchor}; verified in {} ms",
+        v["entries"],
+        v["first_seq"],
+        v["head"].as_str().unwrap_or("?"),
+        v["took_ms"]
     );
     Ok(())
 }

@@ -1090,6 +1090,27 @@ mod replicas {
             (got - expected).abs() <= expected * 0.05,
             "{got} streamed tokens admitted across 3 replicas in {secs:.1} s, expected {expected:.0} ± 5%"
         );
+        // Every replica's decisions are in one chain in the database, which
+        // the CLI has verified there (anchored first, so against the anchor).
+        let cli = |args: &[&str]| {
+            let out = super::common::fief()
+                .args(args)
+                .args(["--admin-url", &admin, "--admin-token", token])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "fief {args:?}: {text}");
+            text
+        };
+        let anchored = cli(&["audit", "anchor"]);
+        assert!(anchored.contains("\"seq\""), "{anchored}");
+        let verified = cli(&["audit", "verify", "--server"]);
+        assert!(
+            verified.contains("audit log (database): OK")
+                && verified.contains("matches the anchor"),
+            "{verified}"
+        );
         drop(replicas);
         db.cleanup().await;
     }

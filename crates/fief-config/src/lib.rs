@@ -119,6 +119,10 @@ pub struct AuditConfig {
     pub segment_secs: u64,
     /// Closed segments older than this are removed, whole (off when absent).
     pub retention_days: Option<u64>,
+    /// On PostgreSQL: every replica checkpoints the shared chain's head
+    /// (count and hash) to the object store this often, so removing the
+    /// newest entries is reported by verification.
+    pub anchor_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +141,7 @@ impl Default for AuditConfig {
             segment_bytes: 16 * 1024 * 1024,
             segment_secs: 24 * 3600,
             retention_days: None,
+            anchor_secs: 300,
         }
     }
 }
@@ -548,6 +553,9 @@ impl Config {
             return invalid(
                 "audit.segment_bytes must be at least 4096 and audit.segment_secs at least 1",
             );
+        }
+        if !(1..=86_400).contains(&self.audit.anchor_secs) {
+            return invalid("audit.anchor_secs must be between 1 and 86400");
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;

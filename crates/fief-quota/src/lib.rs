@@ -220,6 +220,14 @@ impl Quotas {
         })
     }
 
+    /// Readiness: the shared counters answer (always, in memory).
+    pub async fn ping(&self) -> Result<()> {
+        match &self.counters {
+            Counters::Memory(_) => Ok(()),
+            Counters::Redis(r) => r.ping().await,
+        }
+    }
+
     pub fn shared(&self) -> bool {
         matches!(self.counters, Counters::Redis(_))
     }

@@ -233,6 +233,14 @@ impl Redis {
         })
     }
 
+    /// Readiness: Redis answers `PING`.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        match self.client.call(&[b"PING"]).await? {
+            Reply::Status(s) if s == "PONG" => Ok(()),
+            other => Err(bad_reply(&other)),
+        }
+    }
+
     pub(crate) fn round_trips(&self) -> u64 {
         self.client.round_trips()
     }

@@ -148,7 +148,11 @@ fn main() {
         let start_up = t0.elapsed();
         println!(
             "start-up with {entries} audit entries: {start_up:.2?} (verified at opening: {} entries after the last checkpoint)",
-            server.state.audit.opened().verified_entries
+            server
+                .state
+                .audit
+                .file()
+                .map_or(0, |log| log.opened().verified_entries)
         );
         let http = reqwest::Client::new();
         let mut times = Vec::new();

@@ -6,6 +6,8 @@
 //! missed) and every `postgres.change_poll_ms` whatever it heard, so a
 //! missed notification leaves a cache stale for at most that long.
 //! Applying a change only forgets: the next request reads the row again.
+//! A replica skips the changes its own connections made: the write path
+//! that made them already forgot locally, as on a single node.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -127,7 +129,7 @@ async fn catch_up(state: &AppState) -> Result<(), fief_store::StoreError> {
             }
         }
         let mut tiers = Vec::new();
-        for row in &rows {
+        for row in rows.iter().filter(|r| !r.own) {
             forget(state, row);
             if row.kind == "signing_keys" {
                 state.store.reload_signing_keys().await?;

@@ -4,6 +4,7 @@
 //! benchmark alike.
 
 mod access;
+mod audit;
 mod auth;
 mod authfail;
 mod coherence;
@@ -159,7 +160,6 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     };
     let admin_token = admin_token(&dir, secrets.admin_token)?;
     let policy = PolicyEngine::new()?;
-    let audit = AuditLog::open(&dir, audit_options(&config.audit))?;
     let store = Store::open(StoreOptions {
         data_dir: &dir,
         master,
@@ -170,6 +170,16 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         objects: config.object_store.clone(),
     })
     .await?;
+    // With PostgreSQL every replica appends to one chain there; a single
+    // node keeps its files (and no file log is opened beside the database).
+    let audit = if store.audits_in_database() {
+        audit::Audit::database()
+    } else {
+        audit::Audit::File(Box::new(AuditLog::open(
+            &dir,
+            audit_options(&config.audit),
+        )?))
+    };
     let cache = ModelCache::new(
         config.models.cache_bytes,
         config.models.max_concurrent_loads,
@@ -236,6 +246,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         auth_failures: authfail::AuthFailures::default(),
         coherence: coherence::Coherence::default(),
     });
+    audit::spawn_writer(&state);
     let (shutdown, rx) = watch::channel(false);
     // Before the first request: the position read is older than any cache.
     coherence::spawn(&state, rx.clone()).await?;
@@ -260,12 +271,17 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         tasks.push(serve(listener, router, rx.clone(), header_timeout));
     }
     meter::spawn_writer(&state);
+    tokio::spawn(audit::anchor_periodically(state.clone(), rx.clone()));
     logs::spawn(&state);
     record_audit_repairs(&state).await?;
     tokio::spawn(audit_auth_failures(state.clone(), rx.clone()));
     tokio::spawn(stop_idle_pools(state.clone(), rx.clone()));
     tokio::spawn(expire_usage_events(state.clone(), rx.clone()));
-    if state.audit.options().fsync == fief_audit::Fsync::Batch {
+    if state
+        .audit
+        .file()
+        .is_some_and(|log| log.options().fsync == fief_audit::Fsync::Batch)
+    {
         tokio::spawn(flush_audit(state.clone(), rx.clone()));
     }
     Ok(Running {
@@ -295,7 +311,9 @@ fn audit_options(c: &fief_config::AuditConfig) -> fief_audit::Options {
 
 /// What opening the audit log repaired or moved goes into the log itself.
 async fn record_audit_repairs(state: &AppState) -> Result<(), ServerError> {
-    let opened = state.audit.opened().clone();
+    let Some(opened) = state.audit.file().map(|log| log.opened().clone()) else {
+        return Ok(());
+    };
     let mut notes = Vec::new();
     if opened.torn_tail_bytes > 0 {
         notes.push(format!(
@@ -320,13 +338,16 @@ async fn flush_audit(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {
                 let s = state.clone();
-                let flushed = tokio::task::spawn_blocking(move || s.audit.flush()).await;
+                let flushed = tokio::task::spawn_blocking(move || {
+                    s.audit.file().map_or(Ok(()), AuditLog::flush)
+                })
+                .await;
                 if let Ok(Err(e)) = flushed {
                     tracing::error!("audit log flush failed: {e}");
                 }
             }
             () = stopped(&mut stop) => {
-                let _ = state.audit.flush();
+                let _ = state.audit.file().map(AuditLog::flush);
                 return;
             }
         }

@@ -98,6 +98,16 @@ pub enum Cost {
 }
 
 impl QuotaGate {
+    /// Whether the counters are shared (in Redis).
+    pub fn shared(&self) -> bool {
+        self.engine.shared()
+    }
+
+    /// Readiness of the counters.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.engine.ping().await.map_err(|e| e.to_string())
+    }
+
     pub fn new(config: &Config) -> Result<Self, String> {
         let q = &config.quotas;
         let settings = Settings {

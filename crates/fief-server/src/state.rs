@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use fief_audit::{AuditLog, Decision as AuditDecision, Event, Kind};
+use fief_audit::{Decision as AuditDecision, Event, Kind};
 use fief_config::Config;
 use fief_core::{Incarnation, TenantId};
 use fief_policy::{
@@ -19,7 +19,8 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub policy: PolicyEngine,
-    pub audit: Arc<AuditLog>,
+    /// The audit log: files here, or the chain in PostgreSQL.
+    pub audit: Arc<crate::audit::Audit>,
     pub cache: ModelCache,
     pub metrics: crate::metrics::Metrics,
     pub placement: crate::placement::Placement,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use fief_audit::Entry;
 use fief_core::{validate_tags, Tags, TenantId, Tier};
 use fief_policy::{Action, Resource};
 use fief_store::{ApiKeyRecord, Principal, TenantRecord};
@@ -334,55 +333,4 @@ pub async fn revoke_key(
             format!("key {key_id} revoked"),
         )
         .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub tenant: Option<String>,
-    pub decision: Option<fief_audit::Decision>,
-    pub kind: Option<fief_audit::Kind>,
-    /// RFC 3339: entries at or after this time...
-    pub since: Option<String>,
-    /// ...and before this one.
-    pub until: Option<String>,
-    pub limit: Option<usize>,
-}
-
-fn time_ms(what: &str, raw: &Option<String>) -> ApiResult<Option<i64>> {
-    raw.as_deref()
-        .map(|t| {
-            humantime::parse_rfc3339_weak(t)
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .ok_or_else(|| {
-                    ApiError::Validation(format!(
-                        "{what} must be an RFC 3339 time such as 2026-12-01T10:00:00Z"
-                    ))
-                })
-        })
-        .transpose()
-}
-
-/// Audit entries, newest last, found through the log's index (tenant,
-/// decision, kind, time). They hold who did what to which resource name,
-/// never tenant content.
-pub async fn audit(state: &AppState, op: &Principal, q: AuditQuery) -> ApiResult<Vec<Entry>> {
-    state
-        .authorize(op, Action::ReadAudit, &Resource::Platform)
-        .await?;
-    let query = fief_audit::Query {
-        tenant: q.tenant,
-        decision: q.decision,
-        kind: q.kind,
-        since_ms: time_ms("since", &q.since)?,
-        until_ms: time_ms("until", &q.until)?,
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
-    };
-    let audit = state.audit.clone();
-    tokio::task::spawn_blocking(move || audit.query(&query))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
 }

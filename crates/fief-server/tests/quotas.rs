@@ -57,6 +57,10 @@ async fn gateway(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> TestSe
     .await
 }
 
+async fn ready(s: &TestServer, base: &str) -> Resp {
+    s.send(s.http.get(format!("{base}/readyz"))).await
+}
+
 async fn set_quotas(s: &TestServer, tenant: &str, quotas: Value) -> Resp {
     s.send(
         s.admin_req(Method::PATCH, &format!("/admin/v1/tenants/{tenant}"))
@@ -549,9 +553,18 @@ async fn redis_stopped_under_load_fails_limited_requests_closed_and_service_resu
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = ready(&s, &s.admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["checks"]["redis"], "ok", "{}", r.text);
     redis.stop();
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not ready, naming what is away (and what is not).
+    let r = ready(&s, &s.admin).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_ne!(r.json()["checks"]["redis"], "ok", "{}", r.text);
+    assert_eq!(r.json()["checks"]["database"], "ok", "{}", r.text);
+    assert_eq!(r.json()["checks"]["object_store"], "ok", "{}", r.text);
     let restarting = Instant::now();
     let mut redis = Redis::start(port);
     let back = Instant::now();
@@ -569,6 +582,7 @@ async fn redis_stopped_under_load_fails_limited_requests_closed_and_service_resu
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    assert_eq!(ready(&s, &s.admin).await.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in load {

@@ -11,6 +11,10 @@ CREATE TABLE fief_platform.changes (
     kind    TEXT NOT NULL,
     tenant  TEXT,
     subject TEXT,
+    -- The replica whose connection made the change (its connections set
+    -- `fief.origin`): that replica already forgot what it changed, so it
+    -- skips its own rows. A change made by any other session has none.
+    origin  TEXT DEFAULT NULLIF(current_setting('fief.origin', true), ''),
     at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -19,6 +19,9 @@ pub struct ChangeRow {
     pub kind: String,
     pub tenant: Option<TenantId>,
     pub subject: Option<String>,
+    /// Made by this process, which forgot what it changed when it changed
+    /// it: the follower skips it (re-applying would only drop warm state).
+    pub own: bool,
 }
 
 impl Store {
@@ -51,8 +54,12 @@ impl Store {
         let Db::Pg(_) = &self.platform else {
             return Ok(Vec::new());
         };
+        let origin = match &self.placement {
+            Placement::Pg(p) => Some(p.origin.as_str()),
+            Placement::Sqlite(_) => None,
+        };
         let rows = q(
-            "SELECT seq, kind, tenant, subject FROM changes WHERE seq > $1 ORDER BY seq \
+            "SELECT seq, kind, tenant, subject, origin FROM changes WHERE seq > $1 ORDER BY seq \
                       LIMIT $2",
         )
         .bind(seq)
@@ -68,6 +75,8 @@ impl Store {
                     // A tenant id that does not parse names nothing cached.
                     tenant: tenant.and_then(|t| TenantId::parse(&t).ok()),
                     subject: r.get("subject")?,
+                    own: origin.is_some()
+                        && r.get::<Option<String>>("origin")?.as_deref() == origin,
                 })
             })
             .collect()

@@ -16,6 +16,7 @@
 //! sealed with the tenant incarnation's own data key (invariant 5).
 
 mod api_keys;
+mod audit;
 mod authn;
 mod changes;
 mod db;
@@ -308,6 +309,15 @@ impl Store {
         Ok(())
     }
 
+    /// Readiness of the object store: a lookup of a name never written is
+    /// answered (not found) by a reachable store.
+    pub async fn ping_objects(&self) -> Result<()> {
+        match self.objects.head(&ObjectPath::from("fief-readyz")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The tenant incarnation's data key, unwrapped on first use. Requires
     /// a scope: only an authorised request can cause a key to be unwrapped.
     async fn data_key(&self, scope: &TenantScope) -> Result<DataKey> {
@@ -378,7 +388,9 @@ async fn open_objects(
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(&bucket)
         .with_region(&c.region)
-        .with_allow_http(c.allow_http);
+        .with_allow_http(c.allow_http)
+        // Audit anchors are created, never replaced (If-None-Match).
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
     if let Some(e) = &c.endpoint {
         // S3-compatible servers rarely have per-bucket host names.
         builder = builder

@@ -642,6 +642,8 @@ pub(crate) struct PgPlacement {
     runtime_options: PgConnectOptions,
     runtime_role: String,
     database: String,
+    /// This process's `fief.origin` (see `0007_changes.sql`).
+    pub(crate) origin: String,
     silos: Mutex<HashMap<TenantId, Db>>,
     /// Bridge schemas known to exist. Provisioning is DDL, serialised by
     /// `provisioning` (concurrent GRANT/ALTER on one table conflict).
@@ -753,10 +755,20 @@ impl PgPlacement {
             u.parse::<PgConnectOptions>()
                 .map_err(|e| StoreError::Config(format!("postgres {which} URL is not valid: {e}")))
         };
+        // Every connection names this process in `fief.origin`, so the
+        // change log tells this replica's own changes from the others'.
+        let origin = {
+            use rand::RngCore;
+            let mut raw = [0u8; 12];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            hex::encode(raw)
+        };
         let runtime_options = parse(url, "runtime")?
-            .options([("search_path", "fief_platform")])
+            .options([("search_path", "fief_platform"), ("fief.origin", &origin)])
             .disable_statement_logging();
-        let admin_options = parse(admin_url, "admin")?.disable_statement_logging();
+        let admin_options = parse(admin_url, "admin")?
+            .options([("fief.origin", &origin)])
+            .disable_statement_logging();
         let admin = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(acquire.max(std::time::Duration::from_secs(5)))
@@ -798,6 +810,7 @@ impl PgPlacement {
             runtime_options,
             runtime_role,
             database,
+            origin,
             silos: Mutex::new(HashMap::new()),
             bridges: Mutex::new(HashSet::new()),
             provisioning: tokio::sync::Mutex::new(()),
@@ -815,6 +828,8 @@ impl PgPlacement {
                  fief_platform.usage_hourly, fief_platform.log_config TO \"{role}\""
             ),
             format!("GRANT SELECT ON fief_platform.changes TO \"{role}\""),
+            // Append and read only: a replica cannot rewrite the chain.
+            format!("GRANT SELECT, INSERT ON fief_platform.audit_log TO \"{role}\""),
         ];
         statements.extend(content_schema("fief_pool", role));
         {

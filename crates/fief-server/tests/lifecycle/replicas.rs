@@ -166,3 +166,116 @@ async fn without_notifications_the_timer_bounds_staleness() {
     // The bound is the timer plus one read of the log and one request.
     coherent(&r, Duration::from_millis(600)).await;
 }
+
+async fn verify(s: &TestServer) -> serde_json::Value {
+    let v = s
+        .send(s.admin_req(Method::GET, "/admin/v1/audit/verify"))
+        .await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text);
+    v.json()
+}
+
+/// Three replicas append to one chain in PostgreSQL: each sees the others'
+/// decisions, the runtime role can neither rewrite nor remove an entry, an
+/// append that cannot be written fails the request, and the owner removing
+/// the newest entries is reported against the last anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_one_audit_chain_that_a_replica_cannot_rewrite() {
+    let Some(r) = common::replicas(3, |_| {}).await else {
+        return;
+    };
+    let key = r[0].tenant("acme", "pool").await;
+    let mut ids = Vec::new();
+    for s in &r {
+        let got = s
+            .send(s.data_req(&key, Method::GET, "/api/v1/models"))
+            .await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+        ids.push(got.headers["x-request-id"].to_str().unwrap().to_owned());
+    }
+    // Any replica's view holds every replica's decisions, in one order.
+    let seen = r[2]
+        .send(r[2].admin_req(Method::GET, "/admin/v1/audit?tenant=acme&limit=1000"))
+        .await;
+    let entries = seen.json()["entries"].as_array().unwrap().clone();
+    for id in &ids {
+        assert!(
+            entries.iter().any(|e| e["request_id"] == id.as_str()),
+            "{id} missing from {}",
+            seen.text
+        );
+    }
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let v = verify(&r[1]).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["place"], "database");
+    assert!(v["entries"].as_u64().unwrap() >= 6, "{v}");
+    // Not one audit file beside the database.
+    for s in &r {
+        assert!(!s.dir.path().join("audit").exists());
+    }
+
+    // The runtime role appends and reads; it cannot change or remove.
+    let pg = r[0].pg.clone().unwrap();
+    let runtime = sqlx::PgPool::connect(&pg.config.url).await.unwrap();
+    for sql in [
+        "UPDATE fief_platform.audit_log SET body = body || ' ' WHERE seq = 1",
+        "DELETE FROM fief_platform.audit_log WHERE seq = 1",
+        "TRUNCATE fief_platform.audit_log",
+    ] {
+        let e = sqlx::query(sql).execute(&runtime).await.unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{sql}: {e}");
+    }
+    runtime.close().await;
+
+    // No entry, no decision: with appends refused the request is a 503.
+    let owner = sqlx::PgPool::connect(&pg.admin_url).await.unwrap();
+    let grant = |verb: &str| {
+        format!(
+            "{verb} INSERT ON fief_platform.audit_log {} \"{}\"",
+            if verb == "GRANT" { "TO" } else { "FROM" },
+            pg.role
+        )
+    };
+    sqlx::query(&grant("REVOKE")).execute(&owner).await.unwrap();
+    let refused = r[1]
+        .send(r[1].data_req(&key, Method::GET, "/api/v1/models"))
+        .await;
+    sqlx::query(&grant("GRANT")).execute(&owner).await.unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
+    assert!(!refused.text.contains("\"data\""), "{}", refused.text);
+
+    // Anchor the head, then the owner removes the newest entries: the rest
+    // still chains, and verification reports the missing tail.
+    let anchored = r[0]
+        .send(r[0].admin_req(Method::POST, "/admin/v1/audit/anchor"))
+        .await;
+    assert_eq!(anchored.status, StatusCode::OK, "{}", anchored.text);
+    let head = anchored.json()["anchor"]["seq"].as_i64().unwrap();
+    let v = verify(&r[0]).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["anchor"]["seq"], head, "{v}");
+    sqlx::query("DELETE FROM fief_platform.audit_log WHERE seq > $1")
+        .bind(head - 3)
+        .execute(&owner)
+        .await
+        .unwrap();
+    owner.close().await;
+    // (No [object_store] here: the anchor is in replica 1's data directory.)
+    let v = verify(&r[0]).await;
+    assert_eq!(v["ok"], false, "{v}");
+    // Verifying is itself audited, so the log may have grown back past
+    // the cut: either way the anchored entry is not what it was.
+    let why = v["error"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("entry {head}"))
+            && (why.contains("removed") || why.contains("rewritten")),
+        "{why}"
+    );
+}
