@@ -428,8 +428,14 @@ async fn serve(args: ServeArgs) -> CliResult {
     }
     let _ = out.flush();
     let stop = running.shutdown_handle();
+    // SIGTERM (what an orchestrator sends) or Ctrl-C: stop accepting, let
+    // requests in flight finish within `shutdown_grace_secs`.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });

@@ -1389,6 +1389,26 @@ fn tries(http: &Http, cred: &str, a: &Probe, v: &Probe) -> Vec<Try> {
             .get(format!("{}{audit}", http.admin))
             .bearer_auth(cred),
     });
+    // The chain's verification and its anchor are the operator's too.
+    for (method, path) in [
+        (Method::GET, "/admin/v1/audit/verify"),
+        (Method::POST, "/admin/v1/audit/anchor"),
+    ] {
+        t.push(Try {
+            kind: "logs",
+            action: if method == Method::GET {
+                "read"
+            } else {
+                "write"
+            },
+            form: format!("admin listener {path}, tenant credential"),
+            expect: Expect::Denied,
+            req: http
+                .client
+                .request(method, format!("{}{path}", http.admin))
+                .bearer_auth(cred),
+        });
+    }
     t
 }
 

@@ -226,6 +226,29 @@ fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
     again.wait().unwrap();
 }
 
+/// A new bucket on `scripts/test.sh`'s S3-compatible server: (endpoint,
+/// bucket), or `None` (a skip, refused under CI) without one.
+async fn s3_bucket() -> Option<(String, String)> {
+    let Ok(endpoint) = std::env::var("FIEF_TEST_S3_URL") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "FIEF_TEST_S3_URL is not set (CI needs the S3 tests)"
+        );
+        eprintln!("SKIP: FIEF_TEST_S3_URL is not set");
+        return None;
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("fief-models-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    Some((endpoint, bucket))
+}
+
 /// With `[object_store]`, model bytes go to the bucket (sealed, under
 /// `tenants/{id}/` of the configured prefix), nothing to the data
 /// directory's object files; a restarted gateway serves them from there, and
@@ -234,24 +257,10 @@ fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
     use object_store::ObjectStore;
-    let Ok(endpoint) = std::env::var("FIEF_TEST_S3_URL") else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "FIEF_TEST_S3_URL is not set (CI needs the S3 tests)"
-        );
-        eprintln!("SKIP: FIEF_TEST_S3_URL is not set");
+    let Some((endpoint, bucket)) = s3_bucket().await else {
         return;
     };
-    let endpoint = endpoint.trim_end_matches('/').to_owned();
-    let bucket = format!("fief-models-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let http = reqwest::Client::new();
-    let r = http
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fief.toml");
     std::fs::write(
@@ -651,6 +660,110 @@ mod llm {
         String::from_utf8_lossy(b).into_owned()
     }
 
+    /// `fief serve` with one mock upstream whose streams take `chunks` ×
+    /// `chunk_delay`, and `shutdown_grace_secs = grace`.
+    async fn streaming_gateway(
+        dir: &std::path::Path,
+        chunk_delay: Duration,
+        grace: u64,
+    ) -> (std::process::Child, String, String, MockUpstream) {
+        let upstream = MockUpstream::start(MockOptions {
+            name: "pool".into(),
+            chunks: 10,
+            chunk_delay,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let config = dir.join("fief.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "shutdown_grace_secs = {grace}\n\n[[llm.upstreams]]\nname = \"pool\"\nurl = {:?}\n\
+                 models = [\"chat-small\"]\n",
+                upstream.base_url()
+            ),
+        )
+        .unwrap();
+        let data_dir = dir.join("data");
+        let (child, data, admin, token) = super::common::serve_with(&data_dir, Some(&config), &[]);
+        let key =
+            super::common::create_tenant(&reqwest::Client::new(), &admin, &token, "acme", None)
+                .await;
+        (child, data, key, upstream)
+    }
+
+    fn terminate(child: &std::process::Child) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    async fn exit_within(child: &mut std::process::Child, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "fief serve exited with {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still running {limit:?} after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stream(data: &str, key: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{data}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "chat-small", "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+    }
+
+    /// SIGTERM closes the listeners at once, lets a stream in flight finish,
+    /// and exits 0; a stream longer than `shutdown_grace_secs` is cut there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_drains_streams_in_flight_within_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        // 10 chunks 150 ms apart: 1.5 s of stream, 30 s of grace.
+        let (mut child, data, key, _up) =
+            streaming_gateway(dir.path(), Duration::from_millis(150), 30).await;
+        let started = stream(&data, &key).send().await.unwrap();
+        assert_eq!(started.status(), 200);
+        terminate(&child);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = reqwest::Client::new()
+            .get(format!("{data}/healthz"))
+            .send()
+            .await;
+        assert!(
+            refused.is_err(),
+            "a new connection was accepted after SIGTERM"
+        );
+        let body = started.text().await.unwrap();
+        assert!(
+            body.contains("[DONE]"),
+            "the stream in flight was cut: {body}"
+        );
+        let took = exit_within(&mut child, Duration::from_secs(10)).await;
+        eprintln!("exited {took:?} after the stream ended");
+
+        // 10 chunks 1 s apart, 1 s of grace: the process does not wait 10 s.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, data, key, _up) =
+            streaming_gateway(dir.path(), Duration::from_secs(1), 1).await;
+        let started = stream(&data, &key).send().await.unwrap();
+        assert_eq!(started.status(), 200);
+        terminate(&child);
+        let took = exit_within(&mut child, Duration::from_secs(4)).await;
+        eprintln!("a 10 s stream, 1 s of grace: exited after {took:?}");
+        assert!(started.text().await.map_or(true, |b| !b.contains("[DONE]")));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chat_streams_lists_models_and_fails_on_a_cut_stream() {
         let upstream = MockUpstream::start(MockOptions {
@@ -913,6 +1026,9 @@ async fn quota_get_and_set_as_operator_and_tenant() {
 /// Three `fief serve` processes sharing one PostgreSQL and one Redis, behind
 /// a round-robin client: a tenant's limits hold across all of them, for
 /// requests and for the tokens of streamed calls.
+#[path = "cli/deployment.rs"]
+mod deployment;
+
 mod replicas {
     use std::process::Child;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -936,22 +1052,26 @@ mod replicas {
         }
     }
 
+    pub(super) fn redis_url() -> Option<String> {
+        let url = std::env::var("FIEF_TEST_REDIS_URL").ok();
+        if url.is_none() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "FIEF_TEST_REDIS_URL"
+            );
+            eprintln!("SKIP: FIEF_TEST_REDIS_URL is not set");
+        }
+        url
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn three_replicas_share_one_count_of_requests_and_streamed_tokens() {
         let Some(db) = pg::database().await else {
             return;
         };
-        let redis = match std::env::var("FIEF_TEST_REDIS_URL") {
-            Ok(u) => u,
-            Err(_) => {
-                assert_ne!(
-                    std::env::var("CI").as_deref(),
-                    Ok("true"),
-                    "FIEF_TEST_REDIS_URL"
-                );
-                eprintln!("SKIP: FIEF_TEST_REDIS_URL is not set");
-                return;
-            }
+        let Some(redis) = redis_url() else {
+            return;
         };
         let upstream = MockUpstream::start(MockOptions {
             name: "pool".into(),

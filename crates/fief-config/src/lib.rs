@@ -67,6 +67,10 @@ pub struct Config {
     /// A client that has not sent its request headers within this long is
     /// disconnected (slow-header attacks hold no connection for long).
     pub header_read_timeout_secs: u64,
+    /// On SIGTERM or Ctrl-C the listeners close at once and requests in
+    /// flight (streams included) get this long to finish; then the process
+    /// exits whatever is left.
+    pub shutdown_grace_secs: u64,
     pub models: ModelsConfig,
     /// Dedicated listeners (network islands) for silo tenants or groups.
     pub islands: Vec<IslandConfig>,
@@ -380,6 +384,7 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 60,
             header_read_timeout_secs: 10,
+            shutdown_grace_secs: 30,
             models: ModelsConfig::default(),
             islands: Vec::new(),
             oidc: None,
@@ -542,6 +547,9 @@ impl Config {
         }
         if self.header_read_timeout_secs == 0 {
             return invalid("header_read_timeout_secs must be greater than 0");
+        }
+        if self.shutdown_grace_secs > 3600 {
+            return invalid("shutdown_grace_secs must be at most 3600");
         }
         if self.request_timeout_secs == 0 {
             return invalid("request_timeout_secs must be greater than 0");

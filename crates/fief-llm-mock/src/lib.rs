@@ -6,6 +6,7 @@
 //! at runtime to exercise fief's error handling.
 
 mod openai;
+pub mod relay;
 
 use std::collections::VecDeque;
 use std::io;

@@ -178,6 +178,11 @@ impl From<StoreError> for ApiError {
             StoreError::TenantGone(_) => ApiError::Unauthenticated(
                 "invalid, revoked or unknown credential: its tenant is no longer active".into(),
             ),
+            // The detail (host names, driver messages) is the operator's.
+            e if e.is_unreachable() => {
+                tracing::warn!("storage unreachable: {e}");
+                ApiError::Unavailable("storage is unreachable; try again".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -250,25 +250,28 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let (shutdown, rx) = watch::channel(false);
     // Before the first request: the position read is older than any cache.
     coherence::spawn(&state, rx.clone()).await?;
-    let header_timeout = std::time::Duration::from_secs(state.config.header_read_timeout_secs);
+    let timeouts = (
+        std::time::Duration::from_secs(state.config.header_read_timeout_secs),
+        std::time::Duration::from_secs(state.config.shutdown_grace_secs),
+    );
     let island_addrs = islands.iter().map(|(_, addr, _)| *addr).collect();
     let mut tasks = vec![
         serve(
             data_listener,
             routes::data_router(state.clone(), island::Listener::Shared),
             rx.clone(),
-            header_timeout,
+            timeouts,
         ),
         serve(
             admin_listener,
             routes::admin_router(state.clone()),
             rx.clone(),
-            header_timeout,
+            timeouts,
         ),
     ];
     for (listener, _, island) in islands {
         let router = routes::data_router(state.clone(), island::Listener::Island(island));
-        tasks.push(serve(listener, router, rx.clone(), header_timeout));
+        tasks.push(serve(listener, router, rx.clone(), timeouts));
     }
     meter::spawn_writer(&state);
     tokio::spawn(audit::anchor_periodically(state.clone(), rx.clone()));
@@ -475,7 +478,7 @@ fn serve(
     listener: TcpListener,
     router: axum::Router,
     mut rx: watch::Receiver<bool>,
-    header_timeout: std::time::Duration,
+    (header_timeout, grace): (std::time::Duration, std::time::Duration),
 ) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
         // Every connection task holds a receiver; shutdown waits for all.
@@ -532,7 +535,11 @@ fn serve(
         }
         drop(listener);
         drop(open_rx);
-        open_tx.closed().await;
+        // In-flight requests finish within the grace period; what is left
+        // then ends with the process.
+        if tokio::time::timeout(grace, open_tx.closed()).await.is_err() {
+            tracing::warn!("shutdown grace of {grace:?} over with connections still open");
+        }
         Ok(())
     })
 }

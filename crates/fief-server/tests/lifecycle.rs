@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "lifecycle/outage.rs"]
+mod outage;
 #[path = "lifecycle/replicas.rs"]
 mod replicas;
 

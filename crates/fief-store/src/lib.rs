@@ -105,6 +105,27 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database or object store could not be reached (or answered too
+    /// late): worth a retry, a 503, not a bug. A constraint or a corrupt
+    /// row is not this.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+            StoreError::Object(e) => matches!(e, object_store::Error::Generic { .. }),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
@@ -296,14 +317,19 @@ impl Store {
     /// change made elsewhere: another replica's).
     pub fn invalidate(&self, change: &Change) {
         self.directory.invalidate(change);
+        match change {
+            Change::Tenant(t) => self.placement.forget(t),
+            Change::All => self.placement.forget_all(),
+            Change::Key(_) | Change::Model(..) => {}
+        }
     }
 
-    /// Readiness: the database answers.
     /// A key for one platform purpose, derived from the master key.
     pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
         self.master.derive(purpose)
     }
 
+    /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<()> {
         q("SELECT 1").exec(&self.platform).await?;
         Ok(())

@@ -319,6 +319,35 @@ impl Placement {
         }
     }
 
+    /// Forgets what this process knows of `tenant`'s places (a bridge
+    /// schema provisioned, a silo database's pool): another replica may
+    /// have dropped or moved them. The next use provisions again, which is
+    /// idempotent. An embedded store has no other process.
+    pub fn forget(&self, tenant: &TenantId) {
+        let Placement::Pg(p) = self else {
+            return;
+        };
+        if let Ok(mut b) = p.bridges.lock() {
+            b.remove(tenant);
+        }
+        if let Ok(mut silos) = p.silos.lock() {
+            silos.remove(tenant);
+        }
+    }
+
+    /// Forgets every tenant's places.
+    pub fn forget_all(&self) {
+        let Placement::Pg(p) = self else {
+            return;
+        };
+        if let Ok(mut b) = p.bridges.lock() {
+            b.clear();
+        }
+        if let Ok(mut silos) = p.silos.lock() {
+            silos.clear();
+        }
+    }
+
     /// What any placement still holds of `tenant`, named.
     pub async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
         match self {
@@ -907,9 +936,17 @@ impl PgPlacement {
                 .fetch_optional(&self.admin)
                 .await?;
         if exists.is_none() {
-            sqlx::query(&format!("CREATE DATABASE {db}"))
+            let created = sqlx::query(&format!("CREATE DATABASE {db}"))
                 .execute(&self.admin)
-                .await?;
+                .await;
+            match created {
+                // Another replica created it first (CREATE DATABASE cannot
+                // run under the advisory lock's transaction).
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                other => {
+                    other?;
+                }
+            }
         }
         let role = &self.runtime_role;
         run_all(

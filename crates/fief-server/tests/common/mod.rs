@@ -2,6 +2,7 @@
 //! drive it over HTTP exactly as a client would.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cut;
 pub mod idp;
 pub mod kb;
 pub mod pg;
