@@ -20,10 +20,18 @@ pub struct ObjectStoreConfig {
     /// Plain `http://` to the endpoint (a local server).
     #[serde(default)]
     pub allow_http: bool,
+    /// An operation retries a failing bucket for at most this long, then
+    /// fails (a 503): a bucket that is away does not hold requests.
+    #[serde(default = "default_retry_ms")]
+    pub retry_timeout_ms: u64,
 }
 
 fn default_region() -> String {
     "us-east-1".into()
+}
+
+fn default_retry_ms() -> u64 {
+    1500
 }
 
 /// An S3 bucket name as fief accepts one: 3 to 63 of a-z, 0-9, '-' and '.'.
@@ -74,6 +82,11 @@ impl ObjectStoreConfig {
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("object_store.region is empty".into()));
         }
+        if !(100..=600_000).contains(&self.retry_timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "object_store.retry_timeout_ms must be between 100 and 600000".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -88,6 +101,7 @@ mod tests {
             endpoint: None,
             region: default_region(),
             allow_http: false,
+            retry_timeout_ms: default_retry_ms(),
         }
     }
 

@@ -209,6 +209,13 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let embedder = fief_knowledge::Embedder::from_config(config.knowledge.upstream.as_ref())
         .map_err(|e| ServerError::Startup(format!("knowledge: {e}")))?;
     tracing::info!("embedder: {}", embedder.describe());
+    if config.postgres.is_some() && config.object_store.is_none() {
+        tracing::warn!(
+            "[postgres] without [object_store]: model bytes and audit anchors stay in this \
+             replica's data directory, so a second replica cannot serve its models; configure \
+             [object_store] before running more than one"
+        );
+    }
     let knowledge = fief_knowledge::Knowledge::new(config.knowledge.clone(), embedder);
     let llm = fief_llm::Llm::new(
         &config.llm,

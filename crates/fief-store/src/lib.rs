@@ -207,7 +207,11 @@ impl Store {
         };
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let objects_root = data_dir.join("objects");
-        std::fs::create_dir_all(&objects_root).map_err(io)?;
+        // Only the files backend uses it: a replica with a bucket keeps no
+        // directory of its own.
+        if objects.is_none() {
+            std::fs::create_dir_all(&objects_root).map_err(io)?;
+        }
         let oidc = match oidc {
             Some(c) => Some(
                 OidcVerifier::new(c)
@@ -414,9 +418,21 @@ async fn open_objects(
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(&bucket)
         .with_region(&c.region)
-        .with_allow_http(c.allow_http)
         // Audit anchors are created, never replaced (If-None-Match).
-        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+        // A bucket that is away fails the operation within the bound
+        // instead of retrying for minutes behind a waiting request.
+        .with_retry(object_store::RetryConfig {
+            backoff: object_store::BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_millis(c.retry_timeout_ms),
+        })
+        // (The client options carry allow_http too: set them once, here.)
+        .with_client_options(
+            object_store::ClientOptions::new()
+                .with_allow_http(c.allow_http)
+                .with_connect_timeout(std::time::Duration::from_millis(c.retry_timeout_ms)),
+        );
     if let Some(e) = &c.endpoint {
         // S3-compatible servers rarely have per-bucket host names.
         builder = builder

@@ -12,7 +12,7 @@ use fief_logs::sink::Progress;
 use fief_logs::{Entry, Record};
 
 use crate::authn::now_ms;
-use crate::db::{q, Row};
+use crate::db::{q, Db, Row};
 use crate::placement::tenant_filter;
 use crate::principal::Principal;
 use crate::usage::placeholders;
@@ -111,6 +111,16 @@ impl Store {
         loop {
             let attempt: Result<(i64, i64)> = async {
                 let mut tx = place.begin_write(tenant).await?;
+                // Replicas appending to one stream take turns (numbering
+                // optimistically, three busy replicas kept colliding past
+                // any number of retries); the retry below stays a backstop.
+                if matches!(place.db, Db::Pg(_)) {
+                    q("SELECT pg_advisory_xact_lock(4607736, hashtext($1 || '/' || $2))")
+                        .bind(tenant.as_str())
+                        .bind(stream)
+                        .exec(&mut tx)
+                        .await?;
+                }
                 let last: i64 = q(format!(
                     "SELECT COALESCE(MAX(seq), 0) AS n FROM {t} WHERE tenant_id = $1 AND stream = $2"
                 ))

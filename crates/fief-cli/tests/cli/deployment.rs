@@ -331,6 +331,12 @@ async fn three_replicas_behind_a_balancer_keep_isolation_coherence_and_acknowled
     let mut killed = replicas.remove(2);
     killed.child.kill().unwrap();
     killed.child.wait().unwrap();
+    // A replica keeps nothing of its own: its data directory holds its lock.
+    let held: Vec<_> = std::fs::read_dir(dir.path().join("replica2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(held, ["fief.lock"], "a replica wrote state of its own");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     for l in load {
@@ -367,23 +373,26 @@ async fn three_replicas_behind_a_balancer_keep_isolation_coherence_and_acknowled
 
     // The shared chain verifies (every replica's decisions, the killed
     // one's included), and the killed replica, restarted, serves.
-    let verified = common::fief()
-        .args([
-            "audit",
-            "verify",
-            "--server",
-            "--admin-url",
-            &admin,
-            "--admin-token",
-            TOKEN,
-        ])
-        .output()
-        .unwrap();
+    // Anchored in the bucket first (objects created once, never replaced).
+    let cli = |args: &[&str]| {
+        let out = common::fief()
+            .args(args)
+            .args(["--admin-url", &admin, "--admin-token", TOKEN])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fief {args:?}: {text}");
+        text
+    };
+    for _ in 0..2 {
+        let anchored = cli(&["audit", "anchor"]);
+        assert!(anchored.contains("\"seq\""), "{anchored}");
+    }
+    let verified = cli(&["audit", "verify", "--server"]);
     assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
+        verified.contains("audit log (database): OK") && verified.contains("matches the anchor"),
+        "{verified}"
     );
     drop(killed);
     let (again, _) = start(2);

@@ -156,3 +156,119 @@ async fn postgres_away_for_ten_seconds_is_503_within_2s_and_served_within_5s_of_
         );
     }
 }
+
+/// The bucket away for 10 s: uploads are 503 within 2 s, a model already
+/// loaded keeps serving, `/readyz` names the object store, and uploads are
+/// accepted again within 5 s of its return. The S3-compatible server is
+/// `scripts/test.sh`'s (`FIEF_TEST_S3_URL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bucket_away_is_503_within_2s_while_loaded_models_keep_serving() {
+    let Ok(endpoint) = std::env::var("FIEF_TEST_S3_URL") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "FIEF_TEST_S3_URL is not set (CI needs the S3 tests)"
+        );
+        eprintln!("SKIP: FIEF_TEST_S3_URL is not set");
+        return;
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("fief-outage-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let made = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+    // moto takes any credentials; the gateway reads them from here.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing-secret");
+    let relay = cut::Relay::start(vec![cut::addr_of(&endpoint)])
+        .await
+        .unwrap();
+    let through = cut::through(&endpoint, relay.addr);
+    let s = common::spawn_with(move |c| {
+        c.object_store = Some(fief_config::ObjectStoreConfig {
+            url: format!("s3://{bucket}/fief"),
+            endpoint: Some(through.trim_end_matches('/').to_owned()),
+            region: "us-east-1".into(),
+            allow_http: true,
+            retry_timeout_ms: 1500,
+        });
+    })
+    .await;
+    let key = s.tenant("acme", "pool").await;
+    let model = |seed| fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], seed).to_onnx();
+    let input = json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]});
+    assert_eq!(
+        s.put_model(&key, "loaded", model(1)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        s.invoke(&key, "shared", "loaded", &input).await.status,
+        StatusCode::OK
+    );
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let mut uploads = Vec::new();
+    let mut served = 0;
+    let mut n = 0;
+    while cut_at.elapsed() < Duration::from_secs(10) {
+        n += 1;
+        let sent = Instant::now();
+        let up = s.put_model(&key, &format!("new-{n}"), model(n)).await;
+        uploads.push((up.status, sent.elapsed()));
+        let got = s.invoke(&key, "shared", "loaded", &input).await;
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "a loaded model stopped serving: {}",
+            got.text
+        );
+        served += 1;
+        if n == 2 {
+            let r = ready(&s).await;
+            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+            assert_ne!(r.json()["checks"]["object_store"], "ok", "{}", r.text);
+            assert_eq!(r.json()["checks"]["database"], "ok", "{}", r.text);
+        }
+    }
+    eprintln!(
+        "bucket away: {} uploads, slowest answer {:?}; {served} invocations served",
+        uploads.len(),
+        uploads.iter().map(|(_, t)| *t).max().unwrap()
+    );
+    for (status, took) in &uploads {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            *took < Duration::from_secs(2),
+            "an upload answered after {took:?}"
+        );
+    }
+    relay.restore();
+    let back = Instant::now();
+    loop {
+        let up = s.put_model(&key, "after", model(99)).await;
+        if up.status == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "{} {}",
+            up.status,
+            up.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "uploads accepted {:?} after the bucket returned",
+        back.elapsed()
+    );
+    assert_eq!(ready(&s).await.status, StatusCode::OK);
+    // No model of the outage exists half-written.
+    let listed = s
+        .send(s.data_req(&key, Method::GET, "/api/v1/models"))
+        .await;
+    assert!(!listed.text.contains("new-"), "{}", listed.text);
+}
