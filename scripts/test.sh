@@ -44,6 +44,11 @@ if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
     FIEF_TEST_STORE=postgres cargo test --locked --workspace \
         --test isolation --test identity --test knowledge --test proptest_isolation \
         --test hostile_catalogue --test islands --test lifecycle --test llm --test quotas --test metering "$@"
+    # The isolation suite and the property test once more, every gateway of
+    # them three replicas on one PostgreSQL and one bucket behind a
+    # per-request round-robin balancer (tests/common/mod.rs::behind_a_balancer).
+    FIEF_TEST_STORE=postgres FIEF_TEST_REPLICAS=3 cargo test --locked --workspace \
+        --test isolation --test proptest_isolation "$@"
 else
     echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
 fi

@@ -28,6 +28,46 @@ pub struct TestServer {
     pub admin_token: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// With `FIEF_TEST_REPLICAS`, the replicas after the first (which is
+    /// `running`, in `dir`) and the balancers `data` and `admin` name.
+    pub others: Vec<TestServer>,
+    balancers: Vec<fief_llm_mock::relay::Balancer>,
+}
+
+/// `FIEF_TEST_REPLICAS=N` (with `FIEF_TEST_STORE=postgres` and an
+/// S3-compatible server at `FIEF_TEST_S3_URL`): every gateway a suite
+/// starts is N replicas of one deployment (one database, one bucket, the
+/// same secrets) behind a per-request round-robin balancer, so the suite
+/// runs through it unchanged.
+fn replicas_wanted() -> usize {
+    std::env::var("FIEF_TEST_REPLICAS")
+        .ok()
+        .map_or(1, |n| n.parse().expect("FIEF_TEST_REPLICAS is a number"))
+}
+
+/// A new bucket on the test S3-compatible server, as `[object_store]`.
+async fn test_bucket() -> fief_config::ObjectStoreConfig {
+    let endpoint = std::env::var("FIEF_TEST_S3_URL").expect(
+        "FIEF_TEST_REPLICAS needs FIEF_TEST_S3_URL: replicas share model bytes in a bucket",
+    );
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("fief-replicas-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let made = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+    // moto takes any credentials; every gateway of the process reads these.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing-secret");
+    fief_config::ObjectStoreConfig {
+        url: format!("s3://{bucket}/fief"),
+        endpoint: Some(endpoint),
+        region: "us-east-1".into(),
+        allow_http: true,
+        retry_timeout_ms: 1500,
+    }
 }
 
 pub async fn spawn() -> TestServer {
@@ -84,6 +124,10 @@ async fn start_in(
     let mut config = Config::ephemeral(dir.path());
     config.postgres = pg.as_ref().map(|p| p.config.clone());
     tweak(&mut config);
+    let n = replicas_wanted();
+    if n > 1 {
+        return behind_a_balancer(n, dir, pg, secrets, config).await;
+    }
     let on_postgres = config.postgres.is_some();
     let running = fief_server::start(config, secrets).await.unwrap();
     assert_eq!(
@@ -101,6 +145,81 @@ async fn start_in(
         running: Some(running),
         pg,
         dir,
+        others: Vec::new(),
+        balancers: Vec::new(),
+    }
+}
+
+/// `n` replicas of `config` (the first in `dir`), a balancer in front of
+/// each plane.
+async fn behind_a_balancer(
+    n: usize,
+    dir: tempfile::TempDir,
+    pg: Option<std::sync::Arc<pg::TestPg>>,
+    mut secrets: fief_server::Secrets,
+    mut config: Config,
+) -> TestServer {
+    assert!(
+        config.postgres.is_some(),
+        "FIEF_TEST_REPLICAS needs FIEF_TEST_STORE=postgres"
+    );
+    if config.object_store.is_none() {
+        config.object_store = Some(test_bucket().await);
+    }
+    secrets
+        .master_key
+        .get_or_insert_with(|| hex::encode(rand::random::<[u8; 32]>()));
+    secrets
+        .admin_token
+        .get_or_insert_with(|| format!("adm-{:032x}", rand::random::<u128>()));
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let (d, mut c) = if i == 0 {
+            (None, config.clone())
+        } else {
+            let d = tempfile::tempdir().unwrap();
+            let mut c = config.clone();
+            c.data_dir = d.path().to_path_buf();
+            (Some(d), c)
+        };
+        c.postgres = config.postgres.clone();
+        let running = fief_server::start(c, secrets.clone()).await.unwrap();
+        replicas.push((d, running));
+    }
+    let lb = |addrs: Vec<SocketAddr>| async move {
+        fief_llm_mock::relay::Balancer::start(addrs).await.unwrap()
+    };
+    let data_lb = lb(replicas.iter().map(|(_, r)| r.data_addr).collect()).await;
+    let admin_lb = lb(replicas.iter().map(|(_, r)| r.admin_addr).collect()).await;
+    let mut replicas = replicas.into_iter();
+    let (_, first) = replicas.next().unwrap();
+    let others = replicas
+        .map(|(d, running)| TestServer {
+            data: format!("http://{}", running.data_addr),
+            admin: format!("http://{}", running.admin_addr),
+            data_addr: running.data_addr,
+            admin_addr: running.admin_addr,
+            admin_token: running.admin_token.clone(),
+            http: reqwest::Client::new(),
+            running: Some(running),
+            pg: pg.clone(),
+            dir: d.unwrap(),
+            others: Vec::new(),
+            balancers: Vec::new(),
+        })
+        .collect();
+    TestServer {
+        data: format!("http://{}", data_lb.addr),
+        admin: format!("http://{}", admin_lb.addr),
+        data_addr: data_lb.addr,
+        admin_addr: admin_lb.addr,
+        admin_token: first.admin_token.clone(),
+        http: reqwest::Client::new(),
+        running: Some(first),
+        pg,
+        dir,
+        others,
+        balancers: vec![data_lb, admin_lb],
     }
 }
 
