@@ -39,7 +39,7 @@ async fn forbid_listing(s: &TestServer, key: &str, id: &str) {
     assert!(put.status.is_success(), "{}", put.text);
 }
 
-async fn coherent(r: &[TestServer], bound: Duration) {
+async fn coherent(r: &[TestServer], bound: Duration, shared_bucket: bool) {
     let (one, two, three) = (&r[0], &r[1], &r[2]);
     let key = one.tenant("acme", "pool").await;
     let other = one.tenant("globex", "bridge").await;
@@ -122,6 +122,45 @@ async fn coherent(r: &[TestServer], bound: Duration) {
     })
     .await;
 
+    // A model replaced on replica 1 is served replaced by 2 and 3; deleted
+    // on 2, by neither 1 nor 3 (its bytes are in the shared bucket).
+    if shared_bucket {
+        let input = json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]});
+        let model = |seed| fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], seed).to_onnx();
+        assert_eq!(
+            one.put_model(&key, "m", model(1)).await.status,
+            StatusCode::CREATED
+        );
+        let first = one.invoke(&key, "shared", "m", &input).await.text;
+        for s in [two, three] {
+            within(bound, async || {
+                s.invoke(&key, "shared", "m", &input).await.text == first
+            })
+            .await;
+        }
+        assert!(one.put_model(&key, "m", model(2)).await.status.is_success());
+        let second = one.invoke(&key, "shared", "m", &input).await.text;
+        assert_ne!(first, second);
+        for s in [two, three] {
+            let took = within(bound, async || {
+                s.invoke(&key, "shared", "m", &input).await.text == second
+            })
+            .await;
+            eprintln!("model replacement seen in {took:?}");
+        }
+        let del = two
+            .send(two.data_req(&key, Method::DELETE, "/api/v1/models/m"))
+            .await;
+        assert!(del.status.is_success(), "{}", del.text);
+        for s in [one, three] {
+            let took = within(bound, async || {
+                s.invoke(&key, "shared", "m", &input).await.status == StatusCode::NOT_FOUND
+            })
+            .await;
+            eprintln!("model deletion seen in {took:?}");
+        }
+    }
+
     // Offboarding on replica 1: every replica refuses the tenant's key.
     let gone = one
         .send(one.admin_req(Method::DELETE, "/admin/v1/tenants/acme"))
@@ -138,7 +177,10 @@ async fn coherent(r: &[TestServer], bound: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_on_one_replica_takes_effect_on_the_others_within_a_second() {
+    let bucket = common::test_bucket().await;
+    let shared = bucket.is_some();
     let Some(r) = common::replicas(3, |c| {
+        c.object_store = bucket.clone();
         // A long timer: only the notification can be this fast.
         if let Some(pg) = c.postgres.as_mut() {
             pg.change_poll_ms = 30_000;
@@ -148,12 +190,15 @@ async fn a_change_on_one_replica_takes_effect_on_the_others_within_a_second() {
     else {
         return;
     };
-    coherent(&r, Duration::from_secs(1)).await;
+    coherent(&r, Duration::from_secs(1), shared).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_notifications_the_timer_bounds_staleness() {
+    let bucket = common::test_bucket().await;
+    let shared = bucket.is_some();
     let Some(r) = common::replicas(3, |c| {
+        c.object_store = bucket.clone();
         if let Some(pg) = c.postgres.as_mut() {
             pg.notifications = false;
             pg.change_poll_ms = 300;
@@ -164,7 +209,7 @@ async fn without_notifications_the_timer_bounds_staleness() {
         return;
     };
     // The bound is the timer plus one read of the log and one request.
-    coherent(&r, Duration::from_millis(600)).await;
+    coherent(&r, Duration::from_millis(600), shared).await;
 }
 
 async fn verify(s: &TestServer) -> serde_json::Value {
