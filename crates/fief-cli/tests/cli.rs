@@ -355,6 +355,86 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
     assert_eq!(first, second);
     assert!(first.contains("outputs"), "{first}");
 
+    // A silo tenant given a bucket of its own: its objects move there, out
+    // of the shared one; it keeps serving; the bucket stays its own until
+    // it is moved back, and offboarding empties it.
+    let (_, own) = s3_bucket().await.unwrap();
+    let own_store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&own)
+        .with_region("us-east-1")
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing-secret")
+        .build()
+        .unwrap();
+    let vault = common::create_tenant(&http, &admin, &token, "vault", Some("silo")).await;
+    let r = http
+        .put(format!("{data_url}/api/v1/models/m"))
+        .bearer_auth(&vault)
+        .header("content-type", "application/octet-stream")
+        .body(onnx.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let patch = |tenant: &str, body: serde_json::Value| {
+        http.patch(format!("{admin}/admin/v1/tenants/{tenant}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let r = patch("vault", serde_json::json!({"bucket": own}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let list_of = |store: &object_store::aws::AmazonS3, prefix: &str| {
+        let (store, prefix) = (store.clone(), object_store::path::Path::from(prefix));
+        async move {
+            use futures::TryStreamExt;
+            store
+                .list(Some(&prefix))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(list_of(&own_store, "tenants/vault").await.len(), 1);
+    assert!(list_of(&bucket_store, "prod/tenants/vault")
+        .await
+        .is_empty());
+    let served = http
+        .post(format!("{data_url}/endpoints/shared/invocations"))
+        .bearer_auth(&vault)
+        .header("x-amzn-sagemaker-target-model", "m")
+        .json(&serde_json::json!({"inputs": [[0.1, 0.2, 0.3, 0.4]]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(served, first, "the same model, from its own bucket");
+    for (tenant, body, status) in [
+        ("bucketed", serde_json::json!({"bucket": own}), 409),
+        ("vault", serde_json::json!({"tier": "pool"}), 409),
+        ("vault", serde_json::json!({"bucket": "Not_A_Bucket"}), 400),
+    ] {
+        let r = patch(tenant, body.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{body}: {}", r.text().await.unwrap());
+    }
+    let r = http
+        .delete(format!("{admin}/admin/v1/tenants/vault"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        list_of(&own_store, "tenants/vault").await.is_empty(),
+        "offboarding left objects"
+    );
+
     let r = http
         .delete(format!("{admin}/admin/v1/tenants/bucketed"))
         .bearer_auth(&token)

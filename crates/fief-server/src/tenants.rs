@@ -116,6 +116,10 @@ pub struct UpdateTenant {
     /// (`null`, back to the tier's default); `null` removes them all.
     #[serde(default, deserialize_with = "present")]
     pub quotas: Option<serde_json::Value>,
+    /// A silo tenant's own bucket for its objects; `null`: back to the
+    /// shared one. Its objects move with it.
+    #[serde(default, deserialize_with = "present")]
+    pub bucket: Option<Option<String>>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
@@ -134,11 +138,22 @@ pub async fn update(
     req: UpdateTenant,
 ) -> ApiResult<TenantRecord> {
     let id = tenant_id(raw)?;
-    if req.tier.is_none() && req.tags.is_none() && req.llm_models.is_none() && req.quotas.is_none()
+    if req.tier.is_none()
+        && req.tags.is_none()
+        && req.llm_models.is_none()
+        && req.quotas.is_none()
+        && req.bucket.is_none()
     {
         return Err(ApiError::Validation(
-            "nothing to update: give `tier`, `tags`, `llm_models` and/or `quotas`".into(),
+            "nothing to update: give `tier`, `tags`, `llm_models`, `quotas` and/or `bucket`".into(),
         ));
+    }
+    if let Some(Some(b)) = &req.bucket {
+        if !fief_config::is_bucket_name(b) {
+            return Err(ApiError::Validation(format!(
+                "bucket {b:?} is not a bucket name: 3 to 63 of a-z, 0-9, '-' and '.'"
+            )));
+        }
     }
     if let Some(Some(models)) = &req.llm_models {
         state
@@ -160,6 +175,10 @@ pub async fn update(
             patch,
         )?),
     };
+    // Back to the shared bucket before a tier change; into its own after.
+    if let Some(None) = &req.bucket {
+        state.store.set_tenant_bucket(&id, None).await?;
+    }
     let mut after = state
         .store
         .update_tenant(
@@ -171,6 +190,9 @@ pub async fn update(
         .await?;
     if let Some(q) = &quotas {
         after = state.store.set_tenant_quotas(&id, q.as_ref()).await?;
+    }
+    if let Some(Some(b)) = &req.bucket {
+        after = state.store.set_tenant_bucket(&id, Some(b)).await?;
     }
     state.placement.apply(&id, after.tier)?;
     if before.as_ref().is_some_and(|b| b.tier != after.tier) {
@@ -184,7 +206,7 @@ pub async fn update(
             Action::UpdateTenant,
             &resource,
             format!(
-                "tier {from} -> {}; tags set: {}; llm_models: {}; quotas: {}",
+                "tier {from} -> {}; tags set: {}; llm_models: {}; quotas: {}; bucket: {}",
                 after.tier,
                 req.tags.is_some(),
                 match &req.llm_models {
@@ -195,6 +217,11 @@ pub async fn update(
                 match &quotas {
                     None => "unchanged".to_owned(),
                     Some(q) => serde_json::to_string(q).unwrap_or_default(),
+                },
+                match &req.bucket {
+                    None => "unchanged".to_owned(),
+                    Some(None) => "the shared one".to_owned(),
+                    Some(Some(b)) => b.clone(),
                 }
             ),
         )

@@ -134,6 +134,11 @@ pub struct Store {
     /// Where each tenant's content lives, by tier.
     placement: Placement,
     objects: Arc<dyn ObjectStore>,
+    /// `[object_store]`, for silo tenants' own buckets (same endpoint,
+    /// region and credentials, another bucket).
+    objects_config: Option<fief_config::ObjectStoreConfig>,
+    /// Those buckets' clients, by bucket name.
+    own_buckets: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     objects_root: PathBuf,
     master: MasterKey,
     /// Unwrapped data keys of tenant incarnations in use; dropped (and
@@ -244,11 +249,14 @@ impl Store {
                 (main, Placement::Sqlite(sqlite))
             }
         };
+        let objects_config = objects.clone();
         let objects = open_objects(objects.as_ref(), &objects_root).await?;
         let store = Self {
             platform,
             placement,
             objects,
+            objects_config,
+            own_buckets: Mutex::new(HashMap::new()),
             objects_root,
             master,
             data_keys: Mutex::new(HashMap::new()),
@@ -339,6 +347,34 @@ impl Store {
         Ok(())
     }
 
+    /// Where `tenant`'s objects are: its own bucket, or the shared store.
+    pub(crate) async fn objects_of(&self, tenant: &TenantId) -> Result<Arc<dyn ObjectStore>> {
+        match self.tenant_state(tenant).await?.and_then(|s| s.bucket) {
+            Some(bucket) => self.own_bucket(&bucket),
+            None => Ok(self.objects.clone()),
+        }
+    }
+
+    /// The client of a silo tenant's own bucket (objects under
+    /// `tenants/{id}/` of it, as in the shared one).
+    pub(crate) fn own_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let Some(c) = &self.objects_config else {
+            return Err(StoreError::State(
+                "a tenant's own bucket needs [object_store] (an S3-compatible endpoint)".into(),
+            ));
+        };
+        let mut cached = self
+            .own_buckets
+            .lock()
+            .map_err(|_| StoreError::State("bucket clients lock poisoned".into()))?;
+        if let Some(b) = cached.get(bucket) {
+            return Ok(b.clone());
+        }
+        let client: Arc<dyn ObjectStore> = Arc::new(s3_client(c, bucket)?);
+        cached.insert(bucket.to_owned(), client.clone());
+        Ok(client)
+    }
+
     /// Readiness of the object store: a lookup of a name never written is
     /// answered (not found) by a reachable store.
     pub async fn ping_objects(&self) -> Result<()> {
@@ -401,22 +437,14 @@ fn live(expected: Option<&Incarnation>, current: &Incarnation) -> bool {
     expected.is_none_or(|e| e == current)
 }
 
-/// The object store: a bucket when configured (checked reachable now, so
-/// bad credentials stop start-up), else files under the data directory.
-async fn open_objects(
-    config: Option<&fief_config::ObjectStoreConfig>,
-    root: &Path,
-) -> Result<Arc<dyn ObjectStore>> {
-    let Some(c) = config else {
-        return Ok(Arc::new(
-            LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true),
-        ));
-    };
-    let (bucket, prefix) = c
-        .bucket_and_prefix()
-        .map_err(|e| StoreError::Config(e.to_string()))?;
+/// A client of `bucket` on the configured endpoint, with the deployment's
+/// credentials (from the environment).
+fn s3_client(
+    c: &fief_config::ObjectStoreConfig,
+    bucket: &str,
+) -> Result<object_store::aws::AmazonS3> {
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(&bucket)
+        .with_bucket_name(bucket)
         .with_region(&c.region)
         // Audit anchors are created, never replaced (If-None-Match).
         .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
@@ -439,7 +467,24 @@ async fn open_objects(
             .with_endpoint(e)
             .with_virtual_hosted_style_request(false);
     }
-    let s3 = builder.build()?;
+    Ok(builder.build()?)
+}
+
+/// The object store: a bucket when configured (checked reachable now, so
+/// bad credentials stop start-up), else files under the data directory.
+async fn open_objects(
+    config: Option<&fief_config::ObjectStoreConfig>,
+    root: &Path,
+) -> Result<Arc<dyn ObjectStore>> {
+    let Some(c) = config else {
+        return Ok(Arc::new(
+            LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true),
+        ));
+    };
+    let (bucket, prefix) = c
+        .bucket_and_prefix()
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    let s3 = s3_client(c, &bucket)?;
     let objects: Arc<dyn ObjectStore> = if prefix.is_empty() {
         Arc::new(s3)
     } else {

@@ -98,7 +98,8 @@ impl Store {
         let version = previous.as_ref().map_or(1, |p| p.version + 1);
         let sealed = key.seal(&seal_context(tenant, name, version), bytes)?;
         let path = object_path(tenant, name, version);
-        self.objects.put(&path, PutPayload::from(sealed)).await?;
+        let objects = self.objects_of(tenant).await?;
+        objects.put(&path, PutPayload::from(sealed)).await?;
 
         let now = now();
         let sha256 = hex::encode(Sha256::digest(bytes));
@@ -135,7 +136,7 @@ impl Store {
             Ok(1) => {}
             other => {
                 // Do not leave an orphaned object behind.
-                let _ = self.objects.delete(&path).await;
+                let _ = objects.delete(&path).await;
                 other?;
                 return Err(StoreError::Conflict(format!(
                     "a concurrent upload of model {name}"
@@ -144,10 +145,7 @@ impl Store {
         }
         if let Some(p) = &previous {
             // The old version's bytes are no longer referenced.
-            let _ = self
-                .objects
-                .delete(&object_path(tenant, name, p.version))
-                .await;
+            let _ = objects.delete(&object_path(tenant, name, p.version)).await;
         }
         self.model_changed(tenant, name).await;
         let record = select_model(&place, tenant, name)
@@ -250,7 +248,8 @@ impl Store {
             .await?;
         self.model_changed(scope.tenant(), name).await;
         if done == 1 {
-            self.objects
+            self.objects_of(scope.tenant())
+                .await?
                 .delete(&object_path(scope.tenant(), name, record.version))
                 .await?;
         }
@@ -265,7 +264,8 @@ impl Store {
     ) -> Result<Vec<u8>> {
         self.check_live(scope).await?;
         let path = object_path(scope.tenant(), &record.name, record.version);
-        let sealed = self.objects.get(&path).await?.bytes().await?;
+        let objects = self.objects_of(scope.tenant()).await?;
+        let sealed = objects.get(&path).await?.bytes().await?;
         self.open_model_bytes(scope, &record.name, record.version, &sealed)
             .await
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use rand::RngCore;
 use serde::Serialize;
@@ -46,6 +46,9 @@ pub struct TenantRecord {
     /// The operator's quota settings of the tenant; unset values are its
     /// tier's defaults.
     pub quotas: Option<QuotaSettings>,
+    /// A silo tenant's own bucket for its objects; `None`: the shared one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
 }
 
 /// Platform tables with rows keyed by `tenant_id` that offboarding deletes
@@ -73,9 +76,11 @@ pub(crate) struct TenantState {
     pub subject_quotas: Arc<HashMap<String, Limits>>,
     /// Its tags now (usage events keep them as they were at each request).
     pub tags: Arc<Tags>,
+    /// Its own bucket, if it has one.
+    pub bucket: Option<String>,
 }
 
-const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models, quotas";
+const COLUMNS: &str = "id, incarnation, tier, tags, status, created_at, llm_models, quotas, bucket";
 
 pub(crate) fn quotas(row: &Row) -> Result<Option<QuotaSettings>> {
     let raw: Option<String> = row.get("quotas")?;
@@ -120,6 +125,7 @@ fn from_row(row: &Row) -> Result<TenantRecord> {
         created_at: row.get("created_at")?,
         llm_models: llm_models(row)?,
         quotas: quotas(row)?,
+        bucket: row.get("bucket")?,
     })
 }
 
@@ -199,6 +205,7 @@ impl Store {
             created_at,
             llm_models: None,
             quotas: None,
+            bucket: None,
         };
         Ok((record, key))
     }
@@ -230,6 +237,12 @@ impl Store {
             Some(to) if to != before.tier => Some((before.tier, to)),
             _ => None,
         };
+        if let (Some(_), Some(bucket)) = (moving, &before.bucket) {
+            return Err(StoreError::State(format!(
+                "tenant {id} keeps its objects in its own bucket {bucket}: move them back first \
+                 (PATCH {{\"bucket\": null}}), then change its tier"
+            )));
+        }
         if let Some((from, to)) = moving {
             // A leftover copy from an interrupted move goes first.
             self.placement.drop_tenant(id, to).await?;
@@ -270,6 +283,68 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))
     }
 
+    /// Gives a silo tenant a bucket of its own (`None`: back to the shared
+    /// one). Its objects are copied to the new bucket before the switch and
+    /// removed from the old after it, under the tenant's move lock, so no
+    /// upload or read of it runs meanwhile and an interruption leaves a
+    /// copy, never a loss.
+    pub async fn set_tenant_bucket(
+        &self,
+        id: &TenantId,
+        bucket: Option<&str>,
+    ) -> Result<TenantRecord> {
+        let _moving = self.move_lock(id)?.write_owned().await;
+        let before = self
+            .get_tenant(id)
+            .await?
+            .filter(|t| t.status == TenantStatus::Active)
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))?;
+        if bucket.is_some() && before.tier != Tier::Silo {
+            return Err(StoreError::State(format!(
+                "a bucket of its own is for silo tenants; tenant {id} is {}",
+                before.tier
+            )));
+        }
+        if before.bucket.as_deref() == bucket {
+            return Ok(before);
+        }
+        let from = self.objects_of(id).await?;
+        let to = match bucket {
+            Some(b) => {
+                let to = self.own_bucket(b)?;
+                // Reachable and listable with the deployment's credentials.
+                let probe = ObjectPath::from("tenants");
+                if let Some(Err(e)) = to.list(Some(&probe)).next().await {
+                    return Err(StoreError::State(format!(
+                        "bucket {b} cannot be listed: {e}"
+                    )));
+                }
+                to
+            }
+            None => self.objects.clone(),
+        };
+        let prefix = ObjectPath::from(format!("tenants/{id}"));
+        let objects: Vec<_> = from.list(Some(&prefix)).try_collect().await?;
+        for meta in &objects {
+            let bytes = from.get(&meta.location).await?.bytes().await?;
+            to.put(&meta.location, object_store::PutPayload::from(bytes))
+                .await?;
+        }
+        q("UPDATE tenants SET bucket = $1 WHERE id = $2 AND incarnation = $3 AND status = 'active'")
+            .bind(bucket)
+            .bind(id.as_str())
+            .bind(before.incarnation.as_str())
+            .exec(&self.platform)
+            .await?;
+        self.changed(id);
+        for meta in &objects {
+            from.delete(&meta.location).await?;
+        }
+        self.get_tenant(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))
+    }
+
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
         let rows = q(format!("SELECT {COLUMNS} FROM tenants ORDER BY id"))
             .all(&self.platform)
@@ -293,8 +368,8 @@ impl Store {
         }
         let epoch = self.directory.epoch();
         let row = q(
-            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models, quotas, tags
-             FROM tenants WHERE id = $1",
+            "SELECT tier, status, incarnation, created_ms, reused_after_ms, llm_models, quotas, tags,
+             bucket FROM tenants WHERE id = $1",
         )
         .bind(id.as_str())
         .opt(&self.platform)
@@ -318,6 +393,7 @@ impl Store {
                 let raw: String = row.get("tags")?;
                 serde_json::from_str(&raw).map_err(|e| corrupt("tags", &e))?
             }),
+            bucket: row.get("bucket")?,
         };
         self.directory.keep_tenant(epoch, id, state.clone());
         Ok(Some(state))
@@ -388,9 +464,10 @@ impl Store {
             self.placement.drop_tenant(tenant, tier).await?;
         }
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
-        let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        let store = self.objects_of(tenant).await?;
+        let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
         for meta in objects {
-            self.objects.delete(&meta.location).await?;
+            store.delete(&meta.location).await?;
         }
         // Empty directories are not objects, but leave no trace of the tenant.
         let dir = self.objects_root.join("tenants").join(tenant.as_str());
@@ -468,7 +545,12 @@ impl Store {
         }
         found.extend(self.placement.residue(tenant).await?);
         let prefix = ObjectPath::from(format!("tenants/{tenant}"));
-        let objects: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        let objects: Vec<_> = self
+            .objects_of(tenant)
+            .await?
+            .list(Some(&prefix))
+            .try_collect()
+            .await?;
         found.extend(objects.iter().map(|o| format!("object {}", o.location)));
         Ok(found)
     }
