@@ -284,20 +284,35 @@ async fn healthz() -> Json<serde_json::Value> {
 /// (when quotas count there) and the object store, each within 2 s. The
 /// answer names each check, so a load balancer's log says what is away.
 async fn readyz(State(state): State<SharedState>) -> Response {
-    async fn check(f: impl std::future::Future<Output = Result<(), String>>) -> serde_json::Value {
+    // The answer says what is away; why (host names, driver messages) goes
+    // to the log only: readiness is asked without a credential.
+    async fn check(
+        what: &str,
+        f: impl std::future::Future<Output = Result<(), String>>,
+    ) -> serde_json::Value {
         match tokio::time::timeout(Duration::from_secs(2), f).await {
             Ok(Ok(())) => json!("ok"),
-            Ok(Err(e)) => json!(e),
-            Err(_) => json!("no answer within 2 s"),
+            Ok(Err(e)) => {
+                tracing::warn!("not ready: {what}: {e}");
+                json!("unavailable")
+            }
+            Err(_) => {
+                tracing::warn!("not ready: {what} did not answer within 2 s");
+                json!("no answer within 2 s")
+            }
         }
     }
     let store = &state.store;
     let (database, objects, redis) = tokio::join!(
-        check(async { store.ping().await.map_err(|e| e.to_string()) }),
-        check(async { store.ping_objects().await.map_err(|e| e.to_string()) }),
+        check("database", async {
+            store.ping().await.map_err(|e| e.to_string())
+        }),
+        check("object store", async {
+            store.ping_objects().await.map_err(|e| e.to_string())
+        }),
         async {
             if state.quota.shared() {
-                check(state.quota.ping()).await
+                check("redis", state.quota.ping()).await
             } else {
                 json!("not configured")
             }
