@@ -42,6 +42,11 @@ impl Relay {
                 let mut open = o.lock().unwrap_or_else(PoisonError::into_inner);
                 open.retain(|h| !h.is_finished());
                 open.push(task.abort_handle());
+                // A cut between the check above and the push: `cut` drained
+                // the list before this entry was in it, so end it here.
+                if c.load(Ordering::SeqCst) {
+                    task.abort();
+                }
             }
         })
         .abort_handle();

@@ -178,6 +178,7 @@ impl From<StoreError> for ApiError {
             StoreError::TenantGone(_) => ApiError::Unauthenticated(
                 "invalid, revoked or unknown credential: its tenant is no longer active".into(),
             ),
+            StoreError::Moving(_) => ApiError::Unavailable(e.to_string()),
             // The detail (host names, driver messages) is the operator's.
             e if e.is_unreachable() => {
                 tracing::warn!("storage unreachable: {e}");

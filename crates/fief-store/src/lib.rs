@@ -98,6 +98,10 @@ pub enum StoreError {
     /// active (offboarded, or the id now names a later tenant).
     #[error("tenant {0} is no longer active")]
     TenantGone(String),
+    /// The tenant moved to another tier while this request ran; a retry
+    /// finds it in its new place.
+    #[error("tenant {0} is moving to another tier; retry")]
+    Moving(String),
     #[error("data directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -310,7 +314,14 @@ impl Store {
             .await?
             .filter(|s| s.status == Status::Active && live(incarnation, &s.incarnation))
             .ok_or_else(|| StoreError::TenantGone(tenant.to_string()))?;
-        let place = self.placement.place(tenant, state.tier).await?;
+        let mut place = self.placement.place(tenant, state.tier).await?;
+        if let Db::Pg(_) = &self.platform {
+            let own_database = state.tier == fief_core::Tier::Silo;
+            place.fence = Some(placement::Fence {
+                tier: state.tier,
+                platform: own_database.then(|| self.platform.clone()),
+            });
+        }
         Ok(Placed {
             place,
             _moving: moving,

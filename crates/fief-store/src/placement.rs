@@ -222,7 +222,24 @@ fn ident(tenant: &TenantId) -> String {
 pub(crate) struct Place {
     pub db: Db,
     prefix: String,
+    /// Set on the places the store hands to requests on PostgreSQL (never
+    /// on placement's own: copies, drops, residue): every transaction
+    /// takes the tenant's move lock shared in this database, then checks
+    /// that the tenant still is `tier` and active, so a replica that has
+    /// not yet heard of a move or an offboarding cannot write where the
+    /// mover is copying from or dropping.
+    pub fence: Option<Fence>,
 }
+
+#[derive(Clone)]
+pub(crate) struct Fence {
+    pub tier: Tier,
+    /// The platform database, when it is not this place's (a silo's).
+    pub platform: Option<Db>,
+}
+
+/// The advisory lock class of a tenant's move (the key is its id's hash).
+const MOVE_LOCK: i32 = 4_607_737;
 
 impl Place {
     /// The name of content table `table` here.
@@ -248,6 +265,30 @@ impl Place {
                 .bind(tenant.as_str())
                 .exec(&mut tx)
                 .await?;
+        }
+        if let Some(fence) = &self.fence {
+            q(format!(
+                "SELECT pg_advisory_xact_lock_shared({MOVE_LOCK}, hashtext($1))"
+            ))
+            .bind(tenant.as_str())
+            .exec(&mut tx)
+            .await?;
+            // A new statement, so a snapshot taken after the lock: a move
+            // that held it has committed its tier by now.
+            let check =
+                q("SELECT tier FROM fief_platform.tenants WHERE id = $1 AND status = 'active'")
+                    .bind(tenant.as_str());
+            let row = match &fence.platform {
+                Some(platform) => check.opt(platform).await?,
+                None => check.opt(&mut tx).await?,
+            };
+            let Some(row) = row else {
+                return Err(StoreError::TenantGone(tenant.to_string()));
+            };
+            let tier: String = row.get("tier")?;
+            if tier != fence.tier.as_str() {
+                return Err(StoreError::Moving(tenant.to_string()));
+            }
         }
         Ok(tx)
     }
@@ -359,10 +400,20 @@ impl Placement {
     /// Copies every content row of `tenant` from one tier's place to
     /// another's. Sealed values move as they are: seals bind tenant and
     /// address, not placement.
-    pub async fn copy(&self, tenant: &TenantId, from: Tier, to: Tier) -> Result<()> {
+    pub async fn copy(&self, tenant: &TenantId, from: Tier, to: Tier) -> Result<Tx> {
         let src = self.place(tenant, from).await?;
         let dst = self.place(tenant, to).await?;
         let mut read = src.begin(tenant).await?;
+        if matches!(src.db, Db::Pg(_)) {
+            // Every replica's requests wait here, and after the switch find
+            // the tier changed (see `Place::fence`).
+            q(format!(
+                "SELECT pg_advisory_xact_lock({MOVE_LOCK}, hashtext($1))"
+            ))
+            .bind(tenant.as_str())
+            .exec(&mut read)
+            .await?;
+        }
         let mut write = dst.begin(tenant).await?;
         for (table, columns) in CONTENT {
             let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
@@ -389,8 +440,9 @@ impl Placement {
                 stmt.exec(&mut write).await?;
             }
         }
-        read.commit().await?;
-        write.commit().await
+        write.commit().await?;
+        // Held by the caller until the tier has switched.
+        Ok(read)
     }
 }
 
@@ -542,6 +594,7 @@ impl SqlitePlacement {
     async fn place(&self, tenant: &TenantId, tier: Tier) -> Result<Place> {
         match tier {
             Tier::Pool => Ok(Place {
+                fence: None,
                 db: self.main.clone(),
                 prefix: String::new(),
             }),
@@ -556,6 +609,7 @@ impl SqlitePlacement {
                     }
                 }
                 Ok(Place {
+                    fence: None,
                     db: self.main.clone(),
                     prefix,
                 })
@@ -563,6 +617,7 @@ impl SqlitePlacement {
             Tier::Silo => {
                 if let Some(db) = self.silos.lock().ok().and_then(|m| m.get(tenant).cloned()) {
                     return Ok(Place {
+                        fence: None,
                         db,
                         prefix: String::new(),
                     });
@@ -583,6 +638,7 @@ impl SqlitePlacement {
                     .lock()
                     .map_err(|_| StoreError::Corrupt("silo file registry poisoned".into()))?;
                 Ok(Place {
+                    fence: None,
                     db: silos.entry(tenant.clone()).or_insert(db).clone(),
                     prefix: String::new(),
                 })
@@ -969,6 +1025,7 @@ impl PgPlacement {
     async fn place(&self, tenant: &TenantId, tier: Tier) -> Result<Place> {
         match tier {
             Tier::Pool => Ok(Place {
+                fence: None,
                 db: self.runtime.clone(),
                 prefix: "fief_pool.".into(),
             }),
@@ -982,6 +1039,7 @@ impl PgPlacement {
                     }
                 }
                 Ok(Place {
+                    fence: None,
                     db: self.runtime.clone(),
                     prefix: format!("{schema}."),
                 })
@@ -989,6 +1047,7 @@ impl PgPlacement {
             Tier::Silo => {
                 let cached = || self.silos.lock().ok().and_then(|m| m.get(tenant).cloned());
                 let silo = |db| Place {
+                    fence: None,
                     db,
                     prefix: "fief_silo.".into(),
                 };
@@ -1068,6 +1127,7 @@ impl PgPlacement {
     async fn residue(&self, tenant: &TenantId) -> Result<Vec<String>> {
         let mut found = Vec::new();
         let admin = Place {
+            fence: None,
             db: Db::Pg(self.admin.clone()),
             prefix: "fief_pool.".into(),
         };

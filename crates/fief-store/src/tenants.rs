@@ -243,11 +243,15 @@ impl Store {
                  (PATCH {{\"bucket\": null}}), then change its tier"
             )));
         }
-        if let Some((from, to)) = moving {
+        if let Some((_, to)) = moving {
             // A leftover copy from an interrupted move goes first.
             self.placement.drop_tenant(id, to).await?;
-            self.placement.copy(id, from, to).await?;
         }
+        // Every replica's requests of the tenant wait while this is held.
+        let fenced = match moving {
+            Some((from, to)) => Some(self.placement.copy(id, from, to).await?),
+            None => None,
+        };
         let done = q(
             "UPDATE tenants SET tier = COALESCE($1, tier), tags = COALESCE($2, tags)
              WHERE id = $3 AND incarnation = $4 AND status = 'active'",
@@ -272,6 +276,9 @@ impl Store {
             .await?;
         }
         self.changed(id);
+        if let Some(read) = fenced {
+            read.commit().await?;
+        }
         if done == 0 {
             return Err(StoreError::NotFound(format!("tenant {id}")));
         }

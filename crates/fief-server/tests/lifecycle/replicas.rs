@@ -324,3 +324,98 @@ async fn replicas_share_one_audit_chain_that_a_replica_cannot_rewrite() {
         "{why}"
     );
 }
+
+/// Tier changes on one replica while another writes: every write the
+/// writer's replica acknowledged is in the tenant's new place (the move
+/// holds the tenant's lock in the database across the copy and the switch;
+/// a write that finds the tier changed under it is a 503 to retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tier_change_on_one_replica_loses_no_write_acknowledged_by_another() {
+    let Some(r) = common::replicas(2, |_| {}).await else {
+        return;
+    };
+    let (mover, writer) = (&r[0], &r[1]);
+    let key = mover.tenant("moving", "pool").await;
+    // Enough rows that each copy takes a while.
+    for i in 0..300 {
+        let put = writer
+            .send(
+                writer
+                    .data_req(
+                        &key,
+                        Method::PUT,
+                        &format!("/api/v1/tables/t/items/seed-{i}"),
+                    )
+                    .json(&json!({"i": i})),
+            )
+            .await;
+        assert!(put.status.is_success(), "{}", put.text);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (http, url, key, stop, acked) = (
+            writer.http.clone(),
+            writer.data.clone(),
+            key.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            let mut retried = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let item = format!("w-{n}");
+                let status = http
+                    .put(format!("{url}/api/v1/tables/t/items/{item}"))
+                    .bearer_auth(&key)
+                    .json(&json!({"n": n}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                match status.as_u16() {
+                    200 | 201 => acked.lock().unwrap().push(item),
+                    503 => retried += 1,
+                    other => panic!("{item}: {other}"),
+                }
+            }
+            retried
+        })
+    };
+    for tier in ["silo", "bridge", "pool", "silo"] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let moved = mover
+            .send(
+                mover
+                    .admin_req(Method::PATCH, "/admin/v1/tenants/moving")
+                    .json(&json!({ "tier": tier })),
+            )
+            .await;
+        assert!(moved.status.is_success(), "to {tier}: {}", moved.text);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let retried = load.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged across four moves, {retried} refused to retry",
+        acked.len()
+    );
+    assert!(acked.len() > 20, "too few writes ran");
+    for item in acked
+        .iter()
+        .chain(&(0..300).map(|i| format!("seed-{i}")).collect::<Vec<_>>())
+    {
+        let got = mover
+            .send(mover.data_req(&key, Method::GET, &format!("/api/v1/tables/t/items/{item}")))
+            .await;
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "acknowledged {item} lost in a move: {}",
+            got.text
+        );
+    }
+}
