@@ -115,6 +115,14 @@ impl StoreError {
     /// row is not this.
     pub fn is_unreachable(&self) -> bool {
         match self {
+            StoreError::Db(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                // The server shut the connection, or the place is gone: a
+                // tenant's schema or database dropped by a move or an
+                // offboarding another replica made (the retry reads the
+                // new place).
+                Some("57P01" | "57P02" | "57P03" | "3D000" | "3F000" | "42P01")
+            ),
             StoreError::Db(e) => matches!(
                 e,
                 sqlx::Error::Io(_)

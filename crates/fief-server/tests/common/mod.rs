@@ -36,9 +36,10 @@ pub struct TestServer {
 
 /// `FIEF_TEST_REPLICAS=N` (with `FIEF_TEST_STORE=postgres` and an
 /// S3-compatible server at `FIEF_TEST_S3_URL`): every gateway a suite
-/// starts is N replicas of one deployment (one database, one bucket, the
-/// same secrets) behind a per-request round-robin balancer, so the suite
-/// runs through it unchanged.
+/// starts is N replicas of one deployment (one database, one bucket, one
+/// Redis when `FIEF_TEST_REDIS_URL` names one, the same secrets) behind a
+/// per-request round-robin balancer, so the suite runs through it
+/// unchanged.
 fn replicas_wanted() -> usize {
     std::env::var("FIEF_TEST_REPLICAS")
         .ok()
@@ -169,6 +170,16 @@ async fn behind_a_balancer(
         config.postgres.is_some(),
         "FIEF_TEST_REPLICAS needs FIEF_TEST_STORE=postgres"
     );
+    // The deployment's quota counters in Redis, as replicas share them.
+    if config.redis.is_none() {
+        if let Ok(url) = std::env::var("FIEF_TEST_REDIS_URL") {
+            config.redis = Some(fief_config::RedisConfig {
+                url,
+                timeout_ms: 500,
+                connections: 4,
+            });
+        }
+    }
     if config.object_store.is_none() {
         config.object_store = Some(test_bucket().await.expect(
             "FIEF_TEST_REPLICAS needs FIEF_TEST_S3_URL: replicas share model bytes in a bucket",
