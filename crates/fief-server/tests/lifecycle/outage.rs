@@ -165,38 +165,21 @@ async fn postgres_away_for_ten_seconds_is_503_within_2s_and_served_within_5s_of_
 /// `scripts/test.sh`'s (`FIEF_TEST_S3_URL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bucket_away_is_503_within_2s_while_loaded_models_keep_serving() {
-    let Ok(endpoint) = std::env::var("FIEF_TEST_S3_URL") else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "FIEF_TEST_S3_URL is not set (CI needs the S3 tests)"
-        );
+    let Some(mut bucket) = common::test_bucket().await else {
         eprintln!("SKIP: FIEF_TEST_S3_URL is not set");
         return;
     };
-    let endpoint = endpoint.trim_end_matches('/').to_owned();
-    let bucket = format!("fief-outage-{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let made = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(made.status().is_success());
-    // moto takes any credentials; the gateway reads them from here.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing-secret");
+    let endpoint = bucket.endpoint.clone().unwrap();
     let relay = cut::Relay::start(vec![cut::addr_of(&endpoint)])
         .await
         .unwrap();
-    let through = cut::through(&endpoint, relay.addr);
+    bucket.endpoint = Some(
+        cut::through(&endpoint, relay.addr)
+            .trim_end_matches('/')
+            .to_owned(),
+    );
     let s = common::spawn_with(move |c| {
-        c.object_store = Some(fief_config::ObjectStoreConfig {
-            url: format!("s3://{bucket}/fief"),
-            endpoint: Some(through.trim_end_matches('/').to_owned()),
-            region: "us-east-1".into(),
-            allow_http: true,
-            retry_timeout_ms: 1500,
-        });
+        c.object_store = Some(bucket);
     })
     .await;
     let key = s.tenant("acme", "pool").await;
