@@ -1292,17 +1292,7 @@ mod replicas {
         );
         // Every replica's decisions are in one chain in the database, which
         // the CLI has verified there (anchored first, so against the anchor).
-        let cli = |args: &[&str]| {
-            let out = super::common::fief()
-                .args(args)
-                .args(["--admin-url", &admin, "--admin-token", token])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "fief {args:?}: {text}");
-            text
-        };
+        let cli = |args: &[&str]| super::common::as_operator(&admin, token, args);
         let anchored = cli(&["audit", "anchor"]);
         assert!(anchored.contains("\"seq\""), "{anchored}");
         let verified = cli(&["audit", "verify", "--server"]);

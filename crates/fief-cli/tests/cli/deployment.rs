@@ -374,17 +374,7 @@ async fn three_replicas_behind_a_balancer_keep_isolation_coherence_and_acknowled
     // The shared chain verifies (every replica's decisions, the killed
     // one's included), and the killed replica, restarted, serves.
     // Anchored in the bucket first (objects created once, never replaced).
-    let cli = |args: &[&str]| {
-        let out = common::fief()
-            .args(args)
-            .args(["--admin-url", &admin, "--admin-token", TOKEN])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "fief {args:?}: {text}");
-        text
-    };
+    let cli = |args: &[&str]| common::as_operator(&admin, TOKEN, args);
     for _ in 0..2 {
         let anchored = cli(&["audit", "anchor"]);
         assert!(anchored.contains("\"seq\""), "{anchored}");

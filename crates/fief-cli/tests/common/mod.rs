@@ -16,6 +16,20 @@ pub fn fief() -> Command {
     c
 }
 
+/// `fief ARGS` as the operator of the gateway at `admin`: what it printed
+/// (stdout then stderr); it must succeed.
+pub fn as_operator(admin: &str, token: &str, args: &[&str]) -> String {
+    let out = fief()
+        .args(args)
+        .args(["--admin-url", admin, "--admin-token", token])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fief {args:?}: {text}");
+    text
+}
+
 /// `fief serve` on ephemeral loopback ports over `data_dir`, as the README
 /// starts it: (the process, data URL, admin URL, admin token).
 pub fn serve(data_dir: &Path) -> (Child, String, String, String) {
