@@ -226,6 +226,34 @@ fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
     again.wait().unwrap();
 }
 
+/// A client of `bucket` on the test S3-compatible server (moto takes any
+/// credentials).
+fn bucket_client(endpoint: &str, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing-secret")
+        .build()
+        .unwrap()
+}
+
+/// The objects under `prefix` of `store`.
+async fn listed(
+    store: &object_store::aws::AmazonS3,
+    prefix: &str,
+) -> Vec<object_store::ObjectMeta> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    store
+        .list(Some(&object_store::path::Path::from(prefix)))
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// A new bucket on `scripts/test.sh`'s S3-compatible server: (endpoint,
 /// bucket), or `None` (a skip, refused under CI) without one.
 async fn s3_bucket() -> Option<(String, String)> {
@@ -301,29 +329,8 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
         .await
         .unwrap();
 
-    let bucket_store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&bucket)
-        .with_region("us-east-1")
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing-secret")
-        .build()
-        .unwrap();
-    let prefix = object_store::path::Path::from("prod/tenants/bucketed");
-    let listed = |store: &object_store::aws::AmazonS3| {
-        let store = store.clone();
-        let prefix = prefix.clone();
-        async move {
-            use futures::TryStreamExt;
-            store
-                .list(Some(&prefix))
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-        }
-    };
-    let objects = listed(&bucket_store).await;
+    let bucket_store = bucket_client(&endpoint, &bucket);
+    let objects = listed(&bucket_store, "prod/tenants/bucketed").await;
     assert_eq!(objects.len(), 1, "{objects:?}");
     let sealed = bucket_store
         .get(&objects[0].location)
@@ -359,15 +366,7 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
     // of the shared one; it keeps serving; the bucket stays its own until
     // it is moved back, and offboarding empties it.
     let (_, own) = s3_bucket().await.unwrap();
-    let own_store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&own)
-        .with_region("us-east-1")
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing-secret")
-        .build()
-        .unwrap();
+    let own_store = bucket_client(&endpoint, &own);
     let vault = common::create_tenant(&http, &admin, &token, "vault", Some("silo")).await;
     let r = http
         .put(format!("{data_url}/api/v1/models/m"))
@@ -388,21 +387,8 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let list_of = |store: &object_store::aws::AmazonS3, prefix: &str| {
-        let (store, prefix) = (store.clone(), object_store::path::Path::from(prefix));
-        async move {
-            use futures::TryStreamExt;
-            store
-                .list(Some(&prefix))
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(list_of(&own_store, "tenants/vault").await.len(), 1);
-    assert!(list_of(&bucket_store, "prod/tenants/vault")
-        .await
-        .is_empty());
+    assert_eq!(listed(&own_store, "tenants/vault").await.len(), 1);
+    assert!(listed(&bucket_store, "prod/tenants/vault").await.is_empty());
     let served = http
         .post(format!("{data_url}/endpoints/shared/invocations"))
         .bearer_auth(&vault)
@@ -431,7 +417,7 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert!(
-        list_of(&own_store, "tenants/vault").await.is_empty(),
+        listed(&own_store, "tenants/vault").await.is_empty(),
         "offboarding left objects"
     );
 
@@ -443,7 +429,9 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert!(
-        listed(&bucket_store).await.is_empty(),
+        listed(&bucket_store, "prod/tenants/bucketed")
+            .await
+            .is_empty(),
         "offboarding left objects"
     );
     again.kill().unwrap();

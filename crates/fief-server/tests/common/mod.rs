@@ -142,6 +142,15 @@ async fn start_in(
         !on_postgres,
         "rows go to exactly one backend"
     );
+    direct(running, dir, pg)
+}
+
+/// A client of one running gateway, addressed directly.
+fn direct(
+    running: fief_server::Running,
+    dir: tempfile::TempDir,
+    pg: Option<std::sync::Arc<pg::TestPg>>,
+) -> TestServer {
     TestServer {
         data: format!("http://{}", running.data_addr),
         admin: format!("http://{}", running.admin_addr),
@@ -213,19 +222,7 @@ async fn behind_a_balancer(
     let mut replicas = replicas.into_iter();
     let (_, first) = replicas.next().unwrap();
     let others = replicas
-        .map(|(d, running)| TestServer {
-            data: format!("http://{}", running.data_addr),
-            admin: format!("http://{}", running.admin_addr),
-            data_addr: running.data_addr,
-            admin_addr: running.admin_addr,
-            admin_token: running.admin_token.clone(),
-            http: reqwest::Client::new(),
-            running: Some(running),
-            pg: pg.clone(),
-            dir: d.unwrap(),
-            others: Vec::new(),
-            balancers: Vec::new(),
-        })
+        .map(|(d, running)| direct(running, d.unwrap(), pg.clone()))
         .collect();
     TestServer {
         data: format!("http://{}", data_lb.addr),
