@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod unknown;
+
 mod llm;
 mod logs;
 mod metering;
@@ -36,6 +38,15 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Every unknown key of the file, each with its line.
+    #[error("config file {path}: {} unknown key(s):\n  {}", keys.len(), keys.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    UnknownKeys {
+        path: String,
+        keys: Vec<unknown::UnknownKey>,
+    },
+    /// More than one environment variable was wrong; each is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 /// Environment variables that are not config keys: secrets and client settings.
@@ -46,6 +57,7 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     "CONFIG",
     "DATA_URL",
     "ADMIN_URL",
+    "OUTPUT",
     "LOG",
     "EMBEDDER_DIR",
 ];
@@ -443,6 +455,13 @@ impl Config {
                     path: path.display().to_string(),
                     message: e.to_string(),
                 })?;
+                let keys = unknown::find::<Config>(&text, &table);
+                if !keys.is_empty() {
+                    return Err(ConfigError::UnknownKeys {
+                        path: path.display().to_string(),
+                        keys,
+                    });
+                }
                 (table, path.display().to_string())
             }
             None => (toml::Table::new(), "(defaults)".to_owned()),
@@ -456,6 +475,8 @@ impl Config {
             .cloned()
             .collect();
         env.sort();
+        // Each variable is checked on its own, so each wrong one is named.
+        let mut wrong = Vec::new();
         for (var, value) in env {
             let key = &var["FIEF_".len()..];
             if NOT_CONFIG_KEYS.contains(&key)
@@ -464,14 +485,23 @@ impl Config {
                 continue;
             }
             let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
-            set_path(&mut table, &path, env_value(&value));
-            Self::from_table(table.clone(), &var).map_err(|e| ConfigError::Env {
-                var: var.clone(),
-                message: match e {
-                    ConfigError::Parse { message, .. } => message,
-                    other => other.to_string(),
-                },
-            })?;
+            let mut with = table.clone();
+            set_path(&mut with, &path, env_value(&value));
+            match Self::from_table(with.clone(), &var) {
+                Ok(_) => table = with,
+                Err(e) => wrong.push(ConfigError::Env {
+                    var: var.clone(),
+                    message: match e {
+                        ConfigError::Parse { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                }),
+            }
+        }
+        match wrong.len() {
+            0 => {}
+            1 => return Err(wrong.remove(0)),
+            _ => return Err(ConfigError::Several(wrong)),
         }
         let mut config = Self::from_table(table, &source)?;
         if let Some(d) = &overrides.data_dir {
@@ -758,6 +788,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_unknown_key_is_named_with_its_line_and_a_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fief.toml");
+        std::fs::write(
+            &file,
+            "listn = \"127.0.0.1:1\"\n\n[models]\ncache_byts = 5\n\n[[llm.upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/v1\"\nmodels = [{ id = \"m\" }]\nnme = \"x\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 unknown key(s)"), "{e}");
+        assert!(
+            e.contains("line 1: unknown key `listn`; did you mean `listen`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("line 4: unknown key `models.cache_byts`; did you mean `cache_bytes`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("line 10: unknown key `llm.upstreams[0].nme`; did you mean `name`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_wrong_environment_variable_is_named() {
+        let e = Config::load(
+            None,
+            env(&[("FIEF_LISTN", "1.2.3.4:5"), ("FIEF_MAX_BODY_BYTE", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("FIEF_LISTN") && e.contains("FIEF_MAX_BODY_BYTE"),
+            "{e}"
+        );
     }
 
     #[test]

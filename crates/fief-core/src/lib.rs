@@ -2,6 +2,7 @@
 //! resource addressing. Pure and synchronous; no I/O.
 
 pub mod civil;
+pub mod words;
 
 use std::fmt;
 use std::str::FromStr;
