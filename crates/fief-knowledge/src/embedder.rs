@@ -121,8 +121,15 @@ impl Embedder {
         }
     }
 
+    /// A tenant is told what it can act on; the operator's log says why
+    /// and how to fix it (paths and commands are the operator's business).
     fn missing(why: &str) -> KnowledgeError {
-        KnowledgeError::Unavailable(format!("the embedder is not available: {why}"))
+        tracing::warn!("a knowledge-base request was refused: {why}");
+        KnowledgeError::Unavailable(
+            "knowledge bases cannot embed on this deployment: its embedder is not installed; \
+             ask the operator (the server log says how to install it), then retry"
+                .into(),
+        )
     }
 
     /// Embeds `texts`; each vector is unit length and of `dimensions()`.

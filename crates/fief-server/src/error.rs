@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// `If-Match` / `If-None-Match` did not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::ModelNotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +82,7 @@ impl ApiError {
     /// the matching exception.
     pub fn kind(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 404 | 405 | 409 | 413 | 415 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 412 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",
@@ -92,7 +96,7 @@ impl ApiError {
     pub fn into_bedrock_response(self) -> Response {
         use fief_bedrock::ErrorKind as K;
         let kind = match self.status().as_u16() {
-            400 | 413 | 415 => K::Validation,
+            400 | 412 | 413 | 415 => K::Validation,
             401 | 403 => K::AccessDenied,
             404 | 405 => K::NotFound,
             429 => K::Throttling,
@@ -124,6 +128,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NotFound",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Conflict(_) => "Conflict",
+            ApiError::PreconditionFailed(_) => "PreconditionFailed",
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Unavailable(_) => "Unavailable",
@@ -174,6 +179,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::State(message) => ApiError::Conflict(message),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
             // The request's tenant incarnation went away while it ran.
             StoreError::TenantGone(_) => ApiError::Unauthenticated(
                 "invalid, revoked or unknown credential: its tenant is no longer active".into(),

@@ -101,6 +101,21 @@ impl Secrets {
             upstream_keys: Default::default(),
         }
     }
+
+    /// What can be checked without touching the data directory (so a bad
+    /// secret creates nothing): the master key's form.
+    pub fn check(&self) -> Result<(), ServerError> {
+        if let Some(hex) = &self.master_key {
+            MasterKey::from_hex(hex).map_err(|_| {
+                ServerError::Startup(
+                    "FIEF_MASTER_KEY is not a key: it must be 64 hex digits (32 bytes), e.g. \
+                     from `openssl rand -hex 32`, and the same on every replica"
+                        .into(),
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A running gateway.
@@ -145,6 +160,19 @@ impl Running {
 /// Opens everything under the data directory, binds both listeners and
 /// starts serving.
 pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
+    secrets.check()?;
+    // A start-up that fails (a port in use, a database away) leaves no
+    // data directory behind that it created.
+    let dir = config.data_dir.clone();
+    let fresh = !dir.exists();
+    let started = start_in(config, secrets).await;
+    if started.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    started
+}
+
+async fn start_in(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
     // Everything fief creates under the data directory is its owner's only
     // (files 0600, directories 0700), including what SQLite and the object
     // store create.

@@ -50,6 +50,18 @@ impl Metrics {
         }
     }
 
+    /// Drops an offboarded tenant's labels (its endpoint and its silo
+    /// pool), so the series of tenants that are gone do not stay forever.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let Ok(mut inv) = self.invocations.lock() else {
+            return;
+        };
+        let pool = format!("silo-{tenant}");
+        inv.outcomes.retain(|(endpoint, _), _| endpoint != tenant);
+        inv.latency.retain(|endpoint, _| endpoint != tenant);
+        inv.jobs.retain(|p, _| *p != pool);
+    }
+
     /// Records one invocation on an authorised endpoint.
     pub fn invocation(&self, endpoint: &str, ok: bool, elapsed: Duration) {
         let Ok(mut inv) = self.invocations.lock() else {
@@ -83,7 +95,7 @@ impl Metrics {
         metric(
             "fief_model_loads_total",
             "counter",
-            "Models loaded into memory.",
+            "Models loaded into memory: by an upload (checked by loading it) or a first invocation.",
             cache.loads.to_string(),
         );
         metric(
@@ -113,7 +125,7 @@ impl Metrics {
         metric(
             "fief_model_cache_misses_total",
             "counter",
-            "Invocations that needed a load.",
+            "Invocations that found their model not loaded (uploads load without a miss).",
             cache.misses.to_string(),
         );
         metric(

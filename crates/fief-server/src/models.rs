@@ -65,7 +65,7 @@ pub async fn put(
 ) -> ApiResult<(ModelView, PutOutcome)> {
     let (scope, model) = authorize_model(state, principal, Action::PutModel, raw).await?;
     let max_unpacked = state.config.models.max_model_bytes;
-    let (loaded, bytes) = blocking(move || -> ApiResult<(LoadedModel, Vec<u8>)> {
+    let (loaded, bytes, took) = blocking(move || -> ApiResult<_> {
         let (onnx, manifest) = match upload {
             Upload::Onnx(bytes) => (bytes, None),
             Upload::Package(gz) => {
@@ -73,11 +73,13 @@ pub async fn put(
                 (p.onnx, p.manifest)
             }
         };
+        let started = std::time::Instant::now();
         let loaded = LoadedModel::load(&onnx)?;
+        let took = started.elapsed();
         if let Some(m) = manifest {
             m.check(loaded.signature())?;
         }
-        Ok((loaded, onnx))
+        Ok((loaded, onnx, took))
     })
     .await??;
     let loaded = Arc::new(loaded);
@@ -88,7 +90,7 @@ pub async fn put(
     // Loaded once to validate it; keep it so the first invocation is warm.
     state
         .cache
-        .insert(&scope, &record.name, record.version, loaded);
+        .insert_loaded(&scope, &record.name, record.version, loaded, took);
     Ok((view(scope.tenant(), record), outcome))
 }
 

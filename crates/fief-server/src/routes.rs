@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -197,9 +197,47 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for ApiJson<T> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
+/// A body that is not JSON says where it broke; one of the wrong shape
+/// says which field and what it takes, in words (never serde's).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
+    de.end().map_err(syntax_error)?;
+    Ok(value)
+}
+
+/// [`parse_json`] for a body already read as JSON.
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if !inner.is_data() {
+        return syntax_error(inner);
+    }
+    let raw = inner.to_string();
+    let raw = raw
+        .strip_suffix(&format!(
+            " at line {} column {}",
+            inner.line(),
+            inner.column()
+        ))
+        .unwrap_or(&raw);
+    ApiError::Validation(fief_core::words::serde_message(Some(&path), raw))
+}
+
+fn syntax_error(e: serde_json::Error) -> ApiError {
+    ApiError::Validation(format!(
+        "the body is not valid JSON (line {}, column {}): {}",
+        e.line(),
+        e.column(),
+        match e.classify() {
+            serde_json::error::Category::Eof => "it ends too early",
+            _ => "check the quoting and commas there",
+        }
+    ))
 }
 
 /// Path parameters with API-shaped errors.
@@ -220,11 +258,18 @@ pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::Validation(format!("invalid query: {}", e.body_text())))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::Validation(format!(
+                    "query parameter {}",
+                    fief_core::words::serde_message(Some(&path), &e.into_inner().to_string())
+                ))
+            })
     }
 }
 
@@ -483,19 +528,34 @@ async fn query_knowledge_base(
     ))
 }
 
+fn item_condition(headers: &HeaderMap) -> ApiResult<fief_store::Condition> {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::Validation(format!("malformed {name} header")))
+            })
+            .transpose()
+    };
+    tables::condition(text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?)
+}
+
 async fn put_item(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
     ApiPath((table, key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
     ApiJson(value): ApiJson<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let (item, outcome) = tables::put(&state, &p, &table, &key, value).await?;
+    let condition = item_condition(&headers)?;
+    let (item, outcome) = tables::put(&state, &p, &table, &key, value, condition).await?;
     let status = if outcome == PutOutcome::Created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(item)))
+    Ok((status, [(header::ETAG, tables::etag(&item))], Json(item)))
 }
 
 async fn get_item(
@@ -503,15 +563,18 @@ async fn get_item(
     TenantCaller(p): TenantCaller,
     ApiPath((table, key)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(tables::get(&state, &p, &table, &key).await?))
+    let item = tables::get(&state, &p, &table, &key).await?;
+    Ok(([(header::ETAG, tables::etag(&item))], Json(item)))
 }
 
 async fn delete_item(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
     ApiPath((table, key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    tables::delete(&state, &p, &table, &key).await?;
+    let condition = item_condition(&headers)?;
+    tables::delete(&state, &p, &table, &key, condition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -535,8 +598,7 @@ async fn embeddings(
     if crate::llm::routes_embedding(&state, model, state.knowledge.embedder().model_name()) {
         return Ok(crate::llm::embeddings(&state, &p, body).await);
     }
-    let req: knowledge::EmbeddingsRequest = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))?;
+    let req: knowledge::EmbeddingsRequest = parse_value(serde_json::Value::Object(body))?;
     Ok(Json(knowledge::embeddings(&state, &p, req).await?).into_response())
 }
 

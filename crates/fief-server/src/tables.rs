@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use fief_core::{parse_item_key, TableRef};
 use fief_policy::{Action, Resource};
-use fief_store::{Item, ItemPage, Principal, PutOutcome, TenantScope};
+use fief_store::{Condition, Item, ItemPage, Principal, PutOutcome, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -33,13 +33,14 @@ pub async fn put(
     raw: &str,
     key: &str,
     value: serde_json::Value,
+    condition: Condition,
 ) -> ApiResult<(Item, PutOutcome)> {
     let (scope, table) = authorize_table(state, principal, Action::PutItem, raw).await?;
     let key = parse_item_key(key)?;
     let bytes_in = serde_json::to_vec(&value).map_or(0, |v| v.len() as u64);
     let put = state
         .store
-        .put_item(&scope, &table.name, &key, &value)
+        .put_item(&scope, &table.name, &key, &value, condition)
         .await?;
     bill(state, principal, bytes_in, 1).await?;
     Ok(put)
@@ -72,14 +73,51 @@ pub async fn delete(
     principal: &Principal,
     raw: &str,
     key: &str,
+    condition: Condition,
 ) -> ApiResult<()> {
     let (scope, table) = authorize_table(state, principal, Action::DeleteItem, raw).await?;
     let key = parse_item_key(key)?;
-    if state.store.delete_item(&scope, &table.name, &key).await? {
+    if state
+        .store
+        .delete_item(&scope, &table.name, &key, condition)
+        .await?
+    {
         bill(state, principal, 0, 1).await
     } else {
         Err(ApiError::NotFound(format!("item {key} not found")))
     }
+}
+
+/// `If-Match: "<version>"` and `If-None-Match: *` (what DynamoDB's
+/// conditional writes give agents sharing state: compare-and-set).
+pub fn condition(if_match: Option<&str>, if_none_match: Option<&str>) -> ApiResult<Condition> {
+    match (if_match.map(str::trim), if_none_match.map(str::trim)) {
+        (None, None) => Ok(Condition::Any),
+        (Some(_), Some(_)) => Err(ApiError::Validation(
+            "send If-Match or If-None-Match, not both".into(),
+        )),
+        (None, Some("*")) => Ok(Condition::Absent),
+        (None, Some(_)) => Err(ApiError::Validation(
+            "If-None-Match takes `*` here (write only if the item does not exist)".into(),
+        )),
+        (Some(tag), None) => tag
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Condition::Version)
+            .ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "If-Match takes an item's version as its ETag shows it (\"3\"), not {tag}"
+                ))
+            }),
+    }
+}
+
+/// An item's ETag: its version, quoted.
+pub fn etag(item: &Item) -> String {
+    format!("\"{}\"", item.version)
 }
 
 #[derive(Debug, Default, Deserialize)]

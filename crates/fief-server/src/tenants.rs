@@ -262,6 +262,7 @@ pub async fn delete(state: &AppState, op: &Principal, raw: &str) -> ApiResult<()
     state.knowledge.forget_tenant(&id)?;
     state.placement.remove(&id);
     state.cache.remove_tenant(&id);
+    state.metrics.forget_tenant(id.as_str());
     state.policy.invalidate(&id);
     if let Some(inc) = &incarnation {
         state.quota.forget(&id, inc);

@@ -433,7 +433,10 @@ async fn long_documents_are_chunked_with_overlap_and_survive_a_restart() {
             json!({"text": "x", "metadata": {"a": {"b": 1}}}),
             "must be a string",
         ),
-        (json!({"text": "x", "extra": 1}), "unknown field"),
+        (
+            json!({"text": "x", "extra": 1}),
+            "`extra` is not a field here",
+        ),
     ] {
         let r = s
             .send(

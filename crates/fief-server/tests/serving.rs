@@ -317,3 +317,71 @@ async fn a_slow_cold_load_is_model_not_ready_then_warm() {
     assert!(max_diff(&outputs(&r), &mlp.reference(std::slice::from_ref(&row))) < 1e-3);
     assert_eq!(s.metric("fief_model_loads_total ").await, 1.0);
 }
+
+/// An upload loads its model (to check it) and keeps it resident: that is
+/// a load, without a cache miss; the first invocation is then a hit.
+#[tokio::test]
+async fn uploads_count_as_loads_and_invocations_hit() {
+    let s = spawn().await;
+    let key = s.tenant("aa", "pool").await;
+    for (i, name) in ["m1", "m2", "m3"].iter().enumerate() {
+        let mlp = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], i as u64);
+        assert_eq!(
+            s.put_model(&key, name, mlp.to_onnx()).await.status,
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(s.metric("fief_model_resident_models ").await, 3.0);
+    assert_eq!(s.metric("fief_model_loads_total ").await, 3.0);
+    assert!(s.metric("fief_model_load_seconds_total ").await > 0.0);
+    assert_eq!(s.metric("fief_model_cache_misses_total ").await, 0.0);
+    let body = json!({"inputs": [[0.5, -1.0, 2.0, 0.25]]});
+    assert_eq!(
+        s.invoke(&key, "shared", "m1", &body).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.metric("fief_model_cache_hits_total ").await, 1.0);
+    assert_eq!(s.metric("fief_model_loads_total ").await, 3.0);
+}
+
+/// An offboarded tenant's endpoint and silo-pool series are gone from
+/// /metrics; another tenant's stay.
+#[tokio::test]
+async fn an_offboarded_tenants_metric_labels_are_dropped() {
+    let s = spawn().await;
+    let body = json!({"inputs": [[0.5, -1.0, 2.0, 0.25]]});
+    let mut keys = Vec::new();
+    for id in ["gone", "kept"] {
+        let key = s.tenant(id, "silo").await;
+        let mlp = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], 1);
+        assert_eq!(
+            s.put_model(&key, "m", mlp.to_onnx()).await.status,
+            StatusCode::CREATED
+        );
+        assert_eq!(s.invoke(&key, id, "m", &body).await.status, StatusCode::OK);
+        keys.push(key);
+    }
+    let text = || async {
+        s.send(s.admin_req(reqwest::Method::GET, "/metrics"))
+            .await
+            .text
+    };
+    let before = text().await;
+    assert!(
+        before.contains("endpoint=\"gone\"") && before.contains("silo-gone"),
+        "{before}"
+    );
+    let r = s
+        .send(s.admin_req(reqwest::Method::DELETE, "/admin/v1/tenants/gone"))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let after = text().await;
+    assert!(
+        !after.contains("\"gone\"") && !after.contains("silo-gone"),
+        "{after}"
+    );
+    assert!(
+        after.contains("endpoint=\"kept\"") && after.contains("silo-kept"),
+        "{after}"
+    );
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -148,19 +148,14 @@ impl ModelCache {
                 }
                 let _permit = self.loads.acquire().await;
                 let started = Instant::now();
-                let loaded = load().await;
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.counters
-                    .load_micros
-                    .fetch_add(micros, Ordering::Relaxed);
-                match loaded {
+                match load().await {
                     Ok(model) => {
-                        self.counters.loads.fetch_add(1, Ordering::Relaxed);
                         let model = Arc::new(model);
-                        self.insert(scope, name, version, model.clone());
+                        self.insert_loaded(scope, name, version, model.clone(), started.elapsed());
                         Ok(model)
                     }
                     Err(e) => {
+                        self.add_load_time(started.elapsed());
                         self.counters.load_failures.fetch_add(1, Ordering::Relaxed);
                         Err(e)
                     }
@@ -176,15 +171,31 @@ impl ModelCache {
         result
     }
 
-    /// Caches a model, evicting the least recently used ones to stay within
-    /// budget. A model larger than the whole budget is served but not kept.
-    pub fn insert(
+    fn add_load_time(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.counters
+            .load_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Caches a model this process just loaded (a cold invocation, or an
+    /// upload checked by loading it), counted as a load.
+    pub fn insert_loaded(
         &self,
         scope: &TenantScope,
         name: &ModelName,
         version: i64,
         model: Arc<LoadedModel>,
+        took: Duration,
     ) {
+        self.add_load_time(took);
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.insert(scope, name, version, model);
+    }
+
+    /// Caches a model, evicting the least recently used ones to stay within
+    /// budget. A model larger than the whole budget is served but not kept.
+    fn insert(&self, scope: &TenantScope, name: &ModelName, version: i64, model: Arc<LoadedModel>) {
         let cost = model.source_bytes();
         let Ok(mut inner) = self.inner.lock() else {
             return;

@@ -74,11 +74,21 @@ impl LoadedModel {
     }
 
     fn load_inner(bytes: &[u8]) -> Result<Self> {
-        let invalid = |e: TractError| ServingError::InvalidModel(format!("{e:#}"));
+        // The outermost message only: the chain below it is the ONNX
+        // parser's internals (protobuf fields, tract's graph), no help to
+        // whoever uploaded the file.
+        let invalid = |e: TractError| ServingError::InvalidModel(format!("{e}"));
         let mut reader = bytes;
         let model = tract_onnx::onnx()
             .model_for_read(&mut reader)
-            .map_err(invalid)?;
+            .map_err(|_| {
+                ServingError::InvalidModel(
+                    "the body does not parse as ONNX; send the .onnx file \
+                 itself as application/octet-stream, or a .tar.gz package (model.onnx and an \
+                 optional model.json) as application/gzip"
+                        .into(),
+                )
+            })?;
         let plan = model
             .into_optimized()
             .map_err(invalid)?

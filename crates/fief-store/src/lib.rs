@@ -68,7 +68,7 @@ pub use models::{ModelRecord, PutOutcome};
 pub use policies::{PolicyDocuments, PolicyRecord, RoleInput, RoleRecord};
 pub use principal::Principal;
 pub use quotas::QuotaView;
-pub use tables::{Item, ItemPage};
+pub use tables::{Condition, Item, ItemPage};
 pub use tenants::{TenantRecord, TenantStatus};
 pub use usage::{StorageHeld, UsageFilter};
 
@@ -90,6 +90,9 @@ pub enum StoreError {
     State(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A conditional write's condition (a version, or absence) did not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     Config(String),
     #[error("stored data is corrupt: {0}")]

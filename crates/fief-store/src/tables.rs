@@ -29,6 +29,17 @@ pub struct ItemPage {
     pub next: Option<String>,
 }
 
+/// When a write may happen (`If-Match` / `If-None-Match: *`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Always: create or replace.
+    Any,
+    /// Only if no item has the key.
+    Absent,
+    /// Only if the item is at this version.
+    Version(i64),
+}
+
 fn context(tenant: &TenantId, table: &str, key: &str) -> SealContext {
     SealContext::new(tenant, "table-item", &format!("{table}\u{0}{key}"))
 }
@@ -40,6 +51,7 @@ impl Store {
         table: &str,
         key: &str,
         value: &serde_json::Value,
+        condition: Condition,
     ) -> Result<(Item, PutOutcome)> {
         let tenant = scope.tenant();
         let data_key = self.data_key(scope).await?;
@@ -47,28 +59,53 @@ impl Store {
         let sealed = data_key.seal(&context(tenant, table, key), &bytes)?;
         let place = self.place(scope).await?;
         let updated_at = now();
-        let rows = place
-            .fetch(
-                tenant,
-                q(format!(
-                    "INSERT INTO {t} AS i (tenant_id, tbl, key, sealed, version, updated_at)
-                     VALUES ($1, $2, $3, $4, 1, $5)
-                     ON CONFLICT (tenant_id, tbl, key) DO UPDATE SET sealed = excluded.sealed,
-                         version = i.version + 1, updated_at = excluded.updated_at
-                     RETURNING version",
-                    t = place.t("items")
-                ))
-                .bind(tenant.as_str())
-                .bind(table)
-                .bind(key)
-                .bind(sealed)
-                .bind(&updated_at),
-            )
-            .await?;
-        let version: i64 = rows
-            .first()
-            .ok_or(sqlx::Error::RowNotFound)?
-            .get("version")?;
+        let t = place.t("items");
+        // One statement each, so the condition and the write are atomic.
+        let sql = match condition {
+            Condition::Any => format!(
+                "INSERT INTO {t} AS i (tenant_id, tbl, key, sealed, version, updated_at)
+                 VALUES ($1, $2, $3, $4, 1, $5)
+                 ON CONFLICT (tenant_id, tbl, key) DO UPDATE SET sealed = excluded.sealed,
+                     version = i.version + 1, updated_at = excluded.updated_at
+                 RETURNING version"
+            ),
+            Condition::Absent => format!(
+                "INSERT INTO {t} (tenant_id, tbl, key, sealed, version, updated_at)
+                 VALUES ($1, $2, $3, $4, 1, $5)
+                 ON CONFLICT (tenant_id, tbl, key) DO NOTHING
+                 RETURNING version"
+            ),
+            Condition::Version(_) => format!(
+                "UPDATE {t} SET sealed = $4, version = version + 1, updated_at = $5
+                 WHERE {} AND tbl = $2 AND key = $3 AND version = $6
+                 RETURNING version",
+                tenant_filter()
+            ),
+        };
+        let mut query = q(sql)
+            .bind(tenant.as_str())
+            .bind(table)
+            .bind(key)
+            .bind(sealed)
+            .bind(&updated_at);
+        if let Condition::Version(v) = condition {
+            query = query.bind(v);
+        }
+        let rows = place.fetch(tenant, query).await?;
+        let version: i64 = match (rows.first(), condition) {
+            (Some(row), _) => row.get("version")?,
+            (None, Condition::Absent) => {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "item {key} exists (If-None-Match: * asks that it does not)"
+                )))
+            }
+            (None, Condition::Version(v)) => {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "item {key} is not at version {v} (If-Match); read it again and retry"
+                )))
+            }
+            (None, Condition::Any) => return Err(sqlx::Error::RowNotFound.into()),
+        };
         let item = Item {
             key: key.to_owned(),
             value: value.clone(),
@@ -110,13 +147,19 @@ impl Store {
     /// and context is deleted: on a shared table without row-level security
     /// (the SQLite pool tier), that is the layer under the tenant filter, so
     /// a filter bug cannot delete another tenant's item either.
-    pub async fn delete_item(&self, scope: &TenantScope, table: &str, key: &str) -> Result<bool> {
+    pub async fn delete_item(
+        &self,
+        scope: &TenantScope,
+        table: &str,
+        key: &str,
+        condition: Condition,
+    ) -> Result<bool> {
         let tenant = scope.tenant();
         let data_key = self.data_key(scope).await?;
         let place = self.place(scope).await?;
         let mut tx = place.begin_write(tenant).await?;
         let rows = q(format!(
-            "SELECT tenant_id, sealed FROM {} WHERE {} AND tbl = $2 AND key = $3",
+            "SELECT tenant_id, sealed, version FROM {} WHERE {} AND tbl = $2 AND key = $3",
             place.t("items"),
             tenant_filter()
         ))
@@ -134,6 +177,20 @@ impl Store {
             {
                 self.count_rejected(1);
                 continue;
+            }
+            let version: i64 = row.get("version")?;
+            match condition {
+                Condition::Version(v) if v != version => {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "item {key} is at version {version}, not {v} (If-Match)"
+                    )))
+                }
+                Condition::Absent => {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "item {key} exists (If-None-Match: *)"
+                    )))
+                }
+                _ => {}
             }
             let owner: String = row.get("tenant_id")?;
             deleted += q(format!(
