@@ -7,24 +7,32 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::client::Client;
-use crate::{parse_tags, print, CliResult};
+use crate::{pairs, print, CliResult};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
     /// Check a Cedar policy file against fief's schema, offline.
     Validate {
+        /// The .cedar file.
         file: PathBuf,
     },
     /// Store (or replace) a policy document from a Cedar file.
     Put {
+        /// The document's id in your tenant.
         id: String,
+        /// The .cedar file.
         file: PathBuf,
     },
+    /// Print a stored policy document's Cedar text.
     Get {
+        /// The document's id.
         id: String,
     },
+    /// List your policy documents.
     Ls,
+    /// Delete a policy document.
     Rm {
+        /// The document's id.
         id: String,
     },
     /// The decision for a principal, action and resource, and the ids of the
@@ -58,6 +66,7 @@ pub enum PolicyCommand {
 pub enum RoleCommand {
     /// Create or replace a role.
     Put {
+        /// The role's name.
         name: String,
         /// Cedar file: who may assume the role.
         #[arg(long)]
@@ -68,14 +77,20 @@ pub enum RoleCommand {
         /// Required from principals of other tenants.
         #[arg(long)]
         external_id: Option<String>,
+        /// The longest session this role grants (at most sts.max_session_secs).
         #[arg(long)]
         max_session_secs: Option<u64>,
     },
+    /// Show a role: trust policy, permissions, limits.
     Get {
+        /// The role's name.
         name: String,
     },
+    /// List your roles.
     Ls,
+    /// Delete a role; its sessions and scoped keys lose its permissions.
     Rm {
+        /// The role's name.
         name: String,
     },
 }
@@ -86,13 +101,16 @@ pub enum StsCommand {
     AssumeRole {
         /// `name`, `tenant/name` or `frn:fief:role:tenant/name`.
         role: String,
+        /// A name for the session, shown in audit entries.
         #[arg(long)]
         session_name: String,
         /// A session tag, KEY=VALUE (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// The role's external id (required across tenants).
         #[arg(long)]
         external_id: Option<String>,
+        /// How long the session lasts (default sts.default_session_secs).
         #[arg(long)]
         duration_seconds: Option<u64>,
     },
@@ -112,7 +130,7 @@ pub fn validate(file: &Path) -> CliResult {
         .unwrap_or_else(|| "policy".into());
     match engine.validate_policy(&id, &text) {
         Ok(()) => {
-            println!("{}: valid", file.display());
+            crate::outln!("{}: valid", file.display());
             Ok(())
         }
         Err(errors) => {
@@ -139,13 +157,13 @@ pub async fn policy(c: &Client, command: PolicyCommand) -> CliResult {
                 .send(c.request(Method::GET, &format!("/api/v1/policies/{id}")))
                 .await?
                 .1;
-            println!("{}", body["policy"]["policy"].as_str().unwrap_or(""));
+            crate::outln!("{}", body["policy"]["policy"].as_str().unwrap_or(""));
         }
         PolicyCommand::Ls => print(&c.send(c.request(Method::GET, "/api/v1/policies")).await?.1),
         PolicyCommand::Rm { id } => {
             c.send(c.request(Method::DELETE, &format!("/api/v1/policies/{id}")))
                 .await?;
-            println!("policy {id} deleted");
+            crate::outln!("policy {id} deleted");
         }
         PolicyCommand::Explain {
             action,
@@ -156,7 +174,7 @@ pub async fn policy(c: &Client, command: PolicyCommand) -> CliResult {
             tags,
             resource_tags,
         } => {
-            let tags = parse_tags(&tags)?;
+            let tags = pairs(&tags, "--tag")?;
             let principal = match (role, api_key_id, user) {
                 (Some(role), _, _) => json!({"role": role, "tags": tags}),
                 (_, Some(id), _) => json!({"api_key": id}),
@@ -165,7 +183,7 @@ pub async fn policy(c: &Client, command: PolicyCommand) -> CliResult {
             };
             let mut body = json!({"action": action, "resource": resource, "principal": principal});
             if !resource_tags.is_empty() {
-                body["resource_tags"] = Value::Object(parse_tags(&resource_tags)?);
+                body["resource_tags"] = Value::Object(pairs(&resource_tags, "--resource-tag")?);
             }
             let (_, e) = c
                 .send(
@@ -173,7 +191,7 @@ pub async fn policy(c: &Client, command: PolicyCommand) -> CliResult {
                         .json(&body),
                 )
                 .await?;
-            println!(
+            crate::outln!(
                 "{} {} {} on {}",
                 e["decision"].as_str().unwrap_or("?").to_uppercase(),
                 e["principal"].as_str().unwrap_or(""),
@@ -185,12 +203,12 @@ pub async fn policy(c: &Client, command: PolicyCommand) -> CliResult {
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             if ids.is_empty() {
-                println!("  decided by: (no policy)");
+                crate::outln!("  decided by: (no policy)");
             } else {
-                println!("  decided by: {}", ids.join(", "));
+                crate::outln!("  decided by: {}", ids.join(", "));
             }
             if let Some(reason) = e["reason"].as_str() {
-                println!("  reason: {reason}");
+                crate::outln!("  reason: {reason}");
             }
         }
     }
@@ -226,7 +244,7 @@ pub async fn role(c: &Client, command: RoleCommand) -> CliResult {
         RoleCommand::Rm { name } => {
             c.send(c.request(Method::DELETE, &format!("/api/v1/roles/{name}")))
                 .await?;
-            println!("role {name} deleted; its sessions and scoped keys lose its permissions");
+            crate::outln!("role {name} deleted; its sessions and scoped keys lose its permissions");
         }
     }
     Ok(())
@@ -240,7 +258,7 @@ pub async fn sts(c: &Client, command: StsCommand) -> CliResult {
         external_id,
         duration_seconds,
     } = command;
-    let body = json!({"role": role, "session_name": session_name, "tags": parse_tags(&tags)?,
+    let body = json!({"role": role, "session_name": session_name, "tags": pairs(&tags, "--tag")?,
                       "external_id": external_id, "duration_seconds": duration_seconds});
     let (_, r) = c
         .send(
@@ -254,6 +272,6 @@ pub async fn sts(c: &Client, command: StsCommand) -> CliResult {
         r["expires_at"].as_str().unwrap_or("")
     );
     // The token alone on stdout, for `export FIEF_API_KEY=$(fief sts assume-role …)`.
-    println!("{}", r["token"].as_str().unwrap_or(""));
+    crate::outln!("{}", r["token"].as_str().unwrap_or(""));
     Ok(())
 }

@@ -8,30 +8,75 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach {url}: {source}")]
-    Connect { url: String, source: reqwest::Error },
-    #[error("{status} {code}: {message}")]
+    #[error(
+        "cannot reach {url}: {}; is `fief serve` running there? Another address: set {hint}",
+        root_cause(source)
+    )]
+    Connect {
+        url: String,
+        hint: &'static str,
+        source: reqwest::Error,
+    },
+    /// The server's own error: its code, message and request id (what an
+    /// operator greps the server log for).
+    #[error("{code}: {message} (HTTP {}, request id {})", status.as_u16(), request_id.as_deref().unwrap_or("none"))]
     Api {
         status: StatusCode,
         code: String,
         message: String,
+        request_id: Option<String>,
     },
-    #[error("unexpected response ({status}): {body}")]
-    Unexpected { status: StatusCode, body: String },
+    #[error("unexpected answer (HTTP {}, request id {}): {body}", status.as_u16(), request_id.as_deref().unwrap_or("none"))]
+    Unexpected {
+        status: StatusCode,
+        body: String,
+        request_id: Option<String>,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of the server's answer, if there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Usage(_) | ClientError::Connect { .. } => None,
+        }
+    }
+}
+
+/// The innermost cause ("Connection refused (os error 111)"), not
+/// reqwest's "error sending request for url".
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Which plane a client talks to, for the hint when it cannot be reached.
+#[derive(Clone, Copy)]
+pub enum Plane {
+    Data,
+    Admin,
 }
 
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    plane: Plane,
 }
 
 impl Client {
-    pub fn new(base: &str, token: &str) -> Self {
+    pub fn new(base: &str, token: &str, plane: Plane) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            plane,
         }
     }
 
@@ -57,6 +102,11 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
+        let header_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = resp.text().await.map_err(|source| self.connect(source))?;
         let body = decode(&text);
         match body.get("error") {
@@ -64,10 +114,12 @@ impl Client {
                 status,
                 code: err["code"].as_str().unwrap_or("?").to_owned(),
                 message: err["message"].as_str().unwrap_or("").to_owned(),
+                request_id: err["request_id"].as_str().map(str::to_owned).or(header_id),
             }),
             None => Err(ClientError::Unexpected {
                 status,
                 body: body.to_string(),
+                request_id: header_id,
             }),
         }
     }
@@ -75,9 +127,26 @@ impl Client {
     pub fn connect(&self, source: reqwest::Error) -> ClientError {
         ClientError::Connect {
             url: self.base.clone(),
+            hint: match self.plane {
+                Plane::Data => "FIEF_DATA_URL (or --data-url)",
+                Plane::Admin => "FIEF_ADMIN_URL (or --admin-url)",
+            },
             source,
         }
     }
+}
+
+/// One path segment, percent-encoded: names and keys may hold `/`, spaces
+/// and other reserved characters.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn decode(text: &str) -> Value {

@@ -13,7 +13,7 @@ use fief_config::{Config, LlmModelConfig, LlmModelEntry, UpstreamConfig};
 use fief_llm_mock::{MockOptions, MockUpstream};
 use fief_serving::onnx_builder::Mlp;
 
-use crate::client::Client;
+use crate::client::{Client, Plane};
 
 type DemoResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -26,7 +26,7 @@ fn expect(ok: bool, what: &str) -> DemoResult {
 }
 
 fn step(n: usize, text: &str) {
-    println!("\n[{n}] {text}");
+    crate::outln!("\n[{n}] {text}");
 }
 
 pub async fn run() -> DemoResult {
@@ -78,10 +78,11 @@ pub async fn run() -> DemoResult {
     let admin = Client::new(
         &format!("http://{}", server.admin_addr),
         &server.admin_token,
+        Plane::Admin,
     );
 
-    println!("fief demo: an embedded gateway in {}", dir.path().display());
-    println!(
+    crate::outln!("fief demo: an embedded gateway in {}", dir.path().display());
+    crate::outln!(
         "  data plane  {data}\n  admin plane http://{}",
         server.admin_addr
     );
@@ -103,14 +104,14 @@ pub async fn run() -> DemoResult {
             .as_str()
             .ok_or("no api_key in the answer")?
             .to_owned();
-        println!(
+        crate::outln!(
             "  {id:<6} tier={tier:<5} key={}… (shown once, stored only as a hash)",
             &key[..21.min(key.len())]
         );
         keys.push(key);
     }
-    let hr = Client::new(&data, &keys[0]);
-    let sales = Client::new(&data, &keys[1]);
+    let hr = Client::new(&data, &keys[0], Plane::Data);
+    let sales = Client::new(&data, &keys[1], Plane::Data);
 
     step(
         2,
@@ -132,7 +133,7 @@ pub async fn run() -> DemoResult {
             )
             .await?;
         expect(status == StatusCode::CREATED, "model upload answers 201")?;
-        println!(
+        crate::outln!(
             "  {who:<6} PUT /api/v1/models/{name} -> {status} ({} bytes of ONNX)",
             bytes.len()
         );
@@ -161,7 +162,7 @@ pub async fn run() -> DemoResult {
             got.len() == 1 && diff < 1e-4,
             "the gateway's answer equals the reference",
         )?;
-        println!("  {who:<6} POST /endpoints/{endpoint}/invocations ({model}) -> {got:?}  max |Δ| vs reference = {diff:.1e}");
+        crate::outln!("  {who:<6} POST /endpoints/{endpoint}/invocations ({model}) -> {got:?}  max |Δ| vs reference = {diff:.1e}");
     }
 
     step(
@@ -185,12 +186,12 @@ pub async fn run() -> DemoResult {
         )?;
         expect(!body.to_string().contains("outputs"), "no output leaks")?;
         let path = format!("/endpoints/{endpoint}/invocations");
-        println!(
+        crate::outln!(
             "  POST {path:<28} target={target:<28} -> {status} {}",
             body["error"]["code"]
         );
     }
-    println!("  (the same 403 whether or not the model exists: no existence oracle)");
+    crate::outln!("  (the same 403 whether or not the model exists: no existence oracle)");
 
     step(
         5,
@@ -209,7 +210,7 @@ pub async fn run() -> DemoResult {
         entry["policies"] == json!(["platform-guardrail"]),
         "the guardrail decided the deny",
     )?;
-    println!(
+    crate::outln!(
         "  #{} {} {} {} on {} -> {} by {}",
         entry["seq"],
         entry["ts"].as_str().unwrap_or(""),
@@ -220,7 +221,7 @@ pub async fn run() -> DemoResult {
         entry["policies"]
     );
     let verified = fief_audit::verify_dir(dir.path())?;
-    println!(
+    crate::outln!(
         "  fief audit verify: OK, {} entries chained",
         verified.entries
     );
@@ -251,18 +252,18 @@ pub async fn run() -> DemoResult {
         .residue(&fief_core::TenantId::parse("sales")?)
         .await?;
     expect(residue.is_empty(), "nothing of sales remains")?;
-    println!(
+    crate::outln!(
         "  sales' old key -> {status}; rows, tables and objects left: {}",
         residue.len()
     );
     let (_, body) = hr.send(invoke(&hr, "hr", "attrition", &input)).await?;
     expect(body["outputs"]["output"].is_array(), "hr keeps working")?;
-    println!("  hr still answers: {}", body["outputs"]["output"]);
+    crate::outln!("  hr still answers: {}", body["outputs"]["output"]);
 
     server.shutdown().await?;
     pool.stop().await;
     dedicated.stop().await;
-    println!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 2 tenants invoiced, their calls logged privately, 1 tenant offboarded without residue. OK", attempts.len());
+    crate::outln!("\nSummary: 2 tenants onboarded, 2 models served with exact answers, {} cross-tenant attempts denied and audited, 2 foundation models answered (one streamed) and {refused} cross-tenant model calls refused, 1 quota held, 2 tenants invoiced, their calls logged privately, 1 tenant offboarded without residue. OK", attempts.len());
     Ok(())
 }
 
@@ -279,7 +280,7 @@ async fn metering_scene(admin: &Client, hr: &Client, sales: &Client) -> DemoResu
     let rows = usage["rows"].as_array().cloned().unwrap_or_default();
     expect(!rows.is_empty(), "hr's usage has rows")?;
     for r in &rows {
-        println!(
+        crate::outln!(
             "  hr {:<6} {:<14} requests {:>3}  tokens {:>4} + {:<4} compute {} us",
             r["kind"].as_str().unwrap_or(""),
             r["model"].as_str().unwrap_or(""),
@@ -301,7 +302,7 @@ async fn metering_scene(admin: &Client, hr: &Client, sales: &Client) -> DemoResu
     let bills = invoice["bills"].as_array().cloned().unwrap_or_default();
     expect(bills.len() == 2, "an invoice for each tenant")?;
     for b in &bills {
-        println!(
+        crate::outln!(
             "  invoice {month} {:<6} {} lines, total {} {}",
             b["name"].as_str().unwrap_or(""),
             b["lines"].as_array().map_or(0, Vec::len),
@@ -317,7 +318,7 @@ async fn metering_scene(admin: &Client, hr: &Client, sales: &Client) -> DemoResu
         .iter()
         .find(|r| r["kind"] == "llm")
         .ok_or("hr's log has its chat")?;
-    println!(
+    crate::outln!(
         "  hr's log: {} records; #{} {} {}: asked {:?}, answered {:?}",
         records.len(),
         chat["seq"],
@@ -358,7 +359,7 @@ async fn metering_scene(admin: &Client, hr: &Client, sales: &Client) -> DemoResu
         status == StatusCode::NOT_FOUND,
         "the operator has no log route",
     )?;
-    println!(
+    crate::outln!(
         "  sales' log: {} records, none of hr's; the operator's GET /admin/v1/logs -> {status} (no such route)",
         sales_ids.len()
     );
@@ -423,7 +424,7 @@ async fn llm_scene(
         6,
         "Foundation models: the operator gives each tenant one (admin plane, PATCH llm_models)",
     );
-    println!("  upstreams: pool-gpu (shared: chat-small, chat-large; key from {POOL_KEY_ENV}), hr-dedicated (exclusive to hr: hr-assistant)");
+    crate::outln!("  upstreams: pool-gpu (shared: chat-small, chat-large; key from {POOL_KEY_ENV}), hr-dedicated (exclusive to hr: hr-assistant)");
     for (id, allowed, client) in [("hr", "hr-assistant", hr), ("sales", "chat-small", sales)] {
         admin
             .send(
@@ -440,7 +441,7 @@ async fn llm_scene(
             listed == [allowed],
             "a tenant lists exactly its allowed model",
         )?;
-        println!("  {id:<6} llm_models=[{allowed:?}]  GET /v1/models -> {listed:?}");
+        crate::outln!("  {id:<6} llm_models=[{allowed:?}]  GET /v1/models -> {listed:?}");
     }
 
     step(
@@ -451,7 +452,7 @@ async fn llm_scene(
         json!({"model": model, "stream": stream,
                "messages": [{"role": "user", "content": "Summarise the Q3 pipeline"}]})
     };
-    print!("  sales  chat-small, streamed: ");
+    write!(std::io::stdout(), "  sales  chat-small, streamed: ")?;
     std::io::stdout().flush()?;
     let mut resp = sales
         .send_raw(
@@ -469,7 +470,7 @@ async fn llm_scene(
         out.flush()
     })
     .await?;
-    println!("  ({pieces} chunks)");
+    crate::outln!("  ({pieces} chunks)");
     let seen = pool
         .requests()
         .pop()
@@ -481,7 +482,7 @@ async fn llm_scene(
             && user.starts_with("fief-"),
         "the pool got the upstream id, fief's key and an opaque user",
     )?;
-    println!(
+    crate::outln!(
         "         pool-gpu received model=llama-3.1-8b, user={user} (opaque), Authorization: Bearer ${POOL_KEY_ENV}"
     );
     let before = pool.requests().len();
@@ -497,7 +498,7 @@ async fn llm_scene(
             && pool.requests().len() == before,
         "hr's model is answered by its dedicated deployment only",
     )?;
-    println!(
+    crate::outln!(
         "  hr     hr-assistant -> {:?}\n         (model={} in the answer; served by hr-dedicated, never the pool; the mock's text names the upstream id it got)",
         answer["choices"][0]["message"]["content"].as_str().unwrap_or(""),
         answer["model"]
@@ -526,7 +527,7 @@ async fn llm_scene(
         let request_id = body["error"]["request_id"].as_str().unwrap_or("");
         bodies.push(text.replace(request_id, ""));
         let what = format!("({what})");
-        println!(
+        crate::outln!(
             "  {who:<6} model={model:<14} {what:<28} -> {status} {}",
             body["error"]["code"]
         );
@@ -535,7 +536,7 @@ async fn llm_scene(
         bodies.windows(2).all(|w| w[0] == w[1]),
         "every refusal is the same body",
     )?;
-    println!("  (byte-identical bodies apart from request_id: no existence oracle)");
+    crate::outln!("  (byte-identical bodies apart from request_id: no existence oracle)");
 
     // The stream's usage record is written once the stream has ended.
     let mut entry = None;
@@ -558,7 +559,7 @@ async fn llm_scene(
         u["model"] == "chat-small" && u["complete"] == true,
         "the usage entry records the streamed call",
     )?;
-    println!(
+    crate::outln!(
         "  audit #{} usage {} {} {} via {}: {} prompt + {} completion = {} tokens (counted by: {}), {} ms, complete={}",
         entry["seq"],
         u["tenant"].as_str().unwrap_or(""),
@@ -618,7 +619,7 @@ async fn quota_scene(admin: &Client, sales: &Client) -> DemoResult {
         "the fourth chat in the minute is throttled",
     )?;
     let (_, retry, body) = last.ok_or("no answer")?;
-    println!(
+    crate::outln!(
         "  4 chats -> {statuses:?}; the last: {} (Retry-After: {} s) {}",
         body["error"]["code"].as_str().unwrap_or(""),
         retry.unwrap_or_default(),
@@ -629,7 +630,7 @@ async fn quota_scene(admin: &Client, sales: &Client) -> DemoResult {
         .await?;
     let t = &q["levels"][0];
     expect(t["level"] == "tenant", "sales sees its own tenant level")?;
-    println!(
+    crate::outln!(
         "  GET /api/v1/quotas: requests left {} (full again in {:.0} s), budget spent {} of 2000 this month",
         t["remaining"]["requests_per_minute"],
         t["reset_seconds"]["requests_per_minute"].as_f64().unwrap_or(0.0),

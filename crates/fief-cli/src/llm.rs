@@ -45,7 +45,7 @@ pub async fn llm(c: &Client, command: LlmCommand) -> CliResult {
                 crate::print(&body);
             } else {
                 for id in model_ids(&body) {
-                    println!("{id}");
+                    crate::outln!("{id}");
                 }
             }
         }

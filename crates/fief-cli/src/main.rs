@@ -1,33 +1,139 @@
 //! `fief`: the gateway binary and its command-line client.
 
 mod access;
+mod admin;
+mod audit;
 mod client;
 mod demo;
 mod kb;
 mod llm;
+mod models;
+mod output;
 mod quota;
+mod tables;
 mod usage;
 mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use reqwest::Method;
-use serde_json::{json, Value};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde_json::{Map, Value};
 
-use client::{Client, ClientError};
+use client::{Client, ClientError, Plane};
 use fief_config::{Config, Overrides};
 
 #[derive(Parser)]
 #[command(
     name = "fief",
     version,
-    about = "A self-hosted multi-tenant AI gateway with provable tenant isolation"
+    about = "A self-hosted multi-tenant AI gateway with provable tenant isolation",
+    long_about = "A self-hosted multi-tenant AI gateway with provable tenant isolation.\n\n\
+                  `fief serve` runs the gateway; every other command is a client of a running \
+                  one: tenant commands use FIEF_API_KEY on the data plane (FIEF_DATA_URL), \
+                  operator commands the admin token on the admin plane (FIEF_ADMIN_URL). \
+                  The flags below work before or after the subcommand."
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Flags every command takes, anywhere on the line.
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// The data plane's URL (tenant commands).
+    #[arg(
+        long,
+        global = true,
+        env = "FIEF_DATA_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    data_url: String,
+    /// The admin plane's URL (operator commands).
+    #[arg(
+        long,
+        global = true,
+        env = "FIEF_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    admin_url: String,
+    /// A tenant credential: an API key, a role-session token or an OIDC JWT.
+    #[arg(long, global = true, env = "FIEF_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// The operator's admin token (default: admin.token in --data-dir).
+    #[arg(long, global = true, env = "FIEF_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The gateway's data directory: where `serve` keeps its state and the
+    /// CLI finds admin.token [default: ./fief-data].
+    #[arg(long, global = true, env = "FIEF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Output format [default: table on a terminal, json when piped].
+    #[arg(long, short = 'o', global = true, value_enum, env = "FIEF_OUTPUT")]
+    output: Option<output::Format>,
+    /// Print only the essential value: a new key or token, an id, a name.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+const DEFAULT_DATA_DIR: &str = "./fief-data";
+
+impl Global {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The operator's token: the flag or variable, else the data directory's file.
+    fn admin_token(&self) -> Result<String, ClientError> {
+        match self.admin_token.as_deref() {
+            Some("") => Err(ClientError::Usage(
+                "FIEF_ADMIN_TOKEN is set but empty: set it to the operator's token, or unset it \
+                 to read admin.token from --data-dir"
+                    .into(),
+            )),
+            Some(t) => Ok(t.to_owned()),
+            None => {
+                let path = self.data_dir().join(fief_server::ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| {
+                        ClientError::Usage(format!(
+                            "no admin token: {} cannot be read ({e}); set FIEF_ADMIN_TOKEN (or \
+                             --admin-token), or point --data-dir at the gateway's data directory",
+                            path.display()
+                        ))
+                    })
+            }
+        }
+    }
+
+    pub(crate) fn admin(&self) -> Result<Client, ClientError> {
+        Ok(Client::new(
+            &self.admin_url,
+            &self.admin_token()?,
+            Plane::Admin,
+        ))
+    }
+
+    pub(crate) fn tenant(&self) -> Result<Client, ClientError> {
+        match self.api_key.as_deref() {
+            None => Err(ClientError::Usage(
+                "no tenant credential: set FIEF_API_KEY (or --api-key) to an API key \
+                 (`fief key create TENANT --quiet` prints one) or a session token"
+                    .into(),
+            )),
+            Some("") => Err(ClientError::Usage(
+                "FIEF_API_KEY is set but empty: the command that should have filled it \
+                 failed or printed nothing; set it to an API key or a session token"
+                    .into(),
+            )),
+            Some(key) => Ok(Client::new(&self.data_url, key, Plane::Data)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -36,119 +142,90 @@ enum Command {
     Serve(ServeArgs),
     /// Run the whole story end to end on an embedded server in a temporary directory.
     Demo,
-    /// Audit log tools.
+    /// Write a commented configuration file to start from.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "fief.toml")]
+        file: PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script (`source <(fief completion bash)`).
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Who the tenant credential is (FIEF_API_KEY): tenant, principal, source.
+    Whoami,
+    /// Audit log: verify the chain, anchor it, list and follow entries (operator).
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: audit::AuditCommand,
     },
-    /// Manage tenants (admin plane).
+    /// Manage tenants (operator).
     Tenant {
-        #[command(flatten)]
-        admin: AdminArgs,
         #[command(subcommand)]
-        command: TenantCommand,
+        command: admin::TenantCommand,
     },
-    /// Manage a tenant's API keys (admin plane).
+    /// Manage a tenant's API keys (operator).
     Key {
-        #[command(flatten)]
-        admin: AdminArgs,
         #[command(subcommand)]
-        command: KeyCommand,
+        command: admin::KeyCommand,
     },
-    /// Manage your models (as a tenant, with FIEF_API_KEY).
+    /// Your ONNX models (tenant).
     Model {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
-        command: ModelCommand,
+        command: models::ModelCommand,
     },
-    /// Knowledge bases: documents, ingestion of a folder, queries.
+    /// Invoke one of your models (tenant).
+    Invoke(models::InvokeArgs),
+    /// Knowledge bases: documents, ingestion of a folder, queries (tenant).
     Kb {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
         command: kb::KbCommand,
     },
+    /// Tenant tables: small JSON items under (table, key) (tenant).
+    Table {
+        #[command(subcommand)]
+        command: tables::TableCommand,
+    },
     /// Tenant policies (Cedar): validate offline, store, explain decisions.
     Policy {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
         command: access::PolicyCommand,
     },
     /// Roles that principals (of this or a trusted tenant) may assume.
     Role {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
         command: access::RoleCommand,
     },
     /// Role sessions: short-lived tokens with a role's permissions.
     Sts {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
         command: access::StsCommand,
     },
-    /// Chat with a foundation model (as a tenant, with FIEF_API_KEY); the
-    /// answer is printed as it arrives.
-    Chat {
-        #[command(flatten)]
-        tenant: TenantArgs,
-        #[command(flatten)]
-        chat: llm::ChatArgs,
-    },
-    /// Foundation models (as a tenant, with FIEF_API_KEY).
+    /// Chat with a foundation model (tenant); the answer is printed as it arrives.
+    Chat(llm::ChatArgs),
+    /// Foundation models (tenant).
     Llm {
-        #[command(flatten)]
-        tenant: TenantArgs,
         #[command(subcommand)]
         command: llm::LlmCommand,
     },
     /// Quotas: your limits and what remains; lower limits for your roles,
-    /// keys and users; with --tenant, a tenant's limits (as the operator).
+    /// keys and users; with --tenant, a tenant's limits (operator).
     Quota {
-        #[command(flatten)]
-        tenant: TenantArgs,
-        #[command(flatten)]
-        admin: AdminArgs,
         #[command(subcommand)]
         command: quota::QuotaCommand,
     },
-    /// Usage: your tenant's own (FIEF_API_KEY), or with --all every
-    /// tenant's aggregates (the operator's admin token).
-    Usage {
-        #[command(flatten)]
-        tenant: TenantArgs,
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[command(flatten)]
-        args: usage::UsageArgs,
-    },
+    /// Usage: your tenant's own, or with --all every tenant's aggregates (operator).
+    Usage(usage::UsageArgs),
     /// A month's invoices per tenant, or per value of a tag (operator).
-    Invoice {
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[command(flatten)]
-        args: usage::InvoiceArgs,
-    },
+    Invoice(usage::InvoiceArgs),
     /// Probe a live deployment for cross-tenant leaks over every resource
-    /// kind, action and addressing form; exits non-zero on any leak. Kinds
-    /// the deployment does not offer are reported as skipped.
+    /// kind, action and addressing form; exits non-zero on any leak (operator).
     VerifyIsolation(verify::VerifyArgs),
-    /// Invoke a model (as a tenant, with FIEF_API_KEY).
-    Invoke {
-        #[command(flatten)]
-        tenant: TenantArgs,
-        /// The model: `name`, or a fief resource name.
-        model: String,
-        /// The inputs as JSON (`[[1, 2]]` or `{"name": [[1, 2]]}`), or `@file`.
-        #[arg(long)]
-        input: String,
-        /// The endpoint: `shared` (pool) or your tenant id (silo, bridge).
-        #[arg(long, default_value = "shared")]
-        endpoint: String,
-    },
 }
 
 #[derive(Args)]
@@ -156,141 +233,20 @@ struct ServeArgs {
     /// The config file (TOML); every key can also be set by FIEF_<KEY>.
     #[arg(long, env = "FIEF_CONFIG")]
     config: Option<PathBuf>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// The data plane's address (overrides `listen`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The admin plane's address (overrides `admin_listen`).
     #[arg(long)]
     admin_listen: Option<std::net::SocketAddr>,
-    /// Validate the configuration, print it, and exit.
+    /// Validate the configuration and the secrets, print the configuration, and exit.
     #[arg(long)]
     check_config: bool,
 }
 
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Check the hash chain; names the first bad entry. Offline on a
-    /// single node's data directory, or with --server where the server
-    /// keeps it (the shared chain on PostgreSQL, checked against its
-    /// newest anchor, so a removed tail is reported too).
-    Verify {
-        /// Ask the server (FIEF_ADMIN_URL) to verify the log it keeps.
-        #[arg(long)]
-        server: bool,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Checkpoint the shared chain's head to the object store now
-    /// (PostgreSQL deployments; replicas also do it every audit.anchor_secs).
-    Anchor {
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
-#[derive(Args)]
-struct AdminArgs {
-    #[arg(long, env = "FIEF_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
-    admin_url: String,
-    /// Defaults to the token file in --data-dir.
-    #[arg(long, env = "FIEF_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    #[arg(long, env = "FIEF_DATA_DIR", default_value = "./fief-data")]
-    data_dir: PathBuf,
-}
-
-#[derive(Args)]
-struct TenantArgs {
-    #[arg(long, env = "FIEF_DATA_URL", default_value = "http://127.0.0.1:8080")]
-    data_url: String,
-    #[arg(long, env = "FIEF_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum TenantCommand {
-    /// Create a tenant; prints its first API key once.
-    Create {
-        id: String,
-        #[arg(long, default_value = "pool")]
-        tier: String,
-        /// A tag, KEY=VALUE (repeatable).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-    },
-    /// Change a tenant's tier (its placement) and/or replace its tags.
-    Update {
-        id: String,
-        #[arg(long)]
-        tier: Option<String>,
-        /// A tag, KEY=VALUE (repeatable); replaces all tags.
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-    },
-    Ls,
-    Get {
-        id: String,
-    },
-    /// Offboard: deletes every row and object of the tenant and destroys its key.
-    Rm {
-        id: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeyCommand {
-    Create {
-        tenant: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// Bind the key to a role of the tenant: it gets only the role's permissions.
-        #[arg(long)]
-        role: Option<String>,
-        /// A tag policies see on the key, KEY=VALUE (repeatable); a trust
-        /// policy may let the key carry it into a role session.
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-    },
-    Ls {
-        tenant: String,
-    },
-    Revoke {
-        tenant: String,
-        key_id: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum ModelCommand {
-    /// Write a small sample ONNX model (4 inputs, 2 outputs; weights from --seed) to try fief with.
-    Sample {
-        file: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
-    /// Upload (or replace) a model from an ONNX file.
-    Put {
-        name: String,
-        file: PathBuf,
-    },
-    Ls,
-    Get {
-        name: String,
-    },
-    /// Replace a model's tags (what attribute-based policies compare).
-    Tag {
-        name: String,
-        /// KEY=VALUE (repeatable); no tags clears them.
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-    },
-    Rm {
-        name: String,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::init(cli.global.output, cli.global.quiet);
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -311,11 +267,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Plain text unless stderr is a terminal: a log file gets no colour codes.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIEF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -323,90 +282,62 @@ fn init_tracing() {
 pub(crate) type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn run(cli: Cli) -> CliResult {
+    let g = cli.global;
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(&g, args).await,
         Command::Demo => demo::run().await,
-        Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    server: false,
-                    admin,
-                },
-        } => audit_verify(&admin.data_dir),
-        Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    server: true,
-                    admin,
-                },
-        } => audit_verify_on_server(&admin_client(&admin)?).await,
-        Command::Audit {
-            command: AuditCommand::Anchor { admin },
-        } => {
-            let c = admin_client(&admin)?;
-            let (_, body) = c
-                .send(c.request(reqwest::Method::POST, "/admin/v1/audit/anchor"))
-                .await?;
-            print(&body);
+        Command::Init { file, force } => init(&file, force),
+        Command::Completion { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fief", &mut out);
+            crate::outln!("{}", String::from_utf8_lossy(&out).trim_end());
             Ok(())
         }
-        Command::Tenant { admin, command } => tenant(admin, command).await,
-        Command::Key { admin, command } => key(admin, command).await,
-        Command::Model { tenant, command } => model(tenant, command).await,
-        Command::Kb { tenant, command } => kb::run(&tenant_client(&tenant)?, command).await,
+        Command::Whoami => whoami(&g).await,
+        Command::Audit { command } => audit::run(&g, command).await,
+        Command::Tenant { command } => admin::tenant(&g.admin()?, command).await,
+        Command::Key { command } => admin::key(&g.admin()?, command).await,
+        Command::Model { command } => models::model(&g, command).await,
+        Command::Invoke(args) => models::invoke(&g.tenant()?, args).await,
+        Command::Kb { command } => kb::run(&g.tenant()?, command).await,
+        Command::Table { command } => tables::run(&g.tenant()?, command).await,
         Command::Policy {
             command: access::PolicyCommand::Validate { file },
-            ..
         } => access::validate(&file),
-        Command::Policy { tenant, command } => {
-            access::policy(&tenant_client(&tenant)?, command).await
-        }
-        Command::Role { tenant, command } => access::role(&tenant_client(&tenant)?, command).await,
-        Command::Chat { tenant, chat } => llm::chat(&tenant_client(&tenant)?, chat).await,
-        Command::Llm { tenant, command } => llm::llm(&tenant_client(&tenant)?, command).await,
-        Command::Quota {
-            tenant,
-            admin,
-            command,
-        } => quota::run(|| tenant_client(&tenant), || admin_client(&admin), command).await,
-        Command::Usage {
-            tenant,
-            admin,
-            args,
-        } => {
-            let c = if args.all {
-                admin_client(&admin)?
-            } else {
-                tenant_client(&tenant)?
-            };
+        Command::Policy { command } => access::policy(&g.tenant()?, command).await,
+        Command::Role { command } => access::role(&g.tenant()?, command).await,
+        Command::Sts { command } => access::sts(&g.tenant()?, command).await,
+        Command::Chat(chat) => llm::chat(&g.tenant()?, chat).await,
+        Command::Llm { command } => llm::llm(&g.tenant()?, command).await,
+        Command::Quota { command } => quota::run(|| g.tenant(), || g.admin(), command).await,
+        Command::Usage(args) => {
+            let c = if args.all { g.admin()? } else { g.tenant()? };
             usage::usage(&c, args).await
         }
-        Command::Invoice { admin, args } => usage::invoice(&admin_client(&admin)?, args).await,
-        Command::VerifyIsolation(args) => verify::run(args).await,
-        Command::Sts { tenant, command } => access::sts(&tenant_client(&tenant)?, command).await,
-        Command::Invoke {
-            tenant,
-            model,
-            input,
-            endpoint,
-        } => invoke(tenant, &model, &input, &endpoint).await,
+        Command::Invoice(args) => usage::invoice(&g.admin()?, args).await,
+        Command::VerifyIsolation(args) => {
+            verify::run(args, &g.data_url, &g.admin_url, &g.admin_token()?).await
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> CliResult {
+async fn serve(g: &Global, args: ServeArgs) -> CliResult {
     let overrides = Overrides {
-        data_dir: args.data_dir,
+        data_dir: g.data_dir.clone(),
         listen: args.listen,
         admin_listen: args.admin_listen,
     };
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let secrets = fief_server::Secrets::from_env();
+    // Everything that can be checked is checked before anything is created.
+    secrets.check()?;
     if args.check_config {
-        println!("# configuration is valid\n{}", config.to_toml());
+        crate::outln!("# configuration is valid\n{}", config.to_toml());
         return Ok(());
     }
-    let running = fief_server::start(config, fief_server::Secrets::from_env()).await?;
+    let running = fief_server::start(config, secrets).await?;
     tracing::info!(data = %running.data_addr, admin = %running.admin_addr, "fief is serving");
-    // Written without `println!`: a closed stdout must not stop the server.
+    // Written without `outln!`: a closed stdout must not stop the server.
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = writeln!(
@@ -443,246 +374,103 @@ async fn serve(args: ServeArgs) -> CliResult {
     Ok(())
 }
 
-/// Checks the whole audit log, segment by segment (`fief audit verify`).
-fn audit_verify(data_dir: &Path) -> CliResult {
-    let path = data_dir.join(fief_server::AUDIT_DIR);
-    let started = std::time::Instant::now();
-    let verified =
-        fief_audit::verify_dir(data_dir).map_err(|e| format!("{}: FAILED: {e}", path.display()))?;
-    println!(
-        "{}: OK, {} entries (from {}) in {} segment(s), chain head {}; verified in {:.2?}",
-        path.display(),
-        verified.entries,
-        verified.first_seq,
-        verified.segments,
-        verified.last_hash,
-        started.elapsed()
-    );
-    Ok(())
-}
+/// The commented example configuration, as shipped in the repository.
+const EXAMPLE_CONFIG: &str = include_str!("../../../fief.example.toml");
 
-/// `fief audit verify --server`: the server walks the chain where it keeps
-/// it; a broken or truncated chain exits non-zero with the reason.
-async fn audit_verify_on_server(c: &Client) -> CliResult {
-    let (_, v) = c
-        .send(c.request(reqwest::Method::GET, "/admin/v1/audit/verify"))
-        .await?;
-    let place = v["place"].as_str().unwrap_or("?");
-    if v["ok"] != serde_json::Value::Bool(true) {
+/// `fief init`: a starting configuration that `serve --check-config` accepts.
+fn init(file: &Path, force: bool) -> CliResult {
+    if file.exists() && !force {
         return Err(format!(
-            "audit log ({place}): FAILED: {}",
-            v["error"].as_str().unwrap_or("no reason given")
+            "{} exists; pass --force to replace it, or name another file",
+            file.display()
         )
         .into());
     }
-    let anchor = match v["anchor"].as_object() {
-        Some(a) => format!(
-            ", matches the anchor of entry {} taken at {}",
-            a.get("seq").unwrap_or(&serde_json::Value::Null),
-            a.get("at").and_then(|t| t.as_str()).unwrap_or("?")
-        ),
-        None => String::new(),
-    };
-    println!(
-        "audit log ({place}): OK, {} entries (from {}), chain head {}{anchor}; verified in {} ms",
-        v["entries"],
-        v["first_seq"],
-        v["head"].as_str().unwrap_or("?"),
-        v["took_ms"]
-    );
+    std::fs::write(file, EXAMPLE_CONFIG).map_err(|e| format!("{}: {e}", file.display()))?;
+    output::say(&format!(
+        "wrote {}; check it with `fief serve --config {} --check-config`",
+        file.display(),
+        file.display()
+    ));
     Ok(())
 }
 
-fn admin_client(admin: &AdminArgs) -> Result<Client, ClientError> {
-    let token = match &admin.admin_token {
-        Some(t) => t.clone(),
-        None => std::fs::read_to_string(admin.data_dir.join(fief_server::ADMIN_TOKEN_FILE))
-            .map(|t| t.trim().to_owned())
-            .map_err(|_| ClientError::Usage("no admin token: set FIEF_ADMIN_TOKEN or --admin-token (or --data-dir holding admin.token)".into()))?,
-    };
-    Ok(Client::new(&admin.admin_url, &token))
-}
-
-fn tenant_client(tenant: &TenantArgs) -> Result<Client, ClientError> {
-    let key = tenant
-        .api_key
-        .as_deref()
-        .ok_or_else(|| ClientError::Usage("no tenant key: set FIEF_API_KEY or --api-key".into()))?;
-    Ok(Client::new(&tenant.data_url, key))
+async fn whoami(g: &Global) -> CliResult {
+    let c = g.tenant()?;
+    let (_, me) = c
+        .send(c.request(reqwest::Method::GET, "/api/v1/me"))
+        .await?;
+    output::show(&me, Some("principal"));
+    Ok(())
 }
 
 pub(crate) fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    output::show(v, None);
 }
 
-async fn tenant(admin: AdminArgs, command: TenantCommand) -> CliResult {
-    let c = admin_client(&admin)?;
-    match command {
-        TenantCommand::Create { id, tier, tags } => {
-            let tags = parse_tags(&tags)?;
-            let (_, body) = c
-                .send(
-                    c.request(Method::POST, "/admin/v1/tenants")
-                        .json(&json!({"id": id, "tier": tier, "tags": tags})),
-                )
-                .await?;
-            print(&body["tenant"]);
-            println!(
-                "API key (shown once, store it now): {}",
-                body["api_key"].as_str().unwrap_or("")
-            );
+/// `KEY=VALUE` flags (`--tag`, `--meta`) as an object; a key given twice
+/// is an error, not a silent overwrite.
+pub(crate) fn pairs(items: &[String], flag: &str) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for kv in items {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{flag} `{kv}` is not KEY=VALUE"))?;
+        if out.insert(k.to_owned(), Value::from(v)).is_some() {
+            return Err(format!("{flag} names `{k}` twice; give each key one value"));
         }
-        TenantCommand::Update { id, tier, tags } => {
-            let mut body = serde_json::Map::new();
-            if let Some(tier) = tier {
-                body.insert("tier".into(), Value::from(tier));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every flag says what it is, and a flag with a
+    /// fixed set of values lists them.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no description"));
             }
-            if !tags.is_empty() {
-                body.insert("tags".into(), Value::Object(parse_tags(&tags)?));
-            }
-            let req = c.request(Method::PATCH, &format!("/admin/v1/tenants/{id}"));
-            print(&c.send(req.json(&body)).await?.1["tenant"]);
-        }
-        TenantCommand::Ls => print(&c.send(c.request(Method::GET, "/admin/v1/tenants")).await?.1),
-        TenantCommand::Get { id } => print(
-            &c.send(c.request(Method::GET, &format!("/admin/v1/tenants/{id}")))
-                .await?
-                .1,
-        ),
-        TenantCommand::Rm { id } => {
-            c.send(c.request(Method::DELETE, &format!("/admin/v1/tenants/{id}")))
-                .await?;
-            println!("tenant {id} offboarded: its rows and objects are deleted and its data key destroyed");
-        }
-    }
-    Ok(())
-}
-
-/// `.tar.gz`/`.tgz` files are model packages; anything else is raw ONNX.
-fn content_type_for(file: &Path) -> &'static str {
-    let name = file.to_string_lossy();
-    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        "application/gzip"
-    } else {
-        "application/octet-stream"
-    }
-}
-
-pub(crate) fn parse_tags(tags: &[String]) -> Result<serde_json::Map<String, Value>, String> {
-    tags.iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(k, v)| (k.to_owned(), Value::from(v)))
-                .ok_or_else(|| format!("tag {t:?} is not KEY=VALUE"))
-        })
-        .collect()
-}
-
-async fn key(admin: AdminArgs, command: KeyCommand) -> CliResult {
-    let c = admin_client(&admin)?;
-    match command {
-        KeyCommand::Create {
-            tenant,
-            name,
-            role,
-            tags,
-        } => {
-            let tags = parse_tags(&tags)?;
-            let (_, body) = c
-                .send(
-                    c.request(
-                        Method::POST,
-                        &format!("/admin/v1/tenants/{tenant}/api-keys"),
-                    )
-                    .json(&json!({"name": name, "role": role, "tags": tags})),
-                )
-                .await?;
-            println!(
-                "key {} created; API key (shown once): {}",
-                body["id"].as_str().unwrap_or(""),
-                body["api_key"].as_str().unwrap_or("")
-            );
-        }
-        KeyCommand::Ls { tenant } => print(
-            &c.send(c.request(Method::GET, &format!("/admin/v1/tenants/{tenant}/api-keys")))
-                .await?
-                .1,
-        ),
-        KeyCommand::Revoke { tenant, key_id } => {
-            c.send(c.request(
-                Method::DELETE,
-                &format!("/admin/v1/tenants/{tenant}/api-keys/{key_id}"),
-            ))
-            .await?;
-            println!("key {key_id} revoked");
-        }
-    }
-    Ok(())
-}
-
-async fn model(tenant: TenantArgs, command: ModelCommand) -> CliResult {
-    if let ModelCommand::Sample { file, seed } = &command {
-        let onnx = fief_serving::onnx_builder::Mlp::seeded(&[4, 8, 2], *seed).to_onnx();
-        std::fs::write(file, onnx).map_err(|e| format!("{}: {e}", file.display()))?;
-        println!(
-            "wrote {} (input [batch, 4] -> output [batch, 2])",
-            file.display()
-        );
-        return Ok(());
-    }
-    let c = tenant_client(&tenant)?;
-    match command {
-        ModelCommand::Sample { .. } => {}
-        ModelCommand::Put { name, file } => {
-            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let req = c
-                .request(Method::PUT, &format!("/api/v1/models/{name}"))
-                .header(reqwest::header::CONTENT_TYPE, content_type_for(&file))
-                .body(bytes);
-            let (status, body) = c.send(req).await?;
-            println!(
-                "{} model {name}",
-                if status == reqwest::StatusCode::CREATED {
-                    "created"
-                } else {
-                    "replaced"
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
                 }
-            );
-            print(&body);
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}: no help"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
         }
-        ModelCommand::Ls => print(&c.send(c.request(Method::GET, "/api/v1/models")).await?.1),
-        ModelCommand::Get { name } => print(
-            &c.send(c.request(Method::GET, &format!("/api/v1/models/{name}")))
-                .await?
-                .1,
-        ),
-        ModelCommand::Tag { name, tags } => {
-            let req = c
-                .request(Method::PUT, &format!("/api/v1/models/{name}/tags"))
-                .json(&parse_tags(&tags)?);
-            print(&c.send(req).await?.1);
-        }
-        ModelCommand::Rm { name } => {
-            c.send(c.request(Method::DELETE, &format!("/api/v1/models/{name}")))
-                .await?;
-            println!("model {name} deleted");
-        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
     }
-    Ok(())
-}
 
-async fn invoke(tenant: TenantArgs, model: &str, input: &str, endpoint: &str) -> CliResult {
-    let c = tenant_client(&tenant)?;
-    let text = match input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
-        None => input.to_owned(),
-    };
-    let inputs: Value =
-        serde_json::from_str(&text).map_err(|e| format!("--input is not JSON: {e}"))?;
-    let req = c
-        .request(Method::POST, &format!("/endpoints/{endpoint}/invocations"))
-        .header(fief_server::TARGET_MODEL_HEADER, model)
-        .json(&json!({"inputs": inputs}));
-    print(&c.send(req).await?.1);
-    Ok(())
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_pair_given_twice_is_refused() {
+        let e = pairs(&["a=1".into(), "a=2".into()], "--tag").unwrap_err();
+        assert!(e.contains("`a` twice"), "{e}");
+        assert!(pairs(&["a".into()], "--meta").is_err());
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fief.toml");
+        std::fs::write(&file, EXAMPLE_CONFIG).unwrap();
+        Config::load(Some(&file), std::iter::empty(), &Overrides::default()).unwrap();
+    }
 }

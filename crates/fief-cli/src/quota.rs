@@ -53,7 +53,10 @@ pub enum QuotaCommand {
         limits: LimitArgs,
     },
     /// Remove a subject's limits (tenant).
-    Rm { subject: String },
+    Rm {
+        /// `role:NAME`, `api-key:ID` or `user:SUBJECT`.
+        subject: String,
+    },
 }
 
 fn value(flag: &str, raw: &str) -> Result<Value, ClientError> {
@@ -95,17 +98,6 @@ fn limits(args: &LimitArgs) -> Result<Map<String, Value>, ClientError> {
         ));
     }
     Ok(out)
-}
-
-fn path_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `tenant`/`admin`: whichever plane the command needs.
@@ -162,7 +154,7 @@ pub async fn run(
             let req = c
                 .request(
                     Method::PUT,
-                    &format!("/api/v1/quotas/{}", path_segment(&subject)),
+                    &format!("/api/v1/quotas/{}", crate::client::segment(&subject)),
                 )
                 .json(&body);
             let (_, body) = c.send(req).await?;
@@ -177,10 +169,10 @@ pub async fn run(
             let c = tenant()?;
             c.send(c.request(
                 Method::DELETE,
-                &format!("/api/v1/quotas/{}", path_segment(&subject)),
+                &format!("/api/v1/quotas/{}", crate::client::segment(&subject)),
             ))
             .await?;
-            println!("removed the limits of {subject}");
+            crate::outln!("removed the limits of {subject}");
         }
     }
     Ok(())

@@ -54,7 +54,7 @@ async fn show(c: &Client, path: &str, q: Vec<(String, String)>, csv: bool) -> Cl
     let resp = c.send_raw(c.request(Method::GET, path).query(&q)).await?;
     let text = resp.text().await.map_err(|e| c.connect(e))?;
     if csv {
-        print!("{text}");
+        crate::outln!("{}", text.trim_end_matches('\n'));
     } else {
         let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         crate::print(&body);

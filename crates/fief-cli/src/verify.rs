@@ -33,12 +33,6 @@ use crate::CliResult;
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    #[arg(long, env = "FIEF_DATA_URL", default_value = "http://127.0.0.1:8080")]
-    data_url: String,
-    #[arg(long, env = "FIEF_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
-    admin_url: String,
-    #[arg(long, env = "FIEF_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
     /// Also write every attempt as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -172,7 +166,12 @@ fn encode_all(s: &str) -> String {
     s.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-pub async fn run(args: VerifyArgs) -> CliResult {
+pub async fn run(
+    args: VerifyArgs,
+    data_url: &str,
+    admin_url: &str,
+    admin_token: &str,
+) -> CliResult {
     let http = Http {
         // A connection per request: no attempt can ride on, or be confused
         // by, a connection another attempt left behind.
@@ -180,9 +179,9 @@ pub async fn run(args: VerifyArgs) -> CliResult {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("http client: {e}"))?,
-        data: args.data_url.trim_end_matches('/').to_owned(),
-        admin: args.admin_url.trim_end_matches('/').to_owned(),
-        admin_token: args.admin_token.clone(),
+        data: data_url.trim_end_matches('/').to_owned(),
+        admin: admin_url.trim_end_matches('/').to_owned(),
+        admin_token: admin_token.to_owned(),
         kb_skipped: OnceLock::new(),
         kb_planted: AtomicBool::new(false),
     };
@@ -266,7 +265,7 @@ pub async fn run(args: VerifyArgs) -> CliResult {
                 .join(", ")
         ),
     };
-    println!(
+    crate::outln!(
         "\n{} attempts: {} denied, {leaks} LEAK, {allowed} ALLOWED, {unexpected} UNEXPECTED{skips}; probe tenants {}",
         attempts.len(),
         attempts.len() - leaks - allowed - unexpected,
@@ -1791,20 +1790,29 @@ fn print_matrix(attempts: &[Attempt], skipped: &[Skip]) {
             }
         }
     }
-    println!(
+    crate::outln!(
         "{:<24} {:<24} {:<16} {:<15} {:>5}  result",
-        "attacker", "victim", "kind", "action", "tries"
+        "attacker",
+        "victim",
+        "kind",
+        "action",
+        "tries"
     );
     for ((attacker, victim, kind, action), (n, broken, result)) in rows {
-        println!("{attacker:<24} {victim:<24} {kind:<16} {action:<15} {n:>5}  {result}");
+        crate::outln!("{attacker:<24} {victim:<24} {kind:<16} {action:<15} {n:>5}  {result}");
         for b in broken.iter().take(5) {
-            println!("{:>28}{b}", "");
+            crate::outln!("{:>28}{b}", "");
         }
     }
     for s in skipped {
-        println!(
+        crate::outln!(
             "{:<24} {:<24} {:<16} {:<15} {:>5}  skipped: {}",
-            "(all)", "(all)", s.kind, "-", 0, s.reason
+            "(all)",
+            "(all)",
+            s.kind,
+            "-",
+            0,
+            s.reason
         );
     }
 }

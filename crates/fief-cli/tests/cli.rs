@@ -962,7 +962,7 @@ mod llm {
         let out = run(&data, &key, &["chat", "chat-large", "hi"]).await;
         assert!(!out.status.success());
         assert!(
-            text(&out.stderr).contains("403 Forbidden AccessDenied"),
+            text(&out.stderr).contains("AccessDenied: access denied (HTTP 403, request id req_"),
             "{}",
             text(&out.stderr)
         );
@@ -1293,3 +1293,9 @@ mod replicas {
         db.cleanup().await;
     }
 }
+
+#[path = "cli/readme.rs"]
+mod readme;
+
+#[path = "cli/front_door.rs"]
+mod front_door;
