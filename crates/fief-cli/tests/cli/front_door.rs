@@ -158,3 +158,59 @@ fn flags_go_anywhere_and_help_lists_values() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("FIEF_API_KEY is set but empty"), "{stderr}");
 }
+
+/// Without the embedder, a folder ingest stops at the first refusal (not
+/// one error per file), and what the tenant reads names no server path and
+/// no operator command.
+#[tokio::test]
+async fn an_ingest_without_the_embedder_stops_once_and_shows_no_server_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-embedder");
+    std::fs::create_dir(&empty).unwrap();
+    let (mut server, data, admin, token) = super::common::serve_with(
+        &dir.path().join("data"),
+        None,
+        &[("FIEF_EMBEDDER_DIR", empty.to_str().unwrap())],
+    );
+    let http = reqwest::Client::new();
+    let key = super::common::create_tenant(&http, &admin, &token, "kbless", None).await;
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    for n in 0..3 {
+        std::fs::write(docs.join(format!("{n}.md")), "some text").unwrap();
+    }
+    let run = |args: Vec<String>| {
+        let mut c = fief();
+        c.args(args)
+            .env("FIEF_DATA_URL", &data)
+            .env("FIEF_API_KEY", &key);
+        c.output().unwrap()
+    };
+    let out = run(vec!["kb".into(), "create".into(), "handbook".into()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The gateway is another process: blocking here holds up nothing.
+    let out = run(vec![
+        "kb".into(),
+        "ingest".into(),
+        "handbook".into(),
+        docs.to_str().unwrap().into(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.matches("embedder").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("stopped at 0.md (0 of 3 files ingested)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ask the operator"), "{stderr}");
+    assert!(
+        !stderr.contains(empty.to_str().unwrap()) && !stderr.contains("setup-embedder"),
+        "{stderr}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
