@@ -98,6 +98,15 @@ pub enum KeyCommand {
     },
 }
 
+/// A new key's answer: the key alone with `--quiet`, and a reminder that
+/// it is never shown again.
+fn show_new_key(body: &Value) {
+    output::show(body, Some("api_key"));
+    if !output::mode().quiet {
+        eprintln!("the API key is shown once: store it now");
+    }
+}
+
 pub async fn tenant(c: &Client, command: TenantCommand) -> CliResult {
     match command {
         TenantCommand::Create { id, tier, tags } => {
@@ -108,10 +117,7 @@ pub async fn tenant(c: &Client, command: TenantCommand) -> CliResult {
                         .json(&json!({"id": id, "tier": tier.name(), "tags": tags})),
                 )
                 .await?;
-            output::show(&body, Some("api_key"));
-            if !output::mode().quiet {
-                eprintln!("the API key is shown once: store it now");
-            }
+            show_new_key(&body);
         }
         TenantCommand::Update { id, tier, tags } => {
             let mut body = Map::new();
@@ -166,10 +172,7 @@ pub async fn key(c: &Client, command: KeyCommand) -> CliResult {
                     .json(&json!({"name": name, "role": role, "tags": tags})),
                 )
                 .await?;
-            output::show(&body, Some("api_key"));
-            if !output::mode().quiet {
-                eprintln!("the API key is shown once: store it now");
-            }
+            show_new_key(&body);
         }
         KeyCommand::Ls { tenant } => output::show(
             &c.send(c.request(Method::GET, &format!("/admin/v1/tenants/{tenant}/api-keys")))

@@ -199,18 +199,7 @@ fn policy_validate_checks_files_offline() {
 fn a_second_serve_on_a_held_data_directory_exits_naming_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _, _, _) = common::serve(dir.path());
-    let out = fief()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::serve_command(dir.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -444,16 +433,7 @@ async fn model_bytes_live_sealed_in_the_bucket_when_one_is_configured() {
         format!("[object_store]\nurl = \"s3://no-such-bucket-{bucket}\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"),
     )
     .unwrap();
-    let out = fief()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("other"))
+    let out = common::serve_command(&dir.path().join("other"))
         .arg("--config")
         .arg(&missing)
         .envs(env)

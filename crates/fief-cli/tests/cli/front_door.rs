@@ -108,16 +108,7 @@ fn a_failed_start_creates_nothing() {
 fn logs_to_a_file_are_plain_text() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut server = fief()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
+    let mut server = super::common::serve_command(&dir.path().join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()

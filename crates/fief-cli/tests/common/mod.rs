@@ -36,12 +36,8 @@ pub fn serve(data_dir: &Path) -> (Child, String, String, String) {
     serve_with(data_dir, None, &[])
 }
 
-/// `serve` with a config file and environment variables.
-pub fn serve_with(
-    data_dir: &Path,
-    config: Option<&Path>,
-    env: &[(&str, &str)],
-) -> (Child, String, String, String) {
+/// `fief serve` on ephemeral loopback ports over `data_dir`, not started.
+pub fn serve_command(data_dir: &Path) -> Command {
     let mut command = fief();
     command.args([
         "serve",
@@ -52,6 +48,16 @@ pub fn serve_with(
         "--data-dir",
     ]);
     command.arg(data_dir);
+    command
+}
+
+/// `serve` with a config file and environment variables.
+pub fn serve_with(
+    data_dir: &Path,
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+) -> (Child, String, String, String) {
+    let mut command = serve_command(data_dir);
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
