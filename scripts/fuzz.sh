@@ -15,16 +15,29 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(request_parsing model_package token_parsing policy_input)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
+  t0=$SECONDS
   cargo install cargo-fuzz --locked --version 0.13.2
+  echo "-- cargo install cargo-fuzz: $((SECONDS - t0)) s"
 fi
 # cargo-fuzz passes nightly-only -Z flags; this lets the stable toolchain take them.
 export RUSTC_BOOTSTRAP=1
 cd fuzz
+t0=$SECONDS
+cargo fuzz build --sanitizer none
+echo "-- fuzz build: $((SECONDS - t0)) s"
 for t in "${targets[@]}"; do
   scratch="$(mktemp -d)"
   dirs=("$scratch" "corpus/$t")
   if [ -d "regressions/$t" ]; then dirs+=("regressions/$t"); fi
   echo "== fuzzing $t for ${seconds}s"
-  cargo fuzz run --sanitizer none "$t" "${dirs[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536
-  rm -rf "$scratch"
+  # libFuzzer's progress goes to a file: a CI log's tail then shows each
+  # target's last lines and the step times, not thousands of REDUCE lines.
+  log="$scratch.log"
+  if ! cargo fuzz run --sanitizer none "$t" "${dirs[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 >"$log" 2>&1; then
+    tail -n 80 "$log"
+    echo "FAILED: fuzz target $t (the crashing input is under fuzz/artifacts/$t)"
+    exit 1
+  fi
+  tail -n 2 "$log"
+  rm -rf "$scratch" "$log"
 done

@@ -28,12 +28,19 @@ if [[ -z "${FIEF_TEST_S3_URL:-}" ]]; then
     export FIEF_TEST_S3_URL="http://127.0.0.1:$s3_port"
 fi
 
-cargo test --workspace --locked "$@"
+# Each phase prints its time, so a CI log's tail says where the time went.
+phase() {
+    local name="$1" t0=$SECONDS
+    shift
+    "$@"
+    echo "-- test.sh $name: $((SECONDS - t0)) s"
+}
+phase "cargo test (SQLite)" cargo test --workspace --locked "$@"
 
 # The vector index's requirement, as the README states it: recall@10 >= 0.95
 # at the default beam on 100,000 random 384-d vectors (about 3 minutes; the
 # bench exits non-zero below it).
-cargo bench --locked -p fief-retrieval --bench recall
+phase "recall bench" cargo bench --locked -p fief-retrieval --bench recall
 
 # The gateway's suites again with every row on PostgreSQL: each test server
 # gets a throwaway database and a NOBYPASSRLS runtime role from
@@ -41,13 +48,13 @@ cargo bench --locked -p fief-retrieval --bench recall
 if [[ -n "${FIEF_TEST_DATABASE_URL:-}" || "${CI:-}" == true ]]; then
     # --workspace (not -p fief-server): the same features as the pass above,
     # so these run from its build instead of compiling the tree again.
-    FIEF_TEST_STORE=postgres cargo test --locked --workspace \
+    FIEF_TEST_STORE=postgres phase "PostgreSQL pass" cargo test --locked --workspace \
         --test isolation --test identity --test knowledge --test proptest_isolation \
         --test hostile_catalogue --test islands --test lifecycle --test llm --test quotas --test metering "$@"
     # The isolation suite and the property test once more, every gateway of
     # them three replicas on one PostgreSQL and one bucket behind a
     # per-request round-robin balancer (tests/common/mod.rs::behind_a_balancer).
-    FIEF_TEST_STORE=postgres FIEF_TEST_REPLICAS=3 cargo test --locked --workspace \
+    FIEF_TEST_STORE=postgres FIEF_TEST_REPLICAS=3 phase "replicas pass" cargo test --locked --workspace \
         --test isolation --test proptest_isolation "$@"
 else
     echo "SKIP: the PostgreSQL pass needs FIEF_TEST_DATABASE_URL"
