@@ -103,7 +103,10 @@ pub enum KeyCommand {
 fn show_new_key(body: &Value) {
     output::show(body, Some("api_key"));
     if !output::mode().quiet {
-        eprintln!("the API key is shown once: store it now");
+        eprintln!(
+            "the API key is shown once: store it now (AWS SDKs sign with the same key as \
+             aws_access_key_id and aws_secret_access_key)"
+        );
     }
 }
 

@@ -164,6 +164,32 @@ pub async fn run() -> DemoResult {
         )?;
         crate::outln!("  {who:<6} POST /endpoints/{endpoint}/invocations ({model}) -> {got:?}  max |Δ| vs reference = {diff:.1e}");
     }
+    // The same call signed as the AWS SDKs sign it: SigV4 with the key's id
+    // as the access key id and its secret as the secret access key.
+    let (key_id, secret) = keys[1]
+        .strip_prefix("fief_")
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or("a key reads fief_<id>_<secret>")?;
+    let mut signed = invoke(&sales, "shared", "forecast", &input).build()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    fief_sigv4::sign_request(
+        &mut signed,
+        key_id,
+        secret.as_bytes(),
+        "us-east-1",
+        "sagemaker",
+        now,
+    )?;
+    let resp = reqwest::Client::new().execute(signed).await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    expect(
+        status == StatusCode::OK && body["outputs"]["output"].is_array(),
+        "a SigV4-signed invocation answers like the bearer one",
+    )?;
+    crate::outln!("  sales  the same call signed with AWS Signature V4 (key id {key_id} as the access key id) -> {status}");
 
     step(
         4,

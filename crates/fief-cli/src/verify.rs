@@ -545,6 +545,35 @@ async fn baseline(http: &Http, probes: &[Probe]) -> Result<(), String> {
     Ok(())
 }
 
+/// `req` (built with the key as its bearer credential) signed instead with
+/// the key's AWS pair: its id as the access key id, its secret as the
+/// secret access key, as an AWS SDK would.
+fn sigv4_signed(
+    client: &reqwest::Client,
+    req: reqwest::RequestBuilder,
+    key: &str,
+) -> Result<reqwest::RequestBuilder, String> {
+    let (id, secret) = key
+        .strip_prefix("fief_")
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or("the probe key is not of the form fief_<id>_<secret>")?;
+    let mut request = req.build().map_err(|e| format!("request: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    fief_sigv4::sign_request(
+        &mut request,
+        id,
+        secret.as_bytes(),
+        "us-east-1",
+        "sagemaker",
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(reqwest::RequestBuilder::from_parts(client.clone(), request))
+}
+
 fn invocation(
     http: &Http,
     cred: &str,
@@ -572,9 +601,19 @@ struct Try {
 
 async fn attack(http: &Http, a: &Probe, v: &Probe) -> Result<Vec<Attempt>, String> {
     let mut out = Vec::new();
-    for (principal, cred) in [("api-key", &a.key), ("session", &a.session)] {
+    for (principal, cred) in [
+        ("api-key", &a.key),
+        ("session", &a.session),
+        // The same key signing each request with AWS Signature V4.
+        ("aws-sigv4", &a.key),
+    ] {
         for t in tries(http, cred, a, v) {
-            let r = http.send(t.req).await?;
+            let req = if principal == "aws-sigv4" {
+                sigv4_signed(&http.client, t.req, cred)?
+            } else {
+                t.req
+            };
+            let r = http.send(req).await?;
             let canary_seen = r.text.contains(&v.canary);
             let (result, detail) = if r.status.is_server_error() {
                 ("UNEXPECTED", Some(format!("server error {}", r.status)))

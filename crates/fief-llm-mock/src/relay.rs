@@ -150,8 +150,9 @@ async fn forward(
         return (axum::http::StatusCode::BAD_REQUEST, "body not read").into_response();
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut headers = parts.headers.clone();
-    headers.remove(axum::http::header::HOST);
+    // The client's Host goes through (nginx's `proxy_set_header Host $host`):
+    // an AWS Signature V4 covers it.
+    let headers = parts.headers.clone();
     for _ in 0..b.targets.len() {
         let i = b.turn.fetch_add(1, Ordering::Relaxed) % b.targets.len();
         let sent = b

@@ -26,8 +26,8 @@ use crate::state::SharedState;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// The bearer token, if the request carries exactly one well-formed one.
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// The request's one `Authorization` value.
+fn authorization(headers: &HeaderMap) -> Result<&str, ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or_else(|| {
         ApiError::Unauthenticated("missing Authorization: Bearer credential".into())
@@ -37,9 +37,14 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
             "more than one Authorization header".into(),
         ));
     }
-    let text = value
+    value
         .to_str()
-        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".into()))?;
+        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".into()))
+}
+
+/// The bearer token, if the request carries exactly one well-formed one.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let text = authorization(headers)?;
     let token = text
         .strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
@@ -81,7 +86,13 @@ pub async fn tenant_layer(
         .unwrap_or(Listener::Shared);
     let source = peer(req.extensions());
     let plane = listener.name();
-    let (kind, authenticated) = authenticate(&state, req.headers()).await;
+    let (kind, authenticated) = if signed_with_sigv4(req.headers()) {
+        let (signed, result) = authenticate_signed(&state, req).await;
+        req = signed;
+        (CredentialKind::AwsSignature, result)
+    } else {
+        authenticate(&state, req.headers()).await
+    };
     let principal = match authenticated {
         Ok(p) => p,
         Err(e) => {
@@ -129,6 +140,88 @@ async fn authenticate(
         kind,
         state.store.authenticate(token).await.map_err(Into::into),
     )
+}
+
+/// Whether the request claims AWS Signature V4 (then it must verify; it
+/// never falls back to another credential form).
+fn signed_with_sigv4(headers: &HeaderMap) -> bool {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(fief_sigv4::is_sigv4)
+}
+
+/// Checks a SigV4-signed request: the body is read (within the body limit)
+/// for its hash, the signature rebuilt from the request as received, and the
+/// request handed back with the same body for the handler.
+async fn authenticate_signed(
+    state: &SharedState,
+    req: Request,
+) -> (Request, Result<Principal, ApiError>) {
+    use futures::StreamExt;
+    let (parts, body) = req.into_parts();
+    let limit = state.config.max_body_bytes;
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    let mut read = Ok(());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if bytes.len() + c.len() > limit => {
+                read = Err(ApiError::PayloadTooLarge(limit));
+                break;
+            }
+            Ok(c) => bytes.extend_from_slice(&c),
+            Err(e) => {
+                read = Err(ApiError::Validation(format!(
+                    "could not read the request body: {e}"
+                )));
+                break;
+            }
+        }
+    }
+    let result = match read {
+        Ok(()) => verify_signed(state, &parts, &bytes).await,
+        Err(e) => Err(e),
+    };
+    (
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        result,
+    )
+}
+
+async fn verify_signed(
+    state: &SharedState,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Principal, ApiError> {
+    use sha2::{Digest, Sha256};
+    let refused = |e: fief_sigv4::SigV4Error| {
+        ApiError::Unauthenticated(format!("invalid AWS signature: {e}"))
+    };
+    let authorization = authorization(&parts.headers)?;
+    if parts.headers.contains_key("x-amz-security-token") {
+        return Err(ApiError::Unauthenticated(
+            "invalid AWS signature: a security token is not accepted; sign with an API key's id and secret".into(),
+        ));
+    }
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    let request = fief_sigv4::Request {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body_sha256: Sha256::digest(body).into(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let checked = fief_sigv4::check(&request, authorization, now).map_err(refused)?;
+    Ok(state.store.authenticate_signed(&checked).await?)
 }
 
 /// A tenant principal on the data plane, authenticated by [`tenant_layer`].

@@ -32,6 +32,25 @@ pub struct Created {
     /// The secret, shown once.
     pub api_key: String,
     pub api_key_id: String,
+    #[serde(flatten)]
+    pub aws: AwsCredentials,
+}
+
+/// The same key in the form the AWS SDKs sign with (SigV4): its id as the
+/// access key id, its secret part as the secret access key. Shown once.
+#[derive(Debug, Serialize)]
+pub struct AwsCredentials {
+    pub aws_access_key_id: String,
+    pub aws_secret_access_key: String,
+}
+
+impl AwsCredentials {
+    fn of(key: &fief_store::NewApiKey) -> Self {
+        Self {
+            aws_access_key_id: key.record.id.clone(),
+            aws_secret_access_key: key.aws_secret_access_key.clone(),
+        }
+    }
 }
 
 /// `POST /admin/v1/tenants/{id}/api-keys`.
@@ -53,6 +72,8 @@ pub struct CreatedKey {
     #[serde(flatten)]
     pub record: ApiKeyRecord,
     pub api_key: String,
+    #[serde(flatten)]
+    pub aws: AwsCredentials,
 }
 
 fn tenant_id(raw: &str) -> ApiResult<TenantId> {
@@ -78,6 +99,7 @@ pub async fn create(state: &AppState, op: &Principal, req: CreateTenant) -> ApiR
         )
         .await?;
     Ok(Created {
+        aws: AwsCredentials::of(&key),
         tenant,
         api_key: key.token,
         api_key_id: key.record.id,
@@ -319,6 +341,7 @@ pub async fn create_key(
         )
         .await?;
     Ok(CreatedKey {
+        aws: AwsCredentials::of(&key),
         record: key.record,
         api_key: key.token,
     })

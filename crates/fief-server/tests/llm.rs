@@ -14,7 +14,7 @@ use fief_llm_mock::{MockOptions, MockUpstream, Mode, TlsFiles};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::{spawn_secrets, Resp, TestServer};
+use common::{sdk, spawn_secrets, Resp, TestServer};
 
 const KEY_VAR: &str = "TEST_UPSTREAM_KEY";
 const UPSTREAM_KEY: &str = "sk-upstream-secret-0123";
@@ -142,51 +142,6 @@ fn refusal(r: &Resp) -> Value {
     v
 }
 
-fn python_has(module: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("python3 cannot import {module}: scripts/test.sh installs it");
-    }
-    if !ok {
-        eprintln!("SKIP: python3 cannot import {module} (scripts/test.sh installs it)");
-    }
-    ok
-}
-
-/// Runs an SDK script off the runtime's thread (the gateway serves it).
-async fn run_python(script: &'static str, env: &[(&str, &str)]) {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect();
-    tokio::task::spawn_blocking(move || python(script, &env))
-        .await
-        .unwrap();
-}
-
-fn python(script: &str, env: &[(String, String)]) {
-    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("python3")
-        .arg(&path)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("OPENAI_LOG", "")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sdk: ok"),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn the_official_sdks_work_against_fief() {
     let mock = mock("pool").await;
@@ -213,11 +168,21 @@ async fn the_official_sdks_work_against_fief() {
         ("EMBED_MODEL", "embed-1"),
         ("FORBIDDEN", "other"),
     ];
-    if python_has("openai") {
-        run_python("openai_client.py", &env).await;
+    if sdk::python_has("openai") {
+        sdk::run_python("openai_client.py", &env).await;
     }
-    if python_has("boto3") {
-        run_python("bedrock_client.py", &env).await;
+    if sdk::python_has("boto3") {
+        sdk::run_python("bedrock_client.py", &env).await;
+        // The same client signing with AWS Signature V4: the key's id and
+        // secret as the access key pair, no bearer token.
+        let (id, secret) = sdk::aws_pair(&key);
+        let mut signed: Vec<(&str, &str)> = env
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "AWS_BEARER_TOKEN_BEDROCK")
+            .collect();
+        signed.extend([("AWS_ACCESS_KEY_ID", id), ("AWS_SECRET_ACCESS_KEY", secret)]);
+        sdk::run_python("bedrock_client.py", &signed).await;
     }
     // The upstream saw fief's key and its own model id, never the tenant's key.
     let seen = mock.requests();

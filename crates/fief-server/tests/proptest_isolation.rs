@@ -21,7 +21,7 @@ use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use reqwest::Method;
 use serde_json::json;
 
-use common::{holds_outputs, max_diff, outputs, tenant_model, TestServer};
+use common::{holds_outputs, max_diff, outputs, sdk, tenant_model, TestServer};
 
 const INPUT: [f32; 4] = [0.1, 0.2, 0.3, 0.4];
 
@@ -84,7 +84,9 @@ fn op() -> impl Strategy<Value = Op> {
         (t.clone(), n.clone(), 0u8..3).prop_map(|(t, n, f)| Op::GetModel(t, n, f)),
         (t.clone(), n.clone()).prop_map(|(t, n)| Op::DeleteModel(t, n)),
         (t.clone(), n.clone()).prop_map(|(t, n)| Op::TagModel(t, n)),
-        (t.clone(), n.clone(), 0u8..3).prop_map(|(t, n, e)| Op::Invoke(t, n, e)),
+        // Endpoint forms: shared, the model owner's, the actor's own, and
+        // shared signed with AWS Signature V4 instead of the bearer key.
+        (t.clone(), n.clone(), 0u8..4).prop_map(|(t, n, e)| Op::Invoke(t, n, e)),
         Just(Op::ListModels),
         n.clone().prop_map(Op::PutPolicy),
         n.clone().prop_map(Op::GetPolicy),
@@ -146,13 +148,20 @@ impl World {
                 .json(&json!({"Canary": canary})),
             Op::Invoke(t, n, e) => {
                 let endpoint = match e {
-                    0 => "shared",
                     1 => TENANTS[*t].0,
-                    _ => me,
+                    2 => me,
+                    _ => "shared",
                 };
-                s.data_req(key, Method::POST, &format!("/endpoints/{endpoint}/invocations"))
+                let req = s
+                    .data_req(key, Method::POST, &format!("/endpoints/{endpoint}/invocations"))
                     .header(fief_server::TARGET_MODEL_HEADER, format!("{}/m{n}", TENANTS[*t].0))
-                    .json(&json!({"inputs": [INPUT.to_vec()]}))
+                    .json(&json!({"inputs": [INPUT.to_vec()]}));
+                if *e == 3 {
+                    let (id, secret) = sdk::aws_pair(key);
+                    sdk::sigv4(&s.http, req, id, secret, 0)
+                } else {
+                    req
+                }
             }
             Op::ListModels => s.data_req(key, Method::GET, "/api/v1/models"),
             Op::PutPolicy(n) => s

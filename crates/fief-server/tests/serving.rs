@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "serving/sagemaker.rs"]
+mod sagemaker;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -4,6 +4,12 @@
 //! safe to log and list; `secret` (64 hex, 256 bits) is compared in constant
 //! time against its stored hash. A plain hash suffices because the secret is
 //! random and long; a slow password hash would only add latency.
+//!
+//! AWS Signature V4 (the SDKs' `sagemaker-runtime` and `bedrock-runtime`
+//! clients, with the key's id as the access key id and its secret as the
+//! secret access key) needs the secret itself, so a copy is kept sealed under
+//! the master key, bound to the key's id. It is opened only to derive a
+//! day's signing key, and only those derived keys are cached.
 
 use rand::RngCore;
 use serde::Serialize;
@@ -11,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use fief_core::{Incarnation, Tags, TenantId};
+use fief_crypto::MasterKey;
 
 use crate::db::{q, Row, Tx};
 use crate::directory::CachedKey;
@@ -41,6 +48,9 @@ pub struct ApiKeyRecord {
 pub struct NewApiKey {
     pub record: ApiKeyRecord,
     pub token: String,
+    /// The token's secret part: with the key's id as the access key id,
+    /// the pair an AWS SDK signs requests with (SigV4).
+    pub aws_secret_access_key: String,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -51,6 +61,11 @@ fn random_hex(bytes: usize) -> String {
 
 fn secret_hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// What a key's sealed secret is bound to: it opens for no other key.
+fn sealed_secret_purpose(key_id: &str) -> String {
+    format!("api-key:{key_id}")
 }
 
 /// Splits a presented token into (id, secret) if it has the key shape.
@@ -65,6 +80,7 @@ fn parse_token(token: &str) -> Option<(&str, &str)> {
 
 pub(crate) async fn insert_key(
     tx: &mut Tx,
+    master: &MasterKey,
     tenant: &TenantId,
     incarnation: &Incarnation,
     name: &str,
@@ -75,14 +91,16 @@ pub(crate) async fn insert_key(
     let secret = random_hex(SECRET_HEX / 2);
     let created_at = now();
     let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let sealed = master.seal_platform_secret(&sealed_secret_purpose(&id), secret.as_bytes())?;
     q(
-        "INSERT INTO api_keys (id, tenant_id, incarnation, secret_hash, name, role, tags, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO api_keys (id, tenant_id, incarnation, secret_hash, secret_sealed, name, role, tags, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&id)
     .bind(tenant.as_str())
     .bind(incarnation.as_str())
     .bind(secret_hash(&secret))
+    .bind(sealed)
     .bind(name)
     .bind(role)
     .bind(tags_json)
@@ -90,6 +108,7 @@ pub(crate) async fn insert_key(
     .exec(tx)
     .await?;
     let token = format!("{KEY_PREFIX}{id}_{secret}");
+    let aws_secret_access_key = secret;
     let record = ApiKeyRecord {
         id,
         tenant_id: tenant.clone(),
@@ -100,7 +119,11 @@ pub(crate) async fn insert_key(
         created_at,
         revoked_at: None,
     };
-    Ok(NewApiKey { record, token })
+    Ok(NewApiKey {
+        record,
+        token,
+        aws_secret_access_key,
+    })
 }
 
 const COLUMNS: &str =
@@ -155,7 +178,16 @@ impl Store {
         if active.is_none() {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
-        let key = insert_key(&mut tx, tenant, &incarnation, name, role, tags).await?;
+        let key = insert_key(
+            &mut tx,
+            &self.master,
+            tenant,
+            &incarnation,
+            name,
+            role,
+            tags,
+        )
+        .await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -210,12 +242,68 @@ impl Store {
         let Some((id, secret)) = parse_token(token) else {
             return Ok(None);
         };
+        let Some(key) = self.live_key(id).await? else {
+            return Ok(None);
+        };
+        Ok(bool::from(key.secret_hash.ct_eq(&secret_hash(secret))).then_some(key.record))
+    }
+
+    /// A SigV4-signed request's key, once its signature verifies with the
+    /// day's signing key derived from the key's sealed secret.
+    pub(crate) async fn authenticate_signed_key(
+        &self,
+        checked: &fief_sigv4::Checked,
+    ) -> Result<std::result::Result<ApiKeyRecord, String>> {
+        let auth = &checked.authorization;
+        let id = auth.access_key_id.as_str();
+        let valid_id =
+            id.len() == ID_HEX && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let key = if valid_id {
+            self.live_key(id).await?
+        } else {
+            None
+        };
+        let Some(key) = key else {
+            return Ok(Err("unknown or revoked access key id".into()));
+        };
+        let Some(sealed) = &key.secret_sealed else {
+            return Ok(Err(
+                "this key was created before fief accepted AWS signatures: create a new key for AWS SDK clients"
+                    .into(),
+            ));
+        };
+        let scope = (
+            id.to_owned(),
+            auth.date.clone(),
+            auth.region.clone(),
+            auth.service.clone(),
+        );
+        let signing = match self.directory.signing_key(&scope) {
+            Some(k) => k,
+            None => {
+                let secret = zeroize::Zeroizing::new(
+                    self.master
+                        .open_platform_secret(&sealed_secret_purpose(id), sealed)?,
+                );
+                let k = fief_sigv4::signing_key(&secret, &auth.date, &auth.region, &auth.service);
+                self.directory.keep_signing_key(scope, k.clone());
+                k
+            }
+        };
+        Ok(match fief_sigv4::verify(checked, &signing) {
+            Ok(()) => Ok(key.record),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    /// A live key of an active tenant incarnation, by id (cached).
+    async fn live_key(&self, id: &str) -> Result<Option<CachedKey>> {
         let key = match self.directory.key(id) {
             Some(k) => k,
             None => {
                 let epoch = self.directory.epoch();
                 let row = q(format!(
-                    "SELECT {COLUMNS}, k.secret_hash
+                    "SELECT {COLUMNS}, k.secret_hash, k.secret_sealed
                      FROM api_keys k JOIN tenants t ON t.id = k.tenant_id AND t.incarnation = k.incarnation
                      WHERE k.id = $1 AND k.revoked_at IS NULL AND t.status = 'active'"
                 ))
@@ -228,14 +316,12 @@ impl Store {
                 let key = CachedKey {
                     record: from_row(&row)?,
                     secret_hash: row.get("secret_hash")?,
+                    secret_sealed: row.get("secret_sealed")?,
                 };
                 self.directory.keep_key(epoch, id, key.clone());
                 key
             }
         };
-        if !bool::from(key.secret_hash.ct_eq(&secret_hash(secret))) {
-            return Ok(None);
-        }
         // The key's tenant incarnation must still be the active one.
         let live = self
             .tenant_state(&key.record.tenant_id)
@@ -243,7 +329,7 @@ impl Store {
             .is_some_and(|t| {
                 t.status == crate::TenantStatus::Active && t.incarnation == key.record.incarnation
             });
-        Ok(live.then_some(key.record))
+        Ok(live.then_some(key))
     }
 }
 

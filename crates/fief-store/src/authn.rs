@@ -42,6 +42,8 @@ pub enum CredentialKind {
     SessionToken,
     Jwt,
     AdminToken,
+    /// An `AWS4-HMAC-SHA256` signed request (an API key's SigV4 form).
+    AwsSignature,
     Unrecognised,
 }
 
@@ -65,9 +67,21 @@ impl CredentialKind {
             CredentialKind::SessionToken => "session-token",
             CredentialKind::Jwt => "jwt",
             CredentialKind::AdminToken => "admin-token",
+            CredentialKind::AwsSignature => "aws-sigv4",
             CredentialKind::Unrecognised => "unrecognised",
         }
     }
+}
+
+/// An API key's principal: its tenant incarnation, role and tags.
+fn key_principal(key: crate::ApiKeyRecord) -> Principal {
+    Principal::from_facts(PrincipalFacts::ApiKey {
+        key_id: key.id,
+        tenant: key.tenant_id,
+        incarnation: key.incarnation,
+        role: key.role,
+        tags: key.tags,
+    })
 }
 
 const INVALID: &str = "invalid, revoked or unknown credential";
@@ -85,6 +99,27 @@ fn no_tenant() -> AuthnError {
 }
 
 impl Store {
+    /// The principal of an AWS Signature V4 request whose form, date window
+    /// and payload hash the edge has checked (`fief_sigv4::check`): the
+    /// access key id names a live API key, and the signature verifies with
+    /// the day's signing key derived from that key's sealed secret. The same
+    /// principal as the key's bearer form.
+    pub async fn authenticate_signed(
+        &self,
+        checked: &fief_sigv4::Checked,
+    ) -> std::result::Result<Principal, AuthnError> {
+        match self
+            .authenticate_signed_key(checked)
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(key) => Ok(key_principal(key)),
+            Err(reason) => Err(AuthnError::Refused(format!(
+                "invalid AWS signature: {reason}"
+            ))),
+        }
+    }
+
     /// Turns a data-plane bearer credential into a principal: an API key, a
     /// fief session token, or an OIDC JWT. Every tenant it names must be
     /// active in the incarnation the credential belongs to.
@@ -96,13 +131,7 @@ impl Store {
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(|| AuthnError::Refused(INVALID.into()))?;
-                Ok(Principal::from_facts(PrincipalFacts::ApiKey {
-                    key_id: key.id,
-                    tenant: key.tenant_id,
-                    incarnation: key.incarnation,
-                    role: key.role,
-                    tags: key.tags,
-                }))
+                Ok(key_principal(key))
             }
             CredentialKind::SessionToken => {
                 let claims = self.sessions.verify(token).map_err(invalid_token)?;
@@ -160,9 +189,9 @@ impl Store {
                     tags: user.tags,
                 }))
             }
-            CredentialKind::AdminToken | CredentialKind::Unrecognised => {
-                Err(AuthnError::Refused(INVALID.into()))
-            }
+            CredentialKind::AdminToken
+            | CredentialKind::AwsSignature
+            | CredentialKind::Unrecognised => Err(AuthnError::Refused(INVALID.into())),
         }
     }
 

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use zeroize::Zeroizing;
+
 use fief_core::{Incarnation, ModelName, TenantId};
 
 use crate::api_keys::ApiKeyRecord;
@@ -29,12 +31,21 @@ pub enum Change {
     All,
 }
 
-/// A key as authentication needs it: its record and its secret's hash.
+/// A key as authentication needs it: its record, its secret's hash and its
+/// sealed secret (for SigV4; never opened here).
 #[derive(Clone)]
 pub(crate) struct CachedKey {
     pub record: ApiKeyRecord,
     pub secret_hash: Vec<u8>,
+    pub secret_sealed: Option<Vec<u8>>,
 }
+
+/// A SigV4 signing key's scope: key id, day, region, service.
+pub(crate) type SigningScope = (String, String, String, String);
+
+/// At most this many derived signing keys are cached (a day's key per
+/// access key, region and service; re-derived after a clear).
+const SIGNING_KEYS_MAX: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct Directory {
@@ -42,6 +53,9 @@ pub(crate) struct Directory {
     keys: RwLock<HashMap<String, CachedKey>>,
     tenants: RwLock<HashMap<TenantId, TenantState>>,
     models: RwLock<HashMap<(TenantId, Incarnation, ModelName), ModelRecord>>,
+    /// Derived SigV4 signing keys (never the secrets they come from); used
+    /// only after the key itself was found live.
+    signing_keys: RwLock<HashMap<SigningScope, Zeroizing<[u8; 32]>>>,
 }
 
 impl Directory {
@@ -76,6 +90,19 @@ impl Directory {
             if self.epoch() == epoch {
                 keys.insert(id.to_owned(), key);
             }
+        }
+    }
+
+    pub fn signing_key(&self, scope: &SigningScope) -> Option<Zeroizing<[u8; 32]>> {
+        self.signing_keys.read().ok()?.get(scope).cloned()
+    }
+
+    pub fn keep_signing_key(&self, scope: SigningScope, key: Zeroizing<[u8; 32]>) {
+        if let Ok(mut keys) = self.signing_keys.write() {
+            if keys.len() >= SIGNING_KEYS_MAX {
+                keys.clear();
+            }
+            keys.insert(scope, key);
         }
     }
 
@@ -114,10 +141,18 @@ impl Directory {
                 if let Ok(mut keys) = self.keys.write() {
                     keys.remove(id);
                 }
+                if let Ok(mut keys) = self.signing_keys.write() {
+                    keys.retain(|scope, _| &scope.0 != id);
+                }
             }
             Change::Tenant(t) => {
                 if let Ok(mut tenants) = self.tenants.write() {
                     tenants.remove(t);
+                }
+                // Which cached signing keys are the tenant's is not kept:
+                // drop them all (each is re-derived on its next use).
+                if let Ok(mut keys) = self.signing_keys.write() {
+                    keys.clear();
                 }
                 if let Ok(mut keys) = self.keys.write() {
                     keys.retain(|_, k| &k.record.tenant_id != t);
@@ -133,6 +168,9 @@ impl Directory {
             }
             Change::All => {
                 if let Ok(mut keys) = self.keys.write() {
+                    keys.clear();
+                }
+                if let Ok(mut keys) = self.signing_keys.write() {
                     keys.clear();
                 }
                 if let Ok(mut tenants) = self.tenants.write() {

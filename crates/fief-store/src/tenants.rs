@@ -193,7 +193,16 @@ impl Store {
         if inserted == 0 {
             return Err(StoreError::Conflict(format!("tenant {id}")));
         }
-        let key = insert_key(&mut tx, id, &incarnation, "initial", None, &Tags::new()).await?;
+        let key = insert_key(
+            &mut tx,
+            &self.master,
+            id,
+            &incarnation,
+            "initial",
+            None,
+            &Tags::new(),
+        )
+        .await?;
         tx.commit().await?;
         self.changed(id);
         let record = TenantRecord {

@@ -190,6 +190,45 @@ impl Store {
                     tenant: row.get("tenant_id")?,
                     incarnation: row.get("incarnation")?,
                     hour: row.get("hour")?,
+                    minute: None,
+                    kind,
+                    model: row.get("model")?,
+                    principal: row.get("principal")?,
+                    tags,
+                    quantities: quantities(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The raw events in [from_ms, to_ms), of one tenant or all, each as a
+    /// row with its minute (for minute views of short ranges).
+    pub async fn usage_minutes(
+        &self,
+        tenant: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Aggregate>> {
+        let rows = q(format!(
+            "SELECT tenant_id, incarnation, principal, tags, at_ms, kind, model, {QUANTITY_COLUMNS}
+             FROM usage_events WHERE at_ms >= $1 AND at_ms < $2
+             AND ($3 IS NULL OR tenant_id = $3)
+             ORDER BY at_ms"
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(tenant.map(str::to_owned))
+        .all(&self.platform)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let (kind, tags) = kind_and_tags(row)?;
+                let at_ms: i64 = row.get("at_ms")?;
+                Ok(Aggregate {
+                    tenant: row.get("tenant_id")?,
+                    incarnation: row.get("incarnation")?,
+                    hour: at_ms.div_euclid(3_600_000),
+                    minute: Some(at_ms.div_euclid(60_000)),
                     kind,
                     model: row.get("model")?,
                     principal: row.get("principal")?,

@@ -6,6 +6,7 @@ pub mod cut;
 pub mod idp;
 pub mod kb;
 pub mod pg;
+pub mod sdk;
 
 use std::net::SocketAddr;
 
