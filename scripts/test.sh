@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The README's test command: installs the independent ONNX runtime the
 # reference test compares against (onnxruntime, from PyPI), the official
-# openai and boto3 SDKs the foundation-model tests drive fief with, and a
-# local S3-compatible server (moto) for the S3 log sink, then runs
-# every test of the workspace, then the gateway's suites again on PostgreSQL.
+# openai and boto3 SDKs the foundation-model tests drive fief with,
+# schemathesis for the OpenAPI contract, a local S3-compatible server (moto)
+# for the S3 log sink, the consoles' npm packages and Debian's chromium; then
+# runs every test of the workspace, the browser test of the consoles, the
+# contract check, and the gateway's suites again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import onnxruntime, numpy, openai, boto3" 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy openai boto3
+if ! python3 -c "import onnxruntime, numpy, openai, boto3, schemathesis, openapi_spec_validator" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check onnxruntime numpy openai boto3 \
+        schemathesis openapi-spec-validator
 fi
 bash scripts/setup-embedder.sh
 
@@ -35,7 +38,23 @@ phase() {
     "$@"
     echo "-- test.sh $name: $((SECONDS - t0)) s"
 }
+# The consoles' committed build must be what their sources build to (npm
+# ci from the lock file, then Vite): the binary embeds that build.
+phase "console build check" bash scripts/console.sh --check
+
 phase "cargo test (SQLite)" cargo test --workspace --locked "$@"
+
+# The consoles in a real browser: Debian's chromium, driven by
+# playwright-core (installed by console.sh's npm ci); screenshots of every
+# page go to target/console-screenshots.
+if [[ ! -x /usr/bin/chromium ]]; then
+    phase "install chromium" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'
+fi
+phase "console browser test" node crates/fief-console/web/tests/browser.mjs target/debug/fief
+
+# The OpenAPI contract against a live server (the fief binary the tests
+# built): no 5xx, no response outside the document.
+phase "schemathesis" bash scripts/schemathesis.sh target/debug/fief
 
 # The vector index's requirement, as the README states it: recall@10 >= 0.95
 # at the default beam on 100,000 random 384-d vectors (about 3 minutes; the

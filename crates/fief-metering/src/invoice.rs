@@ -189,6 +189,7 @@ mod tests {
             tenant: tenant.into(),
             incarnation: "i".into(),
             hour,
+            minute: None,
             kind,
             model: "gpt".into(),
             principal: "api-key:k".into(),

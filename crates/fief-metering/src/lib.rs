@@ -166,6 +166,9 @@ pub struct Aggregate {
     pub tenant: String,
     pub incarnation: String,
     pub hour: i64,
+    /// Minutes since the epoch, for a row read from one raw event (the
+    /// hourly sums have none).
+    pub minute: Option<i64>,
     pub kind: Kind,
     pub model: String,
     pub principal: String,

@@ -63,6 +63,17 @@ pub fn hour_label(hour: i64) -> String {
     format!("{}T{:02}:00:00Z", day_of_hour(hour), hour.rem_euclid(24))
 }
 
+/// `YYYY-MM-DDTHH:MM:00Z` of a minute since the epoch.
+pub fn minute_label(minute: i64) -> String {
+    let hour = minute.div_euclid(60);
+    format!(
+        "{}T{:02}:{:02}:00Z",
+        day_of_hour(hour),
+        hour.rem_euclid(24),
+        minute.rem_euclid(60)
+    )
+}
+
 /// `YYYY-MM` of an hour.
 pub fn month_of_hour(hour: i64) -> String {
     let (y, m, _) = civil::from_days(hour.div_euclid(24));

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::time::{day_of_hour, hour_label};
+use crate::time::{day_of_hour, hour_label, minute_label};
 use crate::{Aggregate, Kind, MeteringError, Quantities};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -15,6 +15,9 @@ pub enum GroupBy {
     Principal,
     Day,
     Hour,
+    /// From the raw events (kept `metering.event_retention_days`), for
+    /// short ranges: what a console charts.
+    Minute,
 }
 
 impl GroupBy {
@@ -25,6 +28,7 @@ impl GroupBy {
             GroupBy::Principal => "principal",
             GroupBy::Day => "day",
             GroupBy::Hour => "hour",
+            GroupBy::Minute => "minute",
         }
     }
     /// A comma-separated list (`model,day`) of the dimensions `allowed`.
@@ -65,13 +69,15 @@ pub struct UsageRow {
     pub day: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hour: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minute: Option<String>,
     #[serde(flatten)]
     pub quantities: Quantities,
 }
 
 pub fn summarize(rows: &[Aggregate], group_by: &[GroupBy]) -> Vec<UsageRow> {
     let has = |g| group_by.contains(&g);
-    let mut acc: BTreeMap<(Kind, [Option<String>; 5]), Quantities> = BTreeMap::new();
+    let mut acc: BTreeMap<(Kind, [Option<String>; 6]), Quantities> = BTreeMap::new();
     for r in rows {
         let key = [
             has(GroupBy::Tenant).then(|| r.tenant.clone()),
@@ -79,18 +85,25 @@ pub fn summarize(rows: &[Aggregate], group_by: &[GroupBy]) -> Vec<UsageRow> {
             has(GroupBy::Principal).then(|| r.principal.clone()),
             has(GroupBy::Day).then(|| day_of_hour(r.hour)),
             has(GroupBy::Hour).then(|| hour_label(r.hour)),
+            // An hourly sum has no minute: it stays out of a minute view.
+            match (has(GroupBy::Minute), r.minute) {
+                (true, Some(m)) => Some(minute_label(m)),
+                (true, None) => continue,
+                (false, _) => None,
+            },
         ];
         acc.entry((r.kind, key)).or_default().add(&r.quantities);
     }
     acc.into_iter()
         .map(
-            |((kind, [tenant, model, principal, day, hour]), quantities)| UsageRow {
+            |((kind, [tenant, model, principal, day, hour, minute]), quantities)| UsageRow {
                 kind,
                 tenant,
                 model,
                 principal,
                 day,
                 hour,
+                minute,
                 quantities,
             },
         )
@@ -112,6 +125,7 @@ pub fn csv(rows: &[UsageRow], group_by: &[GroupBy]) -> String {
                 GroupBy::Principal => &r.principal,
                 GroupBy::Day => &r.day,
                 GroupBy::Hour => &r.hour,
+                GroupBy::Minute => &r.minute,
             };
             cells.push(v.clone().unwrap_or_default());
         }
@@ -152,6 +166,7 @@ mod tests {
             tenant: "a".into(),
             incarnation: "i".into(),
             hour,
+            minute: None,
             kind: Kind::Llm,
             model: model.into(),
             principal: "user:x,y".into(),
@@ -159,6 +174,16 @@ mod tests {
             quantities: q,
         };
         let rows = [row("m1", 0), row("m1", 1), row("m2", 30)];
+        // A minute view takes only rows that have a minute (raw events).
+        assert!(summarize(&rows, &[GroupBy::Minute]).is_empty());
+        let at = |minute| Aggregate {
+            minute: Some(minute),
+            ..row("m1", minute / 60)
+        };
+        let minutes = summarize(&[at(61), at(61), at(62)], &[GroupBy::Minute]);
+        assert_eq!(minutes.len(), 2);
+        assert_eq!(minutes[0].minute.as_deref(), Some("1970-01-01T01:01:00Z"));
+        assert_eq!(minutes[0].quantities.requests, 2 * q.requests);
         let by = GroupBy::parse_list("model", &[GroupBy::Model, GroupBy::Day]).unwrap();
         let s = summarize(&rows, &by);
         assert_eq!(s.len(), 2);

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use fief_audit::{Anchor, AuditError, AuditLog, Entry, Event, Query, Verified};
 use fief_policy::{Action, Resource};
 use fief_store::Principal;
@@ -19,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Operator;
 use crate::error::{ApiError, ApiResult};
+use crate::route_table::Routes;
 use crate::routes::ApiQuery;
 use crate::state::{AppState, SharedState};
 
@@ -173,13 +173,22 @@ pub async fn anchor_periodically(state: SharedState, mut stop: tokio::sync::watc
 
 // ---- the operator's view ----------------------------------------------------
 
-pub fn admin_routes() -> Router<SharedState> {
-    Router::new()
-        .route("/admin/v1/audit", get(list))
-        .route("/admin/v1/audit/verify", get(verify))
-        .route("/admin/v1/audit/anchor", post(anchor))
+pub fn admin_routes() -> Routes {
+    Routes::new()
+        .get("/admin/v1/audit", list)
+        .get("/admin/v1/audit/verify", verify)
+        .post("/admin/v1/audit/anchor", anchor)
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    summary = "Audit entries, filtered",
+    params(AuditQuery),
+    responses((status = 200, description = "The entries", body = serde_json::Value))
+)]
 async fn list(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -190,6 +199,14 @@ async fn list(
 
 /// The whole chain checked where it is kept; a broken or truncated chain
 /// is a 200 with `"ok": false` and the reason (the check itself worked).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit/verify",
+    operation_id = "verify_audit",
+    tag = "audit",
+    summary = "Verifies the audit chain against its newest anchor",
+    responses((status = 200, description = "The chain status", body = serde_json::Value))
+)]
 async fn verify(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -221,6 +238,14 @@ async fn verify(
 
 /// Checkpoints the head now (the shared log only; the file log checkpoints
 /// each segment it closes).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/audit/anchor",
+    operation_id = "anchor_audit",
+    tag = "audit",
+    summary = "Writes an anchor of the chain to the object store",
+    responses((status = 200, description = "The anchor", body = serde_json::Value))
+)]
 async fn anchor(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -240,9 +265,13 @@ async fn anchor(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub tenant: Option<String>,
+    #[param(value_type = Option<String>)]
     pub decision: Option<fief_audit::Decision>,
+    #[param(value_type = Option<String>)]
     pub kind: Option<fief_audit::Kind>,
     /// RFC 3339: entries at or after this time...
     pub since: Option<String>,

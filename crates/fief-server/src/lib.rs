@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod authfail;
 mod coherence;
+mod console;
 mod error;
 mod fence;
 mod island;
@@ -17,9 +18,11 @@ mod logs;
 mod meter;
 mod metrics;
 mod models;
+mod openapi;
 mod placement;
 mod quota;
 mod request_id;
+mod route_table;
 mod routes;
 mod signing;
 mod state;
@@ -44,7 +47,36 @@ use fief_store::{Store, StoreOptions};
 
 pub use error::ApiError;
 pub use meter::sample_storage;
-pub use routes::TARGET_MODEL_HEADER;
+pub use routes::{Plane, TARGET_MODEL_HEADER};
+
+/// The OpenAPI document a listener serves at `/openapi.json`.
+pub fn openapi_json(plane: Plane) -> String {
+    openapi::document(plane)
+        .to_pretty_json()
+        .unwrap_or_default()
+}
+
+/// An operation: (method, path).
+pub type Operation = (String, String);
+
+/// Every (method, path) a listener serves, and every one its OpenAPI
+/// document describes (they must be the same list).
+pub fn operations(plane: Plane) -> (Vec<Operation>, Vec<Operation>) {
+    let served = match plane {
+        Plane::Data => routes::data_routes().merge(routes::open_routes(plane)),
+        Plane::Admin => routes::admin_routes().merge(routes::open_routes(plane)),
+    }
+    .table();
+    // axum's `{*rest}` is OpenAPI's `{rest}`.
+    let name = |(m, p): (route_table::Method, String)| (m.name().to_owned(), p.replace("{*", "{"));
+    (
+        served
+            .into_iter()
+            .map(|(m, p)| name((m, p.to_owned())))
+            .collect(),
+        openapi::operations(plane).into_iter().map(name).collect(),
+    )
+}
 pub use state::AppState;
 
 /// File names inside the data directory.

@@ -15,8 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
 use fief_llm::wire::{self, SseData, SseSplitter};
@@ -28,15 +27,16 @@ use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::quota::{Admission, Cost};
 use crate::request_id;
+use crate::route_table::Routes;
 use crate::routes::{ApiJson, ApiPath};
 use crate::state::{AppState, SharedState};
 
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/models", get(list))
-        .route("/model/{model_id}/{operation}", post(converse))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/v1/chat/completions", chat)
+        .post("/v1/completions", completions)
+        .get("/v1/models", list)
+        .post("/model/{model_id}/{operation}", converse)
 }
 
 /// The surfaces, as usage records name them.
@@ -66,6 +66,14 @@ impl Surface {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "foundation-models",
+    summary = "Chat completions (OpenAI's shape; streamed with \"stream\": true)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The completion (or a text/event-stream)", body = serde_json::Value))
+)]
 async fn chat(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -76,6 +84,14 @@ async fn chat(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "foundation-models",
+    summary = "Completions (OpenAI's shape)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The completion (or a text/event-stream)", body = serde_json::Value))
+)]
 async fn completions(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -108,6 +124,14 @@ pub fn routes_embedding(state: &AppState, model: Option<&str>, local: &str) -> b
 }
 
 /// `GET /v1/models`: only the models the caller may call.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "list_foundation_models",
+    tag = "foundation-models",
+    summary = "The foundation models the caller may use",
+    responses((status = 200, description = "The models", body = serde_json::Value))
+)]
 async fn list(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -947,6 +971,14 @@ impl Drop for Relay {
 // ---- Bedrock Converse ---------------------------------------------------------
 
 /// `POST /model/{id}/converse` and `/model/{id}/converse-stream`.
+#[utoipa::path(
+    post,
+    path = "/model/{model_id}/{operation}",
+    tag = "foundation-models",
+    summary = "Bedrock's Converse (operation converse) and ConverseStream (converse-stream)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The answer (or an application/vnd.amazon.eventstream)", body = serde_json::Value))
+)]
 async fn converse(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +27,7 @@ use fief_policy::{Action, Resource};
 use fief_store::{LogAppend, LogQuery, Principal, SinkLease, TenantScope};
 
 use crate::error::{ApiError, ApiResult};
+use crate::route_table::Routes;
 use crate::routes::{ApiJson, ApiQuery};
 use crate::state::{AppState, SharedState};
 
@@ -364,14 +364,15 @@ pub async fn expire(state: &AppState) {
 
 // ---- the tenant's routes ------------------------------------------------------
 
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/api/v1/logs", get(read).delete(delete))
-        .route("/api/v1/log-settings", get(get_settings).put(put_settings))
-        .route(
-            "/api/v1/log-sink",
-            get(get_sink).put(put_sink).delete(delete_sink),
-        )
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/logs", read)
+        .delete("/api/v1/logs", delete)
+        .get("/api/v1/log-settings", get_settings)
+        .put("/api/v1/log-settings", put_settings)
+        .get("/api/v1/log-sink", get_sink)
+        .put("/api/v1/log-sink", put_sink)
+        .delete("/api/v1/log-sink", delete_sink)
 }
 
 async fn scope(state: &AppState, p: &Principal, action: Action) -> ApiResult<TenantScope> {
@@ -397,6 +398,8 @@ fn instant_ms(field: &str, v: Option<&str>, default: i64) -> ApiResult<i64> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -408,6 +411,15 @@ pub struct LogsQuery {
 }
 
 /// `GET /api/v1/logs`: the caller's tenant's records, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/logs",
+    operation_id = "read_logs",
+    tag = "logs",
+    summary = "The tenant's private log, oldest first",
+    params(LogsQuery),
+    responses((status = 200, description = "A page of records", body = serde_json::Value))
+)]
 async fn read(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -449,11 +461,22 @@ async fn read(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     pub before: Option<String>,
 }
 
 /// `DELETE /api/v1/logs?before=`: records older than `before` go.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/logs",
+    operation_id = "delete_logs",
+    tag = "logs",
+    summary = "Deletes records older than a time",
+    params(DeleteQuery),
+    responses((status = 200, description = "How many were deleted", body = serde_json::Value))
+)]
 async fn delete(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -490,6 +513,13 @@ fn settings_view(state: &AppState, s: Settings) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/log-settings",
+    tag = "logs",
+    summary = "The private log's settings",
+    responses((status = 200, description = "The settings", body = serde_json::Value))
+)]
 async fn get_settings(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -501,6 +531,14 @@ async fn get_settings(
 
 /// `PUT /api/v1/log-settings`: the whole settings object; fields left out
 /// take their defaults.
+#[utoipa::path(
+    put,
+    path = "/api/v1/log-settings",
+    tag = "logs",
+    summary = "Sets the private log's settings",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The settings", body = serde_json::Value))
+)]
 async fn put_settings(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -538,6 +576,13 @@ async fn sink_view(state: &AppState, scope: &TenantScope) -> ApiResult<Value> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/log-sink",
+    tag = "logs",
+    summary = "The tenant's log sink (its own bucket)",
+    responses((status = 200, description = "The sink", body = serde_json::Value))
+)]
 async fn get_sink(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -548,6 +593,14 @@ async fn get_sink(
 
 /// `PUT /api/v1/log-sink`: a webhook or bucket of the tenant's own; it
 /// receives the records written from now on.
+#[utoipa::path(
+    put,
+    path = "/api/v1/log-sink",
+    tag = "logs",
+    summary = "Sets the tenant's log sink",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The sink", body = serde_json::Value))
+)]
 async fn put_sink(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,
@@ -564,6 +617,13 @@ async fn put_sink(
     Ok(Json(sink_view(&state, &scope).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/log-sink",
+    tag = "logs",
+    summary = "Removes the tenant's log sink",
+    responses((status = 204, description = "Removed"))
+)]
 async fn delete_sink(
     State(state): State<SharedState>,
     crate::auth::TenantCaller(p): crate::auth::TenantCaller,

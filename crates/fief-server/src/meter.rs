@@ -10,8 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +26,7 @@ use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::logs;
 use crate::request_id;
+use crate::route_table::Routes;
 use crate::routes::{ApiPath, ApiQuery};
 use crate::state::{AppState, SharedState};
 
@@ -310,18 +310,20 @@ pub async fn sample_storage(state: &AppState) -> Result<(), String> {
 
 // ---- views --------------------------------------------------------------------
 
-pub fn routes() -> Router<SharedState> {
-    Router::new().route("/api/v1/usage", get(own_usage))
+pub fn routes() -> Routes {
+    Routes::new().get("/api/v1/usage", own_usage)
 }
 
-pub fn admin_routes() -> Router<SharedState> {
-    Router::new()
-        .route("/admin/v1/usage", get(all_usage))
-        .route("/admin/v1/invoices/{month}", get(invoice))
+pub fn admin_routes() -> Routes {
+    Routes::new()
+        .get("/admin/v1/usage", all_usage)
+        .get("/admin/v1/invoices/{month}", invoice)
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// `YYYY-MM-DD` or RFC 3339; default: the start of this month.
     pub from: Option<String>,
@@ -336,6 +338,8 @@ pub struct UsageQuery {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceQuery {
     pub group_by_tag: Option<String>,
     pub format: Option<String>,
@@ -362,7 +366,11 @@ fn csv_response(body: String) -> Response {
 
 /// The hour range [from, to) of a query: hours containing `from` up to
 /// the hour containing `to` (exclusive of a `to` on the hour).
-fn hours(q: &UsageQuery) -> ApiResult<(i64, i64)> {
+/// The longest range a minute view reads raw events for.
+const MINUTE_VIEW_MAX_SECS: i64 = 7 * 86_400;
+
+/// [from, to) in Unix seconds.
+fn range(q: &UsageQuery) -> ApiResult<(i64, i64)> {
     let bad = |e: fief_metering::MeteringError| ApiError::Validation(e.to_string());
     let now = now_ms() / 1000;
     let from = match &q.from {
@@ -381,7 +389,7 @@ fn hours(q: &UsageQuery) -> ApiResult<(i64, i64)> {
     if to <= from {
         return Err(ApiError::Validation("`to` must be after `from`".into()));
     }
-    Ok((from.div_euclid(3600), (to + 3599).div_euclid(3600)))
+    Ok((from, to))
 }
 
 async fn view(
@@ -393,15 +401,30 @@ async fn view(
     let csv = csv_wanted(q.format.as_deref())?;
     let group_by = GroupBy::parse_list(q.group_by.as_deref().unwrap_or(""), allowed)
         .map_err(|e| ApiError::Validation(e.to_string()))?;
-    let (from_hour, to_hour) = hours(q)?;
-    let rows = state
-        .store
-        .usage_aggregates(&UsageFilter {
-            tenant,
-            from_hour,
-            to_hour,
-        })
-        .await?;
+    let (from, to) = range(q)?;
+    let (from_hour, to_hour) = (from.div_euclid(3600), (to + 3599).div_euclid(3600));
+    let rows = if group_by.contains(&GroupBy::Minute) {
+        // Minutes come from the raw events: a bounded range only.
+        if to - from > MINUTE_VIEW_MAX_SECS {
+            return Err(ApiError::Validation(format!(
+                "group_by=minute covers at most {} days: narrow `from`/`to`",
+                MINUTE_VIEW_MAX_SECS / 86_400
+            )));
+        }
+        state
+            .store
+            .usage_minutes(tenant.as_deref(), from * 1000, to * 1000)
+            .await?
+    } else {
+        state
+            .store
+            .usage_aggregates(&UsageFilter {
+                tenant,
+                from_hour,
+                to_hour,
+            })
+            .await?
+    };
     let summary = usage::summarize(&rows, &group_by);
     if csv {
         return Ok(csv_response(usage::csv(&summary, &group_by)));
@@ -416,6 +439,14 @@ async fn view(
 }
 
 /// `GET /api/v1/usage`: the caller's own tenant only, whatever it asks.
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    tag = "usage",
+    summary = "The tenant's own usage",
+    params(UsageQuery),
+    responses((status = 200, description = "Usage rows (or CSV with format=csv)", body = serde_json::Value))
+)]
 async fn own_usage(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -435,11 +466,20 @@ async fn own_usage(
         GroupBy::Principal,
         GroupBy::Day,
         GroupBy::Hour,
+        GroupBy::Minute,
     ];
     view(&state, &q, Some(scope.tenant().to_string()), &allowed).await
 }
 
 /// `GET /admin/v1/usage`: every tenant's aggregates.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/usage",
+    tag = "usage",
+    summary = "Every tenant's usage (counts and money, never content)",
+    params(UsageQuery),
+    responses((status = 200, description = "Usage rows (or CSV with format=csv)", body = serde_json::Value))
+)]
 async fn all_usage(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -460,11 +500,20 @@ async fn all_usage(
         GroupBy::Principal,
         GroupBy::Day,
         GroupBy::Hour,
+        GroupBy::Minute,
     ];
     view(&state, &q, tenant, &allowed).await
 }
 
 /// `GET /admin/v1/invoices/{YYYY-MM}`: per tenant, or per value of a tag.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/invoices/{month}",
+    tag = "usage",
+    summary = "A month's invoice per tenant",
+    params(InvoiceQuery),
+    responses((status = 200, description = "The invoice (or CSV with format=csv)", body = serde_json::Value))
+)]
 async fn invoice(
     State(state): State<SharedState>,
     Operator(op): Operator,

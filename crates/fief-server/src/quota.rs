@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
 use fief_config::{Config, LimitKind, Limits, OnStoreError, QuotaSettings, QuotasConfig};
@@ -26,14 +25,15 @@ use fief_store::Principal;
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::request_id;
+use crate::route_table::Routes;
 use crate::routes::{ApiJson, ApiPath};
 use crate::state::{AppState, SharedState};
 
-pub fn routes() -> Router<SharedState> {
-    Router::new().route("/api/v1/quotas", get(status)).route(
-        "/api/v1/quotas/{subject}",
-        put(put_subject).delete(delete_subject),
-    )
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/quotas", status)
+        .put("/api/v1/quotas/{subject}", put_subject)
+        .delete("/api/v1/quotas/{subject}", delete_subject)
 }
 
 #[derive(Default)]
@@ -598,6 +598,14 @@ fn limits_json(l: &Limits) -> Value {
 
 /// `GET /api/v1/quotas`: the caller's levels, their limits and what
 /// remains, and the lower limits its tenant set for roles, keys and users.
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotas",
+    operation_id = "get_quotas",
+    tag = "quotas",
+    summary = "The tenant's quotas and what is used of them",
+    responses((status = 200, description = "The quotas", body = serde_json::Value))
+)]
 async fn status(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -688,6 +696,15 @@ fn subject(raw: &str) -> ApiResult<String> {
 
 /// `PUT /api/v1/quotas/{subject}`: lower limits for one of the tenant's
 /// own roles, keys or users; never above the tenant's own.
+#[utoipa::path(
+    put,
+    path = "/api/v1/quotas/{subject}",
+    operation_id = "put_quota",
+    tag = "quotas",
+    summary = "Sets the limits of a key, role or principal of the tenant",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The limits", body = serde_json::Value))
+)]
 async fn put_subject(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -733,6 +750,14 @@ async fn put_subject(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/quotas/{subject}",
+    operation_id = "delete_quota",
+    tag = "quotas",
+    summary = "Removes a subject's limits",
+    responses((status = 204, description = "Removed"))
+)]
 async fn delete_subject(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,

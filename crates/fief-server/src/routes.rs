@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,66 +20,98 @@ use fief_store::PutOutcome;
 use crate::auth::{Operator, TenantCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::island::{self, Listener};
+use crate::route_table::Routes;
 use crate::state::SharedState;
 use crate::{access, knowledge, models, request_id, tables, tenants};
 
 pub const TARGET_MODEL_HEADER: &str = "x-amzn-sagemaker-target-model";
 
-/// The tenant-facing listener (shared, or an island).
-pub fn data_router(state: SharedState, listener: Listener) -> Router {
-    let api = Router::new()
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/models", get(list_models))
-        .route(
-            "/api/v1/models/{name}",
-            get(get_model).put(put_model).delete(delete_model),
-        )
-        .route("/api/v1/models/{name}/tags", put(put_model_tags))
-        .route("/api/v1/policies", get(list_policies))
-        .route("/api/v1/policies/explain", post(explain))
-        .route(
-            "/api/v1/policies/{id}",
-            get(get_policy).put(put_policy).delete(delete_policy),
-        )
-        .route("/api/v1/roles", get(list_roles))
-        .route(
-            "/api/v1/roles/{name}",
-            get(get_role).put(put_role).delete(delete_role),
-        )
-        .route("/api/v1/sts/assume-role", post(assume_role))
-        .route(
-            "/api/v1/knowledge-bases",
-            get(list_knowledge_bases).post(create_knowledge_base),
-        )
-        .route(
-            "/api/v1/knowledge-bases/{kb}",
-            get(get_knowledge_base).delete(delete_knowledge_base),
-        )
-        .route(
-            "/api/v1/knowledge-bases/{kb}/documents",
-            get(list_documents),
-        )
-        .route(
+/// The tenant API's routes (every one behind the credential layer).
+pub fn data_routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/me", me)
+        .get("/api/v1/models", list_models)
+        .get("/api/v1/models/{name}", get_model)
+        .put("/api/v1/models/{name}", put_model)
+        .delete("/api/v1/models/{name}", delete_model)
+        .put("/api/v1/models/{name}/tags", put_model_tags)
+        .get("/api/v1/policies", list_policies)
+        .post("/api/v1/policies/explain", explain)
+        .get("/api/v1/policies/{id}", get_policy)
+        .put("/api/v1/policies/{id}", put_policy)
+        .delete("/api/v1/policies/{id}", delete_policy)
+        .get("/api/v1/roles", list_roles)
+        .get("/api/v1/roles/{name}", get_role)
+        .put("/api/v1/roles/{name}", put_role)
+        .delete("/api/v1/roles/{name}", delete_role)
+        .post("/api/v1/sts/assume-role", assume_role)
+        .get("/api/v1/knowledge-bases", list_knowledge_bases)
+        .post("/api/v1/knowledge-bases", create_knowledge_base)
+        .get("/api/v1/knowledge-bases/{kb}", get_knowledge_base)
+        .delete("/api/v1/knowledge-bases/{kb}", delete_knowledge_base)
+        .get("/api/v1/knowledge-bases/{kb}/documents", list_documents)
+        .put("/api/v1/knowledge-bases/{kb}/documents/{id}", put_document)
+        .delete(
             "/api/v1/knowledge-bases/{kb}/documents/{id}",
-            put(put_document).delete(delete_document),
+            delete_document,
         )
-        .route(
-            "/api/v1/knowledge-bases/{kb}/query",
-            post(query_knowledge_base),
-        )
-        .route("/v1/embeddings", post(embeddings))
-        .route("/api/v1/tables/{table}/items", get(list_items))
-        .route(
-            "/api/v1/tables/{table}/items/{key}",
-            get(get_item).put(put_item).delete(delete_item),
-        )
-        .route("/endpoints/{endpoint}/invocations", post(invoke))
+        .post("/api/v1/knowledge-bases/{kb}/query", query_knowledge_base)
+        .post("/v1/embeddings", embeddings)
+        .get("/api/v1/tables/{table}/items", list_items)
+        .get("/api/v1/tables/{table}/items/{key}", get_item)
+        .put("/api/v1/tables/{table}/items/{key}", put_item)
+        .delete("/api/v1/tables/{table}/items/{key}", delete_item)
+        .post("/endpoints/{endpoint}/invocations", invoke)
         .merge(crate::llm::routes())
         .merge(crate::quota::routes())
         .merge(crate::meter::routes())
         .merge(crate::logs::routes())
-        // Every route but health authenticates first (it runs after the
-        // island gate, which tags the request with its listener).
+}
+
+/// The operator API's routes (each handler takes the [`Operator`]).
+pub fn admin_routes() -> Routes {
+    Routes::new()
+        .get("/admin/v1/tenants", list_tenants)
+        .post("/admin/v1/tenants", create_tenant)
+        .get("/admin/v1/tenants/{id}", get_tenant)
+        .patch("/admin/v1/tenants/{id}", update_tenant)
+        .delete("/admin/v1/tenants/{id}", delete_tenant)
+        .get("/admin/v1/tenants/{id}/api-keys", list_keys)
+        .post("/admin/v1/tenants/{id}/api-keys", create_key)
+        .delete("/admin/v1/tenants/{id}/api-keys/{key_id}", revoke_key)
+        .get("/admin/v1/sts/signing-keys", list_signing_keys)
+        .post("/admin/v1/sts/signing-keys", rotate_signing_key)
+        .get("/metrics", metrics)
+        .merge(crate::meter::admin_routes())
+        .merge(crate::audit::admin_routes())
+}
+
+/// Routes both listeners serve without a credential: health, the OpenAPI
+/// document and the console.
+pub fn open_routes(plane: Plane) -> Routes {
+    let routes = Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .merge(crate::console::routes(plane));
+    match plane {
+        Plane::Data => routes.get("/openapi.json", crate::openapi::data_json),
+        Plane::Admin => routes.get("/openapi.json", crate::openapi::admin_json),
+    }
+}
+
+/// Which listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Data,
+    Admin,
+}
+
+/// The tenant-facing listener (shared, or an island).
+pub fn data_router(state: SharedState, listener: Listener) -> Router {
+    let api = data_routes()
+        .into_router()
+        // Every route but the open ones authenticates first (it runs after
+        // the island gate, which tags the request with its listener).
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::tenant_layer,
@@ -88,42 +119,20 @@ pub fn data_router(state: SharedState, listener: Listener) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             island::gate(listener.clone(), req, next)
         }));
-    finish(api, state)
+    finish(api, Plane::Data, state)
 }
 
 /// The operator's listener.
 pub fn admin_router(state: SharedState) -> Router {
-    let api = Router::new()
-        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/admin/v1/tenants/{id}",
-            get(get_tenant).patch(update_tenant).delete(delete_tenant),
-        )
-        .route(
-            "/admin/v1/tenants/{id}/api-keys",
-            get(list_keys).post(create_key),
-        )
-        .route(
-            "/admin/v1/tenants/{id}/api-keys/{key_id}",
-            axum::routing::delete(revoke_key),
-        )
-        .route(
-            "/admin/v1/sts/signing-keys",
-            get(list_signing_keys).post(rotate_signing_key),
-        )
-        .route("/metrics", get(metrics))
-        .merge(crate::meter::admin_routes())
-        .merge(crate::audit::admin_routes());
-    finish(api, state)
+    finish(admin_routes().into_router(), Plane::Admin, state)
 }
 
 /// Layers both planes share: health, fallbacks, body limit, timeout and the
 /// request id (outermost, so every response carries it).
-fn finish(api: Router<SharedState>, state: SharedState) -> Router {
+fn finish(api: Router<SharedState>, plane: Plane, state: SharedState) -> Router {
     let limit = state.config.max_body_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    api.route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    api.merge(open_routes(plane).into_router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -321,6 +330,13 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a
 
 // ---- shared ---------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "Alive", body = serde_json::Value))
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -328,6 +344,13 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Ready when everything a request may need answers: the database, Redis
 /// (when quotas count there) and the object store, each within 2 s. The
 /// answer names each check, so a load balancer's log says what is away.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness: the database, Redis and the object store",
+    responses((status = 200, description = "Ready", body = serde_json::Value), (status = 503, description = "Not ready: the checks say what is away", body = serde_json::Value))
+)]
 async fn readyz(State(state): State<SharedState>) -> Response {
     // The answer says what is away; why (host names, driver messages) goes
     // to the log only: readiness is asked without a credential.
@@ -380,6 +403,13 @@ async fn readyz(State(state): State<SharedState>) -> Response {
 
 // ---- data plane -----------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "identity",
+    summary = "The caller: tenant, principal and its source",
+    responses((status = 200, description = "The caller", body = serde_json::Value))
+)]
 async fn me(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -397,6 +427,13 @@ async fn me(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "models",
+    summary = "The tenant's models",
+    responses((status = 200, description = "The tenant's models", body = serde_json::Value))
+)]
 async fn list_models(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -404,6 +441,13 @@ async fn list_models(
     Ok(Json(json!({"models": models::list(&state, &p).await?})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}",
+    tag = "models",
+    summary = "A model",
+    responses((status = 200, description = "The model", body = serde_json::Value))
+)]
 async fn get_model(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -412,6 +456,14 @@ async fn get_model(
     Ok(Json(models::get(&state, &p, &name).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}",
+    tag = "models",
+    summary = "Uploads a model: raw ONNX or a .tar.gz package",
+    request_body(content = crate::openapi::Binary, description = "application/octet-stream (raw ONNX) or application/gzip (a package with model.json)", content_type = "application/octet-stream"),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn put_model(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -437,6 +489,13 @@ async fn put_model(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{name}",
+    tag = "models",
+    summary = "Deletes a model",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_model(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -446,6 +505,13 @@ async fn delete_model(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/knowledge-bases",
+    tag = "knowledge-bases",
+    summary = "The tenant's knowledge bases",
+    responses((status = 200, description = "The knowledge bases", body = serde_json::Value))
+)]
 async fn list_knowledge_bases(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -455,6 +521,14 @@ async fn list_knowledge_bases(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/knowledge-bases",
+    tag = "knowledge-bases",
+    summary = "Creates a knowledge base",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn create_knowledge_base(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -466,6 +540,13 @@ async fn create_knowledge_base(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/knowledge-bases/{kb}",
+    tag = "knowledge-bases",
+    summary = "A knowledge base",
+    responses((status = 200, description = "The knowledge base", body = serde_json::Value))
+)]
 async fn get_knowledge_base(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -474,6 +555,13 @@ async fn get_knowledge_base(
     Ok(Json(knowledge::get(&state, &p, &kb).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/knowledge-bases/{kb}",
+    tag = "knowledge-bases",
+    summary = "Deletes a knowledge base and its documents",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_knowledge_base(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -483,6 +571,13 @@ async fn delete_knowledge_base(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/knowledge-bases/{kb}/documents",
+    tag = "knowledge-bases",
+    summary = "A knowledge base's documents",
+    responses((status = 200, description = "The documents", body = serde_json::Value))
+)]
 async fn list_documents(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -493,6 +588,14 @@ async fn list_documents(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/knowledge-bases/{kb}/documents/{id}",
+    tag = "knowledge-bases",
+    summary = "Writes a document: chunked, embedded and sealed",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn put_document(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -508,6 +611,13 @@ async fn put_document(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/knowledge-bases/{kb}/documents/{id}",
+    tag = "knowledge-bases",
+    summary = "Deletes a document",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_document(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -517,6 +627,14 @@ async fn delete_document(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/knowledge-bases/{kb}/query",
+    tag = "knowledge-bases",
+    summary = "Searches a knowledge base",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The nearest chunks", body = serde_json::Value))
+)]
 async fn query_knowledge_base(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -541,6 +659,14 @@ fn item_condition(headers: &HeaderMap) -> ApiResult<fief_store::Condition> {
     tables::condition(text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tables/{table}/items/{key}",
+    tag = "tables",
+    summary = "Writes an item; If-Match / If-None-Match make it conditional",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn put_item(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -558,6 +684,13 @@ async fn put_item(
     Ok((status, [(header::ETAG, tables::etag(&item))], Json(item)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tables/{table}/items/{key}",
+    tag = "tables",
+    summary = "An item (its ETag is its version)",
+    responses((status = 200, description = "The item", body = serde_json::Value))
+)]
 async fn get_item(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -567,6 +700,13 @@ async fn get_item(
     Ok(([(header::ETAG, tables::etag(&item))], Json(item)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tables/{table}/items/{key}",
+    tag = "tables",
+    summary = "Deletes an item; If-Match makes it conditional",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_item(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -578,6 +718,14 @@ async fn delete_item(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tables/{table}/items",
+    tag = "tables",
+    summary = "A table's items, a page at a time",
+    params(crate::tables::ListQuery),
+    responses((status = 200, description = "A page of items", body = serde_json::Value))
+)]
 async fn list_items(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -589,6 +737,14 @@ async fn list_items(
 }
 
 /// The in-process embedder, or an upstream model when one is named.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "foundation-models",
+    summary = "Embeddings (OpenAI's shape)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The embeddings", body = serde_json::Value))
+)]
 async fn embeddings(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -602,6 +758,14 @@ async fn embeddings(
     Ok(Json(knowledge::embeddings(&state, &p, req).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/endpoints/{endpoint}/invocations",
+    tag = "models",
+    summary = "Runs a model (SageMaker's InvokeEndpoint shape; the model in X-Amzn-SageMaker-Target-Model)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The outputs", body = serde_json::Value))
+)]
 async fn invoke(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -615,6 +779,14 @@ async fn invoke(
     Ok(Json(json!({"outputs": outputs.0})))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}/tags",
+    tag = "models",
+    summary = "Sets a model's tags",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The model with its tags", body = serde_json::Value))
+)]
 async fn put_model_tags(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -642,6 +814,14 @@ fn policy_text(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/policies/{id}",
+    tag = "policies",
+    summary = "Writes a policy: Cedar text, or JSON {\"policy\"}",
+    request_body(content = String, description = "Cedar text (text/plain) or JSON {\"policy\": \"<cedar>\"}", content_type = "text/plain"),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn put_policy(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -662,6 +842,13 @@ fn created_or_ok(created: bool) -> StatusCode {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/{id}",
+    tag = "policies",
+    summary = "A policy",
+    responses((status = 200, description = "The policy", body = serde_json::Value))
+)]
 async fn get_policy(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -672,6 +859,13 @@ async fn get_policy(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/{id}",
+    tag = "policies",
+    summary = "Deletes a policy",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_policy(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -681,6 +875,13 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies",
+    tag = "policies",
+    summary = "The tenant's Cedar policies",
+    responses((status = 200, description = "The policies", body = serde_json::Value))
+)]
 async fn list_policies(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -690,6 +891,14 @@ async fn list_policies(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies/explain",
+    tag = "policies",
+    summary = "Explains a decision: which policies permit or forbid",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The decision and its reasons", body = serde_json::Value))
+)]
 async fn explain(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -698,6 +907,14 @@ async fn explain(
     Ok(Json(access::explain(&state, &p, req).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/roles/{name}",
+    tag = "roles",
+    summary = "Writes a role: its permissions and trust policy",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn put_role(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -708,6 +925,13 @@ async fn put_role(
     Ok((created_or_ok(created), Json(json!({"role": record}))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/roles/{name}",
+    tag = "roles",
+    summary = "A role",
+    responses((status = 200, description = "The role", body = serde_json::Value))
+)]
 async fn get_role(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -718,6 +942,13 @@ async fn get_role(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/roles/{name}",
+    tag = "roles",
+    summary = "Deletes a role",
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_role(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -727,6 +958,13 @@ async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/roles",
+    tag = "roles",
+    summary = "The tenant's roles",
+    responses((status = 200, description = "The roles", body = serde_json::Value))
+)]
 async fn list_roles(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -736,6 +974,14 @@ async fn list_roles(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sts/assume-role",
+    tag = "roles",
+    summary = "Assumes a role: a session token",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The session token", body = serde_json::Value))
+)]
 async fn assume_role(
     State(state): State<SharedState>,
     TenantCaller(p): TenantCaller,
@@ -746,6 +992,14 @@ async fn assume_role(
 
 // ---- admin plane ----------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants",
+    tag = "tenants",
+    summary = "Creates a tenant and its first API key (shown once)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 201, description = "Created, with the key", body = serde_json::Value))
+)]
 async fn create_tenant(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -757,6 +1011,13 @@ async fn create_tenant(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants",
+    tag = "tenants",
+    summary = "Every tenant",
+    responses((status = 200, description = "The tenants", body = serde_json::Value))
+)]
 async fn list_tenants(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -764,6 +1025,13 @@ async fn list_tenants(
     Ok(Json(json!({"tenants": tenants::list(&state, &op).await?})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}",
+    tag = "tenants",
+    summary = "A tenant",
+    responses((status = 200, description = "The tenant", body = serde_json::Value))
+)]
 async fn get_tenant(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -776,6 +1044,14 @@ async fn get_tenant(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/tenants/{id}",
+    tag = "tenants",
+    summary = "Changes a tenant's tier, tags or bucket",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "The tenant", body = serde_json::Value))
+)]
 async fn update_tenant(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -787,6 +1063,13 @@ async fn update_tenant(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/tenants/{id}",
+    tag = "tenants",
+    summary = "Offboards a tenant: its content is destroyed",
+    responses((status = 200, description = "What was destroyed", body = serde_json::Value))
+)]
 async fn delete_tenant(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -796,6 +1079,14 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{id}/api-keys",
+    tag = "tenants",
+    summary = "Creates an API key (shown once, with its AWS SigV4 pair)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = serde_json::Value))
+)]
 async fn create_key(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -816,6 +1107,13 @@ async fn create_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}/api-keys",
+    tag = "tenants",
+    summary = "A tenant's API keys (never their secrets)",
+    responses((status = 200, description = "The keys", body = serde_json::Value))
+)]
 async fn list_keys(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -826,6 +1124,13 @@ async fn list_keys(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/tenants/{id}/api-keys/{key_id}",
+    tag = "tenants",
+    summary = "Revokes an API key",
+    responses((status = 204, description = "Revoked"))
+)]
 async fn revoke_key(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -835,6 +1140,13 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sts/signing-keys",
+    tag = "identity",
+    summary = "Session-token signing keys (public parts)",
+    responses((status = 200, description = "The keys", body = serde_json::Value))
+)]
 async fn list_signing_keys(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -844,6 +1156,13 @@ async fn list_signing_keys(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sts/signing-keys",
+    tag = "identity",
+    summary = "Rotates the session-token signing key",
+    responses((status = 200, description = "The new key", body = serde_json::Value), (status = 201, description = "The new key", body = serde_json::Value))
+)]
 async fn rotate_signing_key(
     State(state): State<SharedState>,
     Operator(op): Operator,
@@ -854,6 +1173,13 @@ async fn rotate_signing_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(state): State<SharedState>, _: Operator) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut text = state

@@ -414,6 +414,60 @@ async fn round(s: &TestServer, key: &str) {
             r.text
         );
     }
+
+    // The console serves its own built files only: traversal, the other
+    // console's page and source paths are 404, on both listeners.
+    for (base, addr) in [(&s.data, s.data_addr), (&s.admin, s.admin_addr)] {
+        for path in [
+            "/console/..%2F..%2FCargo.toml",
+            "/console/assets/..%2F..%2Fsrc%2Flib.rs",
+            "/console/operator.html",
+            "/console/tenant.html",
+            "/console/web/src/common.ts",
+            "/console/assets/%00",
+        ] {
+            let r = s.send(s.http.get(format!("{base}{path}"))).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{base}{path}: {}", r.text);
+        }
+        let (status, text) = s
+            .raw(
+                addr,
+                format!("GET /console/assets/../../Cargo.toml HTTP/1.1\r\n{host}\r\n").as_bytes(),
+            )
+            .await;
+        assert!(matches!(status, 400 | 404), "raw traversal: {text:.200}");
+        assert!(!text.contains("[package]"), "raw traversal: {text:.200}");
+    }
+
+    // Hostile AWS signatures: all 401 with the reason, none 5xx, and never
+    // a fall-back to another credential.
+    let (id, _) = sdk::aws_pair(key);
+    let scope = format!("{id}/20260101/us-east-1/sagemaker/aws4_request");
+    let sig = "0".repeat(64);
+    for (auth, date) in [
+        ("AWS4-HMAC-SHA256 ".to_owned(), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential={scope}"), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host;x-amz-date, Signature={sig}"), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host;x-amz-date, Signature={sig}"), "not-a-date"),
+        (format!("AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature={sig}"), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential={}/20260101/r/s/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}", "A".repeat(5000)), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential=../../{scope}, SignedHeaders=host;x-amz-date, Signature={sig}"), "20260101T000000Z"),
+        (format!("AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders={}, Signature={sig}", "x;".repeat(3000)), "20260101T000000Z"),
+    ] {
+        let r = s
+            .send(
+                s.http
+                    .post(format!("{}/endpoints/shared/invocations", s.data))
+                    .header("authorization", &auth)
+                    .header("x-amz-date", date)
+                    .header("x-amzn-sagemaker-target-model", "m")
+                    .header("content-type", "application/json")
+                    .body("{}"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:.80}: {}", r.text);
+        assert!(r.text.contains("AWS"), "{auth:.80}: {}", r.text);
+    }
     assert!(s.healthy().await);
 }
 
