@@ -42,7 +42,7 @@ for plane in data admin; do
     if ! python3 -m schemathesis.cli run "$url/openapi.json" \
         --header "Authorization: Bearer $cred" \
         --checks not_a_server_error,response_schema_conformance \
-        --max-examples "$examples" --seed 20261204 --workers 2 \
+        --max-examples "$examples" --seed 20261204 --workers 1 \
         --phases examples,coverage,fuzzing --generation-database none \
         --request-timeout 30 --no-color; then
         status=1

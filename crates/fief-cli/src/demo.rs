@@ -171,9 +171,7 @@ pub async fn run() -> DemoResult {
         .and_then(|rest| rest.split_once('_'))
         .ok_or("a key reads fief_<id>_<secret>")?;
     let mut signed = invoke(&sales, "shared", "forecast", &input).build()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let now = fief_sigv4::unix_now();
     fief_sigv4::sign_request(
         &mut signed,
         key_id,

@@ -558,10 +558,7 @@ fn sigv4_signed(
         .and_then(|rest| rest.split_once('_'))
         .ok_or("the probe key is not of the form fief_<id>_<secret>")?;
     let mut request = req.build().map_err(|e| format!("request: {e}"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
+    let now = fief_sigv4::unix_now();
     fief_sigv4::sign_request(
         &mut request,
         id,

@@ -216,11 +216,8 @@ async fn verify_signed(
         headers: &headers,
         body_sha256: Sha256::digest(body).into(),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    let checked = fief_sigv4::check(&request, authorization, now).map_err(refused)?;
+    let checked =
+        fief_sigv4::check(&request, authorization, fief_sigv4::unix_now()).map_err(refused)?;
     Ok(state.store.authenticate_signed(&checked).await?)
 }
 

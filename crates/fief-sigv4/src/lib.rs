@@ -176,6 +176,14 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Now, in Unix seconds (what the date window is measured against).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
 /// The `X-Amz-Date` of Unix seconds (`20261204T101500Z`).
 pub fn amz_date(unix: i64) -> String {
     let days = unix.div_euclid(86_400);

@@ -72,10 +72,12 @@ fn sealed_secret_purpose(key_id: &str) -> String {
 fn parse_token(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    let hex_lower = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
     (hex_lower(id, ID_HEX) && hex_lower(secret, SECRET_HEX)).then_some((id, secret))
+}
+
+/// `n` lower-case hex digits.
+fn hex_lower(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 pub(crate) async fn insert_key(
@@ -256,9 +258,7 @@ impl Store {
     ) -> Result<std::result::Result<ApiKeyRecord, String>> {
         let auth = &checked.authorization;
         let id = auth.access_key_id.as_str();
-        let valid_id =
-            id.len() == ID_HEX && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let key = if valid_id {
+        let key = if hex_lower(id, ID_HEX) {
             self.live_key(id).await?
         } else {
             None

@@ -69,10 +69,7 @@ pub fn sigv4(
     age_secs: i64,
 ) -> reqwest::RequestBuilder {
     let mut request = req.build().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = fief_sigv4::unix_now();
     fief_sigv4::sign_request(
         &mut request,
         key_id,
