@@ -205,3 +205,30 @@ async fn an_ingest_without_the_embedder_stops_once_and_shows_no_server_internals
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `fief tenant create` and `fief key create` print each new key in AWS
+/// form too: its id as `aws_access_key_id`, its secret as
+/// `aws_secret_access_key` (what boto3 signs SigV4 with).
+#[test]
+fn new_keys_are_printed_in_aws_form_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _data, admin, token) =
+        super::common::serve_with(&dir.path().join("data"), None, &[]);
+    for args in [
+        vec!["tenant", "create", "acme", "-o", "json"],
+        vec!["key", "create", "acme", "--name", "sdk", "-o", "json"],
+    ] {
+        let out = super::common::as_operator(&admin, &token, &args);
+        let json = &out[out.find('{').unwrap()..=out.rfind('}').unwrap()];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let key = v["api_key"].as_str().unwrap();
+        let (id, secret) = key
+            .strip_prefix("fief_")
+            .and_then(|rest| rest.split_once('_'))
+            .unwrap();
+        assert_eq!(v["aws_access_key_id"], id, "{args:?}: {out}");
+        assert_eq!(v["aws_secret_access_key"], secret, "{args:?}: {out}");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
