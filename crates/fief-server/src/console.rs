@@ -8,6 +8,7 @@
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 
 use fief_console::Console;
 
@@ -15,15 +16,18 @@ use crate::error::ApiError;
 use crate::route_table::Routes;
 use crate::routes::Plane;
 
-pub fn routes(plane: Plane) -> Routes {
-    let routes = Routes::new().get("/console", to_console);
+/// The console of the listener's [`Plane`] (an extension `open_routes` adds).
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/console", to_console)
+        .get("/console/", page)
+        .get("/console/{*path}", asset)
+}
+
+fn console_of(plane: Plane) -> Console {
     match plane {
-        Plane::Admin => routes
-            .get("/console/", operator_page)
-            .get("/console/{*path}", operator_asset),
-        Plane::Data => routes
-            .get("/console/", tenant_page)
-            .get("/console/{*path}", tenant_asset),
+        Plane::Admin => Console::Operator,
+        Plane::Data => Console::Tenant,
     }
 }
 
@@ -71,23 +75,11 @@ async fn to_console() -> Redirect {
     path = "/console/",
     tag = "console",
     operation_id = "console",
-    summary = "The operator console (sign in with the admin token)",
+    summary = "The console: the operator's on the admin listener (admin token), the tenant's on the data listener (a tenant credential)",
     responses((status = 200, description = "The console's page", body = String, content_type = "text/html"))
 )]
-async fn operator_page() -> Response {
-    serve(Console::Operator, "")
-}
-
-#[utoipa::path(
-    get,
-    path = "/console/",
-    tag = "console",
-    operation_id = "console",
-    summary = "The tenant console (sign in with an API key or session token)",
-    responses((status = 200, description = "The console's page", body = String, content_type = "text/html"))
-)]
-async fn tenant_page() -> Response {
-    serve(Console::Tenant, "")
+async fn page(Extension(plane): Extension<Plane>) -> Response {
+    serve(console_of(plane), "")
 }
 
 #[utoipa::path(
@@ -98,18 +90,6 @@ async fn tenant_page() -> Response {
     summary = "A file of the console (script, stylesheet)",
     responses((status = 200, description = "The file", body = String, content_type = "text/javascript"))
 )]
-async fn operator_asset(Path(path): Path<String>) -> Response {
-    serve(Console::Operator, &path)
-}
-
-#[utoipa::path(
-    get,
-    path = "/console/{path}",
-    tag = "console",
-    operation_id = "console_asset",
-    summary = "A file of the console (script, stylesheet)",
-    responses((status = 200, description = "The file", body = String, content_type = "text/javascript"))
-)]
-async fn tenant_asset(Path(path): Path<String>) -> Response {
-    serve(Console::Tenant, &path)
+async fn asset(Extension(plane): Extension<Plane>, Path(path): Path<String>) -> Response {
+    serve(console_of(plane), &path)
 }

@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required, ResponseBuilder};
@@ -50,8 +51,8 @@ pub struct ErrorDetail {
 #[openapi(
     info(title = "fief tenant API", description = "The data listener: what a tenant's credential reaches. Every route answers only about the caller's own tenant."),
     paths(
-        crate::routes::healthz, crate::routes::readyz, data_json,
-        crate::console::to_console, crate::console::tenant_page, crate::console::tenant_asset,
+        crate::routes::healthz, crate::routes::readyz, served,
+        crate::console::to_console, crate::console::page, crate::console::asset,
         crate::routes::me,
         crate::routes::list_models, crate::routes::get_model, crate::routes::put_model,
         crate::routes::delete_model, crate::routes::put_model_tags, crate::routes::invoke,
@@ -82,8 +83,8 @@ struct DataApi;
 #[openapi(
     info(title = "fief operator API", description = "The admin listener: tenants, keys, usage, audit and metrics. It shows counts, money and metadata, never tenant content."),
     paths(
-        crate::routes::healthz, crate::routes::readyz, admin_json,
-        crate::console::to_console, crate::console::operator_page, crate::console::operator_asset,
+        crate::routes::healthz, crate::routes::readyz, served,
+        crate::console::to_console, crate::console::page, crate::console::asset,
         crate::routes::list_tenants, crate::routes::create_tenant, crate::routes::get_tenant,
         crate::routes::update_tenant, crate::routes::delete_tenant,
         crate::routes::list_keys, crate::routes::create_key, crate::routes::revoke_key,
@@ -239,25 +240,13 @@ fn json(plane: Plane) -> Response {
 #[utoipa::path(
     get,
     path = "/openapi.json",
-    operation_id = "openapi",
     tag = "health",
-    summary = "This document (OpenAPI 3.1)",
+    operation_id = "openapi",
+    summary = "This listener's OpenAPI 3.1 document",
     responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
 )]
-pub async fn data_json() -> Response {
-    json(Plane::Data)
-}
-
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    operation_id = "openapi",
-    tag = "health",
-    summary = "This document (OpenAPI 3.1)",
-    responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
-)]
-pub async fn admin_json() -> Response {
-    json(Plane::Admin)
+pub async fn served(Extension(plane): Extension<Plane>) -> Response {
+    json(plane)
 }
 
 #[cfg(test)]

@@ -77,6 +77,12 @@ impl Routes {
         self
     }
 
+    /// Every route added so far gets `value` as a request extension.
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.router = self.router.layer(axum::Extension(value));
+        self
+    }
+
     /// Every (method, path) served, sorted.
     pub fn table(&self) -> Vec<(Method, &'static str)> {
         let mut t = self.table.clone();

@@ -88,15 +88,14 @@ pub fn admin_routes() -> Routes {
 
 /// Routes both listeners serve without a credential: health, the OpenAPI
 /// document and the console.
+/// Each handler that differs by listener reads the [`Plane`] extension.
 pub fn open_routes(plane: Plane) -> Routes {
-    let routes = Routes::new()
+    Routes::new()
         .get("/healthz", healthz)
         .get("/readyz", readyz)
-        .merge(crate::console::routes(plane));
-    match plane {
-        Plane::Data => routes.get("/openapi.json", crate::openapi::data_json),
-        Plane::Admin => routes.get("/openapi.json", crate::openapi::admin_json),
-    }
+        .get("/openapi.json", crate::openapi::served)
+        .merge(crate::console::routes())
+        .with_extension(plane)
 }
 
 /// Which listener.
