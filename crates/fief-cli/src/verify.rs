@@ -153,6 +153,32 @@ impl Http {
         }
         Ok(r.json())
     }
+    /// [`Http::ok`] for a request that uses what the probe has just written
+    /// (its own role): behind a balancer the replica that answers may not
+    /// have heard of the write yet (replicas converge within
+    /// `postgres.change_poll_ms`, 1 s by default), so a 403 is asked again
+    /// for up to 5 s before it counts.
+    async fn ok_converged(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let attempt = req
+                .try_clone()
+                .ok_or_else(|| format!("{what}: the request cannot be sent again"))?;
+            let r = self.send(attempt).await?;
+            if r.status == StatusCode::FORBIDDEN && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            if !r.status.is_success() {
+                return Err(format!("{what}: {} {}", r.status, r.text));
+            }
+            return Ok(r.json());
+        }
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -356,7 +382,7 @@ async fn plant_named(
     )
     .await?;
     let s = http
-        .ok(
+        .ok_converged(
             http.data(&key, Method::POST, "/api/v1/sts/assume-role")
                 .json(&json!({"role": role, "session_name": format!("s-{nonce}")})),
             "assume own role",
@@ -1643,7 +1669,7 @@ async fn lifecycle(
     )
     .await?;
     let assumed = http
-        .ok(
+        .ok_converged(
             http.data(&peer.key, Method::POST, "/api/v1/sts/assume-role")
                 .json(&json!({
                     "role": format!("{id}/{}-x", first.role),
