@@ -39,7 +39,11 @@ for plane in data admin; do
     echo "== $plane: schemathesis, $examples examples per operation"
     # Offboarding the one tenant or rotating keys would only turn later
     # requests into 401s; the contract is checked on them all the same.
+    # Starting verify-isolation is left out: it would run its probe in the
+    # background of the rest (crates/fief-cli/tests/verify_isolation.rs
+    # checks that route; its GET is checked here).
     if ! python3 -m schemathesis.cli run "$url/openapi.json" \
+        --exclude-operation-id run_verify_isolation \
         --header "Authorization: Bearer $cred" \
         --checks not_a_server_error,response_schema_conformance \
         --max-examples "$examples" --seed 20261204 --workers 1 \

@@ -53,17 +53,7 @@ pub async fn llm(c: &Client, command: LlmCommand) -> CliResult {
     Ok(())
 }
 
-/// The ids of a `/v1/models` answer.
-pub fn model_ids(body: &Value) -> Vec<String> {
-    body["data"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use fief_verify::model_ids;
 
 pub fn chat_body(args: &ChatArgs) -> Value {
     let mut messages = Vec::new();

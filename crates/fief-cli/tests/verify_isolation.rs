@@ -9,11 +9,12 @@ mod common;
 #[allow(dead_code)]
 mod pg;
 
-use common::fief;
+use common::{as_operator, fief};
 
 use std::process::Output;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn verify(data: &str, admin: &str, token: &str, json: &std::path::Path) -> Output {
     fief()
@@ -36,6 +37,47 @@ fn report(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// verify-isolation through the admin API (the operator console's button):
+/// started, refused while it runs, polled until it ends; the finished run.
+async fn verify_via_api(admin: &str, token: &str) -> Value {
+    let http = reqwest::Client::new();
+    let url = format!("{admin}/admin/v1/verify-isolation");
+    let r = http.post(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let started: Value = r.json().await.unwrap();
+    assert_eq!(started["run"]["status"], "running", "{started}");
+    let again = http.post(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let r: Value = http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["run"]["status"] != "running" {
+            assert_eq!(r["run"]["started_at"], started["run"]["started_at"]);
+            return r["run"].clone();
+        }
+        assert!(Instant::now() < deadline, "the run did not end: {r}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn get_json(url: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 #[test]
 fn a_gateway_started_as_the_readme_says_has_no_leaks() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,13 +98,50 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
         ])
         .output()
         .unwrap();
+    // The same probe from the admin API, and its report after a restart.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("{admin}/admin/v1/verify-isolation");
+    let key = as_operator(&admin, &token, &["tenant", "create", "vi-api", "--quiet"]);
+    let (never, tenant_key) = rt.block_on(async {
+        (
+            get_json(&url, &token).await,
+            get_json(&url, key.trim()).await,
+        )
+    });
+    let run = rt.block_on(verify_via_api(&admin, &token));
     server.kill().unwrap();
     server.wait().unwrap();
+    let (mut again, _, admin2, token2) = common::serve(&data_dir);
+    let kept = rt.block_on(get_json(
+        &format!("{admin2}/admin/v1/verify-isolation"),
+        &token2,
+    ));
+    again.kill().unwrap();
+    again.wait().unwrap();
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("attacker") && stdout.contains("0 LEAK"),
         "{stdout}"
     );
+    assert_eq!(never, (200, json!({"run": null})));
+    assert_eq!(tenant_key.0, 401, "{:?}", tenant_key.1);
+    assert_eq!(run["status"], "passed", "{run}");
+    assert_eq!(
+        (
+            run["leaks"].clone(),
+            run["allowed"].clone(),
+            run["unexpected"].clone()
+        ),
+        (json!(0), json!(0), json!(0))
+    );
+    assert!(run["attempts"].as_u64().unwrap() > 500, "{run}");
+    assert_eq!(run["denied"], run["attempts"]);
+    assert_eq!(run["failures"], json!([]));
+    assert!(run["summary"].as_str().unwrap().contains("0 LEAK"), "{run}");
+    assert!(run["rows"].as_array().unwrap().len() > 50, "{run}");
+    assert_eq!(run["probe_tenants"].as_array().unwrap().len(), 3, "{run}");
+    assert!(run["took_ms"].as_u64().unwrap() > 0);
+    assert_eq!(kept, (200, json!({"run": run})));
     let r = report(&json);
     assert_eq!(r["leaks"], 0);
     assert_eq!(r["allowed"], 0);
@@ -138,7 +217,14 @@ fn a_gateway_started_as_the_readme_says_has_no_leaks() {
 /// isolation layers the test switches off.
 /// On PostgreSQL each run gets a database of its own (a new data directory
 /// means a new master key).
-async fn verify_in_process(guardrail: bool, filter: bool, postgres: bool) -> (bool, String, Value) {
+/// With `api`, the gateway runs the verifier itself (the admin API) and the
+/// report is the API's run.
+async fn verify_in_process(
+    guardrail: bool,
+    filter: bool,
+    postgres: bool,
+    api: bool,
+) -> (bool, String, Value) {
     let pg = if postgres {
         Some(pg::database().await.expect("FIEF_TEST_DATABASE_URL"))
     } else {
@@ -157,6 +243,13 @@ async fn verify_in_process(guardrail: bool, filter: bool, postgres: bool) -> (bo
         format!("http://{}", running.admin_addr),
     );
     let token = running.admin_token.clone();
+    if api {
+        let run = verify_via_api(&admin, &token).await;
+        running.shutdown().await.unwrap();
+        fief_policy::faults::skip_guardrail(false);
+        fief_store::faults::take_scope_from_address(false);
+        return (run["status"] == "passed", run.to_string(), run);
+    }
     let json = dir.path().join("report.json");
     let path = json.clone();
     let out = tokio::task::spawn_blocking(move || verify(&data, &admin, &token, &path))
@@ -186,14 +279,14 @@ async fn layers_off_on(postgres: bool) {
     // The guardrail off: the probes' permit-all policies let requests
     // through (reported as ALLOWED, so the run fails), but the storage scope
     // (always the caller's own tenant) holds: nothing of the victim leaks.
-    let (ok, stdout, r) = verify_in_process(false, true, postgres).await;
+    let (ok, stdout, r) = verify_in_process(false, true, postgres, false).await;
     assert!(!ok && r["leaks"] == 0, "{stdout}");
     assert!(r["allowed"].as_u64().unwrap() > 0, "{stdout}");
     // The application filter off: the guardrail holds, everything is denied.
-    let (ok, stdout, r) = verify_in_process(true, false, postgres).await;
+    let (ok, stdout, r) = verify_in_process(true, false, postgres, false).await;
     assert!(ok && r["leaks"] == 0 && r["allowed"] == 0, "{stdout}");
     // Both off: the probes' permit-all policies reach each other's data.
-    let (ok, stdout, r) = verify_in_process(false, false, postgres).await;
+    let (ok, stdout, r) = verify_in_process(false, false, postgres, false).await;
     assert!(!ok, "{stdout}");
     assert!(stdout.contains("LEAK"), "{stdout}");
     assert!(r["leaks"].as_u64().unwrap() > 0);
@@ -215,6 +308,29 @@ async fn layers_off_on(postgres: bool) {
             .any(|a| a["kind"] == "table" && a["action"] == "get item"),
         "{leaked:?}"
     );
+    // The gateway's own run (the operator console's button) reports the
+    // same leaks: its report is what the probe found, not a fixed answer.
+    if !postgres {
+        let (ok, text, run) = verify_in_process(false, false, false, true).await;
+        assert!(!ok && run["status"] == "failed", "{text}");
+        assert!(run["leaks"].as_u64().unwrap() > 0, "{text}");
+        assert!(
+            run["failure"].as_str().unwrap().contains("FAILED"),
+            "{text}"
+        );
+        let failures = run["failures"].as_array().unwrap();
+        assert!(
+            failures
+                .iter()
+                .any(|a| a["result"] == "LEAK" && a["kind"] == "model" && a["action"] == "get"),
+            "{text}"
+        );
+        assert!(run["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["result"] == "LEAK" && !r["broken"].as_array().unwrap().is_empty()));
+    }
     // The knowledge-base leak must show too: with the embedder installed the
     // verifier embeds its canary documents (the kind is not skipped); without
     // it the check is skipped, which CI does not allow.

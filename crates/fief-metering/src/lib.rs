@@ -81,10 +81,13 @@ pub struct Quantities {
     pub units: u64,
     /// Bytes held × days held (a daily storage sample adds its bytes).
     pub byte_days: u64,
+    /// Time from the request's arrival to its answer (a foundation-model
+    /// call: to its last byte), microseconds; per request, the latency.
+    pub duration_us: u64,
 }
 
 impl Quantities {
-    pub const FIELDS: [&'static str; 9] = [
+    pub const FIELDS: [&'static str; 10] = [
         "requests",
         "prompt_tokens",
         "completion_tokens",
@@ -94,8 +97,9 @@ impl Quantities {
         "bytes_out",
         "units",
         "byte_days",
+        "duration_us",
     ];
-    pub fn values(&self) -> [u64; 9] {
+    pub fn values(&self) -> [u64; 10] {
         [
             self.requests,
             self.prompt_tokens,
@@ -106,9 +110,10 @@ impl Quantities {
             self.bytes_out,
             self.units,
             self.byte_days,
+            self.duration_us,
         ]
     }
-    pub fn from_values(v: [u64; 9]) -> Quantities {
+    pub fn from_values(v: [u64; 10]) -> Quantities {
         Quantities {
             requests: v[0],
             prompt_tokens: v[1],
@@ -119,6 +124,7 @@ impl Quantities {
             bytes_out: v[6],
             units: v[7],
             byte_days: v[8],
+            duration_us: v[9],
         }
     }
     pub fn add(&mut self, other: &Quantities) {

@@ -286,6 +286,7 @@ actions!(
     ReadAudit,
     ReadUsage,
     RotateSigningKey,
+    VerifyIsolation,
 );
 
 /// The result of one evaluation, allow or deny, with what decided it. It

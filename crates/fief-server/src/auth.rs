@@ -43,7 +43,7 @@ fn authorization(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// The bearer token, if the request carries exactly one well-formed one.
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let text = authorization(headers)?;
     let token = text
         .strip_prefix("Bearer ")

@@ -28,6 +28,7 @@ mod signing;
 mod state;
 mod tables;
 mod tenants;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -296,7 +297,9 @@ async fn start_in(config: Config, secrets: Secrets) -> Result<Running, ServerErr
         meter::Meter::new(&config).map_err(|e| ServerError::Startup(format!("metering: {e}")))?;
     let logs =
         logs::Logbook::new(&config.logs).map_err(|e| ServerError::Startup(format!("logs: {e}")))?;
+    let checks = verify::Checks::new(&config.data_dir, data_addr, admin_addr);
     let state = Arc::new(AppState {
+        checks,
         llm,
         quota,
         meter,

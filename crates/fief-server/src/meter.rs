@@ -163,6 +163,7 @@ async fn event(
         model: model.to_owned(),
         quantities: Quantities {
             requests: 1,
+            duration_us: request_id::elapsed_us(),
             ..quantities
         },
     })
@@ -261,6 +262,7 @@ fn llm_event(usage: &fief_llm::Usage, tags: fief_core::Tags) -> UsageEvent {
             requests: 1,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            duration_us: usage.latency_ms.saturating_mul(1000),
             ..Quantities::default()
         },
     }

@@ -92,6 +92,7 @@ struct DataApi;
         crate::routes::metrics,
         crate::meter::all_usage, crate::meter::invoice,
         crate::audit::list, crate::audit::verify, crate::audit::anchor,
+        crate::verify::start, crate::verify::last,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&ADMIN_PLANE),

@@ -84,6 +84,7 @@ pub fn admin_routes() -> Routes {
         .get("/metrics", metrics)
         .merge(crate::meter::admin_routes())
         .merge(crate::audit::admin_routes())
+        .merge(crate::verify::admin_routes())
 }
 
 /// Routes both listeners serve without a credential: health, the OpenAPI

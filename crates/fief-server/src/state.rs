@@ -39,6 +39,8 @@ pub struct AppState {
     pub logs: crate::logs::Logbook,
     /// How far this replica has applied the change log (PostgreSQL).
     pub coherence: crate::coherence::Coherence,
+    /// verify-isolation runs from the admin API, and the last report.
+    pub checks: crate::verify::Checks,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -474,3 +474,75 @@ async fn bad_usage_queries_are_refused_with_the_fix() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 }
+
+/// Each usage event carries the request's time from arrival to answer (a
+/// foundation-model call: to its last byte), which the consoles' latency
+/// chart shows per minute: at least the upstream's own delay, at least the
+/// ONNX run, and no more than the client waited.
+#[tokio::test]
+async fn each_request_is_metered_with_its_duration() {
+    let mock = MockUpstream::start(MockOptions {
+        delay: std::time::Duration::from_millis(150),
+        chunk_delay: std::time::Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let s = gateway(&mock).await;
+    let key = s.tenant("qd", "pool").await;
+    let up = s
+        .put_model(&key, "m", common::tenant_model(1).to_onnx())
+        .await;
+    assert!(up.status.is_success(), "{}", up.text);
+    let clock = std::time::Instant::now();
+    for stream in [false, true] {
+        let r = s
+            .send(
+                s.data_req(&key, Method::POST, "/v1/chat/completions")
+                    .json(&json!({
+                        "model": "chat-small", "stream": stream,
+                        "messages": [{"role": "user", "content": "hello"}],
+                    })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = s
+        .invoke(
+            &key,
+            "shared",
+            "m",
+            &json!({"inputs": [[0.5, -1.0, 2.0, 0.25]]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let waited_us = clock.elapsed().as_micros() as u64;
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let (y, m, d) = fief_core::civil::from_days(days as i64 - 1);
+    let path = format!("/api/v1/usage?group_by=minute&from={y:04}-{m:02}-{d:02}");
+    let r = s.send(s.data_req(&key, Method::GET, &path)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let rows = r.json()["rows"].as_array().unwrap().clone();
+    let sum = |kind: &str, field: &str| -> u64 {
+        rows.iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| r[field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("llm", "requests"), 2, "{rows:?}");
+    // Two calls, each delayed 150 ms; the stream's four chunks 20 ms apart.
+    let llm = sum("llm", "duration_us");
+    assert!(
+        llm >= 300_000 + 60_000 && llm <= waited_us,
+        "{llm} of {waited_us}: {rows:?}"
+    );
+    let onnx = sum("onnx", "duration_us");
+    assert!(
+        onnx > 0 && onnx >= sum("onnx", "compute_us") && onnx <= waited_us,
+        "{rows:?}"
+    );
+}

@@ -13,7 +13,7 @@ use crate::principal::Principal;
 use crate::{Result, Store, StoreError, TenantScope};
 
 const QUANTITY_COLUMNS: &str = "requests, prompt_tokens, completion_tokens, embedding_tokens, \
-     compute_us, bytes_in, bytes_out, units, byte_days";
+     compute_us, bytes_in, bytes_out, units, byte_days, duration_us";
 
 /// `($1, …, $cols), ($cols+1, …)`: `rows` tuples of `cols` parameters.
 pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
@@ -31,7 +31,7 @@ fn int(v: u64) -> i64 {
 }
 
 fn quantities(row: &Row) -> Result<Quantities> {
-    let mut v = [0u64; 9];
+    let mut v = [0u64; 10];
     for (slot, name) in v.iter_mut().zip(Quantities::FIELDS) {
         let n: i64 = row.get(name)?;
         *slot = u64::try_from(n).unwrap_or(0);
@@ -95,7 +95,7 @@ impl Store {
                 "INSERT INTO usage_events (tenant_id, request_id, incarnation, principal, source,
                  tags, at_ms, kind, model, {QUANTITY_COLUMNS}) VALUES {}
                  ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING tenant_id, request_id",
-                placeholders(chunk.len(), 18)
+                placeholders(chunk.len(), 9 + Quantities::FIELDS.len())
             ));
             for (e, tags) in chunk.iter().zip(tags) {
                 insert = insert
@@ -144,7 +144,7 @@ impl Store {
                  tags, {QUANTITY_COLUMNS}) VALUES {}
                  ON CONFLICT (tenant_id, incarnation, hour, kind, model, principal, tags)
                  DO UPDATE SET {}",
-                placeholders(chunk.len(), 16),
+                placeholders(chunk.len(), 7 + Quantities::FIELDS.len()),
                 Quantities::FIELDS
                     .iter()
                     .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))

@@ -141,6 +141,19 @@ export function chart(
   return box;
 }
 
+/** The usage fields the per-minute charts read. */
+export const CHARTED = ["requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "compute_us", "duration_us"];
+
+/** Per minute: the mean time from a request's arrival to its answer (a
+ *  foundation-model call: to its last byte), and the mean ONNX run time. */
+export function latencyChart(window: { start: number; end: number }, u: { minutes: string[]; values: Record<string, number[]> }): HTMLElement {
+  const perRequest = (field: string) => u.minutes.map((_, i) => (u.values.requests[i] ? Math.round(u.values[field][i] / u.values.requests[i] / 10) / 100 : 0));
+  return chart("Latency per request (ms, mean of the minute)", "chart-latency", window, u.minutes, [
+    { label: "arrival to answer", values: perRequest("duration_us") },
+    { label: "ONNX compute", values: perRequest("compute_us") },
+  ]);
+}
+
 /** Usage rows grouped by minute → one value per minute for each field. */
 export function perMinute(rows: any[], fields: string[]): { minutes: string[]; values: Record<string, number[]> } {
   const by = new Map<string, Record<string, number>>();

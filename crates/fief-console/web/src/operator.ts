@@ -1,7 +1,8 @@
 // The operator console (admin listener): tenants and their keys, quotas and
-// tier; per-tenant charts; the model cache; the audit log and its chain. It calls only the admin API, which shows counts,
-// money and metadata, never a tenant's content.
-import { button, call, chart, h, message, perMinute, problem, lastSixHours, start, table, type Reply } from "./common";
+// tier; per-tenant charts; the model cache; the audit log and its chain;
+// verify-isolation, run and reported. It calls only the admin API, which
+// shows counts, money and metadata, never a tenant's content.
+import { button, call, CHARTED, chart, h, latencyChart, message, perMinute, problem, lastSixHours, start, table, type Reply } from "./common";
 
 const TIERS = ["pool", "bridge", "silo"];
 
@@ -95,7 +96,7 @@ async function tenant(id: string): Promise<HTMLElement> {
   const from = span.from;
   const usage = await call("GET", `/admin/v1/usage?tenant=${encodeURIComponent(t.id)}&group_by=minute&from=${from}`);
   if (usage.ok) {
-    const u = perMinute(usage.json.rows, ["requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "compute_us"]);
+    const u = perMinute(usage.json.rows, CHARTED);
     section.append(
       chart("Requests per minute", "chart-requests", span, u.minutes, [{ label: "requests", values: u.values.requests }]),
       chart("Tokens per minute", "chart-tokens", span, u.minutes, [
@@ -103,13 +104,7 @@ async function tenant(id: string): Promise<HTMLElement> {
         { label: "completion", values: u.values.completion_tokens },
         { label: "embedding", values: u.values.embedding_tokens },
       ]),
-      chart(
-        "Model compute per request (ms, ONNX)",
-        "chart-latency",
-        span,
-        u.minutes,
-        [{ label: "ms per request", values: u.minutes.map((_, i) => (u.values.requests[i] ? Math.round(u.values.compute_us[i] / u.values.requests[i] / 10) / 100 : 0)) }],
-      ),
+      latencyChart(span, u),
     );
   } else section.append(message(problem(usage), "error"));
   const denied = await call("GET", `/admin/v1/audit?tenant=${encodeURIComponent(t.id)}&decision=deny&since=${from}&limit=1000`);
@@ -228,6 +223,66 @@ async function audit(): Promise<HTMLElement> {
   return h("section", {}, h("h2", {}, "Audit log"), status, form, list);
 }
 
+/** A run of verify-isolation: in progress, or its report. */
+function isolationRun(run: any): HTMLElement {
+  if (!run) return message("No run yet on this gateway.");
+  if (run.status === "running") return message(`Running since ${run.started_at}…`);
+  const head = h("p", { class: run.status === "passed" ? "info" : "error", role: "status", "data-testid": "isolation-status" }, `${run.status.toUpperCase()}: ${run.summary ?? run.error}`);
+  const when = h("p", { class: "hint" }, `started ${run.started_at}, finished ${run.finished_at}, ${Math.round(run.took_ms / 100) / 10} s`);
+  if (run.status === "error") return h("div", {}, head, when);
+  const skipped = run.skipped.length ? h("div", {}, h("h3", {}, "Skipped kinds"), table(run.skipped, ["kind", "reason"], "isolation-skipped")) : null;
+  const failures = h("div", {}, h("h3", {}, "Attempts that were not denied"), table(run.failures, ["attacker", "victim", "principal", "kind", "action", "form", "status", "result", "detail"], "isolation-failures"));
+  const rows = h(
+    "details",
+    {},
+    h("summary", {}, `Every attacker, victim, kind and action (${run.rows.length} rows, ${run.attempts} attempts)`),
+    table(run.rows, ["attacker", "victim", "kind", "action", "tries", "result", "broken"], "isolation-rows"),
+  );
+  return h("div", {}, head, when, failures, skipped, rows);
+}
+
+async function isolation(): Promise<HTMLElement> {
+  const report = h("div", { "data-testid": "isolation-report" });
+  const note = h("div", {});
+  const section = h(
+    "section",
+    { "data-testid": "isolation" },
+    h("h2", {}, "Isolation check"),
+    h(
+      "p",
+      {},
+      "verify-isolation makes a probe tenant per tier, plants canaries in every kind of resource, and tries every action of each probe tenant on every other's, by every addressing form and credential; then it offboards them. It passes with 0 LEAK, 0 ALLOWED and 0 UNEXPECTED.",
+    ),
+    button(
+      "Run verify-isolation",
+      async () => {
+        const r = await call("POST", "/admin/v1/verify-isolation");
+        if (!r.ok) {
+          note.replaceChildren(message(problem(r), "error"));
+          return;
+        }
+        note.replaceChildren();
+        await poll();
+      },
+      { "data-testid": "run-isolation" },
+    ),
+    note,
+    report,
+  );
+  // Polled while a run is in progress and this view is on screen.
+  const poll = async (): Promise<void> => {
+    const r = await call("GET", "/admin/v1/verify-isolation");
+    if (!r.ok) {
+      report.replaceChildren(message(problem(r), "error"));
+      return;
+    }
+    report.replaceChildren(isolationRun(r.json.run));
+    if (r.json.run?.status === "running") setTimeout(() => void (report.isConnected && poll()), 1500);
+  };
+  await poll();
+  return section;
+}
+
 start(
   "fief · operator",
   "Admin token",
@@ -241,5 +296,6 @@ start(
     { name: "tenant", label: "Tenant", hidden: true, render: tenant },
     { name: "cache", label: "Model cache", render: cache },
     { name: "audit", label: "Audit log", render: audit },
+    { name: "isolation", label: "Isolation", render: isolation },
   ],
 );

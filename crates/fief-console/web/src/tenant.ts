@@ -2,13 +2,13 @@
 // models, knowledge bases (with search), private log, policies (with
 // explain), roles and quotas. It calls only the tenant API, which answers
 // about the caller's own tenant whatever a page or a request names.
-import { button, call, chart, h, message, perMinute, problem, lastSixHours, start, table } from "./common";
+import { button, call, CHARTED, chart, h, latencyChart, message, perMinute, problem, lastSixHours, start, table } from "./common";
 
 async function usage(): Promise<HTMLElement> {
   const span = lastSixHours();
   const r = await call("GET", `/api/v1/usage?group_by=minute&from=${span.from}`);
   if (!r.ok) return message(problem(r), "error");
-  const u = perMinute(r.json.rows, ["requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "compute_us"]);
+  const u = perMinute(r.json.rows, CHARTED);
   const total = await call("GET", "/api/v1/usage?group_by=model");
   return h(
     "section",
@@ -20,8 +20,9 @@ async function usage(): Promise<HTMLElement> {
       { label: "completion", values: u.values.completion_tokens },
       { label: "embedding", values: u.values.embedding_tokens },
     ]),
+    latencyChart(span, u),
     h("h3", {}, "This month, by model"),
-    total.ok ? table(total.json.rows, ["kind", "model", "requests", "prompt_tokens", "completion_tokens", "compute_us"], "usage-by-model") : message(problem(total), "error"),
+    total.ok ? table(total.json.rows, ["kind", "model", "requests", "prompt_tokens", "completion_tokens", "compute_us", "duration_us"], "usage-by-model") : message(problem(total), "error"),
   );
 }
 

@@ -4,8 +4,9 @@
 // tier and reads the audit view; a tenant sees its own data only, whatever
 // URL or request the page is made to send. Canaries of two tenants
 // (prompts, document text, item values) must never appear in the operator
-// console, nor one tenant's in the other's. A screenshot of every page goes
-// to FIEF_SCREENSHOTS (default target/console-screenshots).
+// console, nor one tenant's in the other's. verify-isolation runs from the
+// operator console and passes. A screenshot of every page goes to
+// FIEF_SCREENSHOTS (default target/console-screenshots).
 //
 //   node tests/browser.mjs [path/to/fief]
 import { spawn, execFileSync } from "node:child_process";
@@ -178,6 +179,8 @@ check((await op.locator("[data-testid=chart-requests] canvas").count()) > 0, "th
 const charted = await op.$$eval("[data-testid=chart-requests] table.points tbody tr td:nth-child(2)", (tds) => tds.reduce((a, td) => a + Number(td.textContent), 0));
 const billed = usage.rows.reduce((a, r) => a + r.requests, 0);
 check(charted === billed, `the chart's points add up to the billed requests (${charted} = ${billed})`);
+const latency = await op.$$eval("[data-testid=chart-latency] table.points tbody tr td:nth-child(2)", (tds) => tds.map((td) => Number(td.textContent)));
+check(latency.length === minutes.size && latency.every((ms) => ms > 0), `the latency chart has a mean above 0 ms for every minute of traffic (${latency})`);
 await shot(op, "operator-tenant");
 
 // Tier change from the page.
@@ -196,6 +199,20 @@ const tenantsCol = await op.$$eval("[data-testid=audit] tbody tr td:nth-child(4)
 check(tenantsCol.every((t) => t === "acme"), "the tenant filter holds");
 await shot(op, "operator-audit");
 
+// verify-isolation from the console: run, watched until it ends, reported.
+await visit(op, "#isolation", "[data-testid=isolation]");
+await op.click("[data-testid=run-isolation]");
+const verdict = await until(
+  "the verify-isolation run",
+  async () => (await op.locator("[data-testid=isolation-status]").count()) && (await op.textContent("[data-testid=isolation-status]")),
+  600000,
+);
+check(verdict.startsWith("PASSED") && verdict.includes(" 0 LEAK, 0 ALLOWED, 0 UNEXPECTED"), `the console runs verify-isolation and shows it passed (${verdict})`);
+const last = (await api(admin, token, "GET", "/admin/v1/verify-isolation")).run;
+check(last.status === "passed" && last.attempts > 500 && verdict.includes(`${last.attempts} attempts`), `the console shows the API's last report (${last.attempts} attempts)`);
+check((await op.locator("[data-testid=isolation-failures]").textContent()) === "none", "no attempt of the run was let through");
+await shot(op, "operator-isolation");
+
 // Every operator page: no tenant content.
 for (const [hash, sel, name] of [
   ["#tenants", "[data-testid=tenants]", "operator-tenants"],
@@ -203,6 +220,7 @@ for (const [hash, sel, name] of [
   ["#tenant/globex", "[data-testid=tenant]", null],
   ["#cache", "[data-testid=cache]", "operator-cache"],
   ["#audit", "[data-testid=audit]", null],
+  ["#isolation", "[data-testid=isolation-status]", null],
 ]) {
   await visit(op, hash, sel);
   if (name) await shot(op, name);
