@@ -10,6 +10,7 @@
 mod embedder;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod filter;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -63,7 +64,8 @@ pub struct QueryInput {
     pub query: String,
     #[serde(default)]
     pub top_k: Option<usize>,
-    /// Equality on metadata keys; an array value matches any of its items.
+    /// On metadata: `{"key": value}`, `{"key": [any, of]}`, operators
+    /// (`{"year": {"gte": 2020}}`) and `and` / `or` (see `filter.rs`).
     #[serde(default)]
     pub filter: Map<String, Value>,
 }
@@ -157,42 +159,6 @@ pub fn validate_metadata(metadata: &Map<String, Value>) -> Result<()> {
         check_scalar(k, v)?;
     }
     Ok(())
-}
-
-/// A client filter may narrow by metadata, never choose a tenant.
-pub fn validate_filter(filter: &Map<String, Value>) -> Result<()> {
-    for (k, v) in filter {
-        if names_a_tenant(k) {
-            return Err(KnowledgeError::Validation(format!(
-                "filter key `{k}` names a tenant; a query only ever searches the caller's own \
-                 tenant, so the tenant cannot be filtered on"
-            )));
-        }
-        match v {
-            Value::Array(items) if !items.is_empty() && items.len() <= 100 => {
-                for item in items {
-                    check_scalar(k, item)?;
-                }
-            }
-            Value::Array(_) => {
-                return Err(KnowledgeError::Validation(format!(
-                    "filter `{k}`: a list must hold 1-100 values"
-                )))
-            }
-            other => check_scalar(k, other)?,
-        }
-    }
-    Ok(())
-}
-
-fn matches(filter: &Map<String, Value>, metadata: &Map<String, Value>) -> bool {
-    filter
-        .iter()
-        .all(|(k, want)| match (want, metadata.get(k)) {
-            (_, None) => false,
-            (Value::Array(any), Some(have)) => any.contains(have),
-            (want, Some(have)) => want == have,
-        })
 }
 
 /// Chunks measured in whitespace-separated words, for an upstream embedder
@@ -397,7 +363,7 @@ impl Knowledge {
         kb: &str,
         input: QueryInput,
     ) -> Result<(Vec<QueryHit>, QueryStats)> {
-        validate_filter(&input.filter)?;
+        let filter = filter::Filter::parse(&input.filter)?;
         let top_k = input.top_k.unwrap_or(5);
         if top_k == 0 || top_k > self.config.max_top_k {
             return Err(KnowledgeError::Validation(format!(
@@ -422,7 +388,7 @@ impl Knowledge {
         let placement = Placement::for_tier(tier);
         let partition = self.partition(store, scope, placement, kb).await?;
         // A filter is applied to opened chunks, so look further ahead.
-        let wanted = if input.filter.is_empty() {
+        let wanted = if filter.is_all() {
             top_k
         } else {
             (top_k * 10).min(1000)
@@ -432,7 +398,7 @@ impl Knowledge {
         let opened = store.open_chunks(scope, kb, &ids).await?;
         let mut out = Vec::new();
         for chunk in opened.chunks {
-            if !matches(&input.filter, &chunk.metadata) {
+            if !filter.matches(&chunk.metadata) {
                 continue;
             }
             let score = hits
@@ -563,28 +529,16 @@ mod tests {
         ] {
             let mut m = Map::new();
             m.insert(key.into(), Value::from("bb"));
-            assert!(validate_filter(&m).is_err(), "{key}");
+            assert!(filter::Filter::parse(&m).is_err(), "{key}");
             assert!(validate_metadata(&m).is_err(), "{key}");
         }
         let mut ok = Map::new();
         ok.insert("lang".into(), Value::from("en"));
         ok.insert("year".into(), Value::from(2024));
-        assert!(validate_filter(&ok).is_ok() && validate_metadata(&ok).is_ok());
+        assert!(filter::Filter::parse(&ok).is_ok() && validate_metadata(&ok).is_ok());
         let mut nested = Map::new();
         nested.insert("a".into(), serde_json::json!({"b": 1}));
         assert!(validate_metadata(&nested).is_err());
-    }
-
-    #[test]
-    fn filter_matching_is_equality_or_any_of() {
-        let meta: Map<String, Value> =
-            serde_json::from_str(r#"{"lang":"en","year":2024}"#).unwrap();
-        let f = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap();
-        assert!(matches(&f(r#"{"lang":"en"}"#), &meta));
-        assert!(matches(&f(r#"{"lang":["de","en"]}"#), &meta));
-        assert!(!matches(&f(r#"{"lang":"de"}"#), &meta));
-        assert!(!matches(&f(r#"{"missing":"x"}"#), &meta));
-        assert!(matches(&f("{}"), &meta));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 mod common;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use common::kb::{canary, create_kb, doc_text, embedder_installed, put_doc, query, TOPICS};
 use common::TestServer;
@@ -202,6 +202,68 @@ async fn every_tier_gets_only_its_own_chunks_and_the_right_documents() {
         .collect();
     assert_eq!(docs.len(), 2, "{}", r.text);
     assert!(docs.iter().all(|d| ["tax", "bicycle"].contains(d)));
+    // Operators and combinations narrow the same way.
+    let filtered = |filter: Value| {
+        let s = &s;
+        let key = keys[2].clone();
+        async move {
+            let r = s
+                .send(
+                    s.data_req(&key, Method::POST, "/api/v1/knowledge-bases/notes/query")
+                        .json(&json!({"query": "garden", "top_k": 10, "filter": filter})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{filter}: {}", r.text);
+            let mut docs: Vec<String> = r.json()["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["document_id"].as_str().unwrap().to_owned())
+                .collect();
+            docs.sort();
+            docs
+        }
+    };
+    assert_eq!(
+        filtered(json!({"topic": {"in": ["tax", "bicycle"]}})).await,
+        ["bicycle", "tax"]
+    );
+    assert_eq!(
+        filtered(json!({"or": [{"topic": "tax"}, {"topic": {"starts_with": "bic"}}]})).await,
+        ["bicycle", "tax"]
+    );
+    let others =
+        filtered(json!({"topic": {"not_in": ["tax"]}, "canary": {"contains": "kb-pool-a"}})).await;
+    assert_eq!(others.len(), TOPICS.len() - 1, "{others:?}");
+    assert!(!others.contains(&"tax".to_owned()));
+    assert_eq!(
+        filtered(json!({"and": [{"topic": "tax"}, {"topic": {"ne": "tax"}}]})).await,
+        Vec::<String>::new()
+    );
+    for (filter, needle) in [
+        (
+            json!({"or": [{"topic": "tax"}, {"tenant": "kb-pool-b"}]}),
+            "names a tenant",
+        ),
+        (
+            json!({"topic": {"equals": "tax"}}),
+            "unknown operator `equals`",
+        ),
+        (json!({"topic": {"gt": [1]}}), "number or a string"),
+    ] {
+        let r = s
+            .send(
+                s.data_req(
+                    &keys[2],
+                    Method::POST,
+                    "/api/v1/knowledge-bases/notes/query",
+                )
+                .json(&json!({"query": "bread", "filter": filter})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{filter}: {}", r.text);
+        assert!(r.text.contains(needle), "{filter}: {}", r.text);
+    }
     for key in ["tenant", "tenant_id", "TenantId", "_tenant"] {
         let r = s
             .send(
