@@ -1,5 +1,6 @@
 //! AWS Bedrock Runtime `Converse` / `ConverseStream` on top of an OpenAI
-//! chat-completions upstream.
+//! chat-completions upstream, and (`agent`) Bedrock agent-runtime's
+//! knowledge-base operations on top of fief's knowledge bases.
 //!
 //! Pure and synchronous: the HTTP layer hands in parsed JSON and gets back
 //! JSON or already-encoded `application/vnd.amazon.eventstream` frames.
@@ -7,6 +8,9 @@
 //! framing follows botocore's `eventstream.py`.
 
 use serde_json::{json, Map, Value};
+
+/// Bedrock agent-runtime's `Retrieve` and `RetrieveAndGenerate`.
+pub mod agent;
 
 /// Content type of a `ConverseStream` response body.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";

@@ -88,6 +88,26 @@ pub enum KbCommand {
         #[arg(long = "filter")]
         filter: Vec<String>,
     },
+    /// An answer from a foundation model, given the base's best chunks, with
+    /// citations (`--quiet`: the answer only).
+    Answer {
+        /// The knowledge base.
+        kb: String,
+        /// The question.
+        query: String,
+        /// The foundation model to ask (one `fief llm models` lists).
+        #[arg(long)]
+        model: String,
+        /// How many chunks the model is given.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Metadata filter KEY=VALUE, as for `kb query`.
+        #[arg(long = "filter")]
+        filter: Vec<String>,
+        /// The most tokens the answer may have.
+        #[arg(long)]
+        max_tokens: Option<u64>,
+    },
 }
 
 /// `--filter` flags: one value per key, or the list of a key's values
@@ -182,6 +202,24 @@ pub async fn run(c: &Client, command: KbCommand) -> CliResult {
                 .request(Method::POST, &format!("/api/v1/knowledge-bases/{kb}/query"))
                 .json(&body);
             print(&c.send(req).await?.1);
+        }
+        KbCommand::Answer {
+            kb,
+            query,
+            model,
+            top_k,
+            filter,
+            max_tokens,
+        } => {
+            let body = json!({"query": query, "model": model, "top_k": top_k,
+                "filter": filters(&filter)?, "max_tokens": max_tokens});
+            let req = c
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/knowledge-bases/{kb}/answer"),
+                )
+                .json(&body);
+            crate::output::show(&c.send(req).await?.1, Some("answer"));
         }
     }
     Ok(())

@@ -336,12 +336,14 @@ async fn layers_off_on(postgres: bool) {
     // it the check is skipped, which CI does not allow.
     if embedder_installed() {
         assert!(!stdout.contains("skipped: the embedder"), "{stdout}");
-        assert!(
-            leaked
-                .iter()
-                .any(|a| a["kind"] == "knowledge-base" && a["action"] == "query"),
-            "{leaked:?}"
-        );
+        for action in ["query", "bedrock retrieve"] {
+            assert!(
+                leaked
+                    .iter()
+                    .any(|a| a["kind"] == "knowledge-base" && a["action"] == action),
+                "{action}: {leaked:?}"
+            );
+        }
     }
 }
 

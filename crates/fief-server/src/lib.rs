@@ -4,6 +4,7 @@
 //! benchmark alike.
 
 mod access;
+mod answer;
 mod audit;
 mod auth;
 mod authfail;

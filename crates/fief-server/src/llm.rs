@@ -41,7 +41,7 @@ pub fn routes() -> Routes {
 
 /// The surfaces, as usage records name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Surface {
+pub(crate) enum Surface {
     Chat,
     Completions,
     Embeddings,
@@ -329,7 +329,7 @@ fn model_field(body: &Map<String, Value>) -> ApiResult<String> {
     }
 }
 
-async fn openai(
+pub(crate) async fn openai(
     state: &SharedState,
     p: &Principal,
     surface: Surface,

@@ -29,6 +29,17 @@ pub fn elapsed_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `work` as a part of the current request with its own id
+/// (`{id}.{part}`, the same arrival): a request that makes two billable
+/// calls (a knowledge-base answer: a query, then an LLM call) bills each
+/// once, since usage events are idempotent by request id.
+pub async fn part<F: std::future::Future>(part: &str, work: F) -> F::Output {
+    let (id, at) = REQUEST_ID
+        .try_with(|(id, at)| (format!("{id}.{part}"), *at))
+        .unwrap_or_else(|_| (format!("none.{part}"), Instant::now()));
+    REQUEST_ID.scope((id, at), work).await
+}
+
 pub fn new_id() -> String {
     format!("req_{}", uuid::Uuid::new_v4().simple())
 }

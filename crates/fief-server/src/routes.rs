@@ -66,6 +66,7 @@ pub fn data_routes() -> Routes {
         .merge(crate::quota::routes())
         .merge(crate::meter::routes())
         .merge(crate::logs::routes())
+        .merge(crate::answer::routes())
 }
 
 /// The operator API's routes (each handler takes the [`Operator`]).

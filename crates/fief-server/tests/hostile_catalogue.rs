@@ -127,6 +127,10 @@ async fn round(s: &TestServer, key: &str) {
         (Method::POST, "/model/m/converse"),
         (Method::POST, "/model/m/converse-stream"),
         (Method::PUT, "/api/v1/quotas/role:r"),
+        (Method::POST, "/api/v1/knowledge-bases/kb/query"),
+        (Method::POST, "/api/v1/knowledge-bases/kb/answer"),
+        (Method::POST, "/knowledgebases/kb/retrieve"),
+        (Method::POST, "/retrieveAndGenerate"),
     ] {
         let r = s
             .send(
@@ -363,6 +367,96 @@ async fn round(s: &TestServer, key: &str) {
             r.text
         );
     }
+    // Hostile knowledge-base questions: filters too deep, too wide, of
+    // unknown operators or naming a tenant; answers without a model; Bedrock
+    // shapes fief does not implement. Each a 400 before any search.
+    // Built as text: a Value that deep would overflow this test's own stack.
+    let deep_filter = format!(
+        "{{\"query\": \"q\", \"filter\": {}{{\"a\": 1}}{}}}",
+        "{\"and\": [".repeat(2_000),
+        "]}".repeat(2_000)
+    );
+    let r = s
+        .send(
+            s.data_req(key, Method::POST, "/api/v1/knowledge-bases/kb/query")
+                .header("content-type", "application/json")
+                .body(deep_filter),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "deep filter: {}", r.text);
+    let mut deepish = json!({"a": 1});
+    for _ in 0..20 {
+        deepish = json!({ "and": [deepish] });
+    }
+    let wide: serde_json::Map<String, serde_json::Value> =
+        (0..5_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let huge = "q".repeat(100_000);
+    for (path, body) in [
+        (
+            "/api/v1/knowledge-bases/kb/query",
+            json!({"query": "q", "filter": deepish}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/query",
+            json!({"query": "q", "filter": wide}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/query",
+            json!({"query": "q", "filter": {"a": {"regex": ".*"}}}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/query",
+            json!({"query": "q", "filter": {"or": [{"a": 1}, {"tenant": "bb"}]}}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/query",
+            json!({"query": "q", "filter": {"a": {"in": (0..1000).collect::<Vec<_>>()}}}),
+        ),
+        ("/api/v1/knowledge-bases/kb/query", json!({"query": huge})),
+        (
+            "/api/v1/knowledge-bases/kb/answer",
+            json!({"query": "q", "model": ""}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/answer",
+            json!({"query": "q", "model": "m", "tenant": "bb"}),
+        ),
+        (
+            "/api/v1/knowledge-bases/kb/answer",
+            json!({"query": "q", "model": "m", "top_k": 100_000}),
+        ),
+        (
+            "/knowledgebases/kb/retrieve",
+            json!({"retrievalQuery": {"text": ""}}),
+        ),
+        (
+            "/knowledgebases/kb/retrieve",
+            json!({"retrievalQuery": {"text": "q"}, "nextToken": "x"}),
+        ),
+        (
+            "/knowledgebases/kb/retrieve",
+            json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"filter": {"equals": {"key": "tenant", "value": "bb"}}}}}),
+        ),
+        (
+            "/retrieveAndGenerate",
+            json!({"input": {"text": "q"}, "retrieveAndGenerateConfiguration": {"type": "EXTERNAL_SOURCES"}}),
+        ),
+        (
+            "/retrieveAndGenerate",
+            json!({"input": {"text": "q"}, "sessionId": "another-session"}),
+        ),
+    ] {
+        let r = s
+            .send(s.data_req(key, Method::POST, path).json(&body))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body:.80}: {}",
+            r.text
+        );
+    }
+
     for quotas in [
         json!({"requests_per_minute": -5}),
         json!({"weight": 0}),

@@ -3,12 +3,14 @@
 //! carrying the tenant's canary; every query answers only the caller's own
 //! chunks, a labelled query set finds its documents, deletion removes chunks
 //! from search and from the database files, and `/v1/embeddings` matches the
-//! reference vectors.
+//! reference vectors. `answer` checks retrieve-and-generate.
 //!
 //! Needs `bash scripts/setup-embedder.sh` (the README's test command runs
 //! it). Without the model the tests skip, except under `CI=true`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "knowledge/answer.rs"]
+mod answer;
 mod common;
 
 use reqwest::{Method, StatusCode};

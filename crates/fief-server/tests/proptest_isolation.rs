@@ -1,7 +1,9 @@
 //! Random sequences of operations by random tenants, through the HTTP API:
 //! no response body or header, and no audit entry attributed to a tenant,
 //! ever holds another tenant's canary or another tenant's model's answer; a
-//! cross-tenant get, delete, tag or invocation is refused; and at the end
+//! cross-tenant get, delete, tag, invocation or knowledge-base question
+//! (fief's `/answer`, Bedrock's `Retrieve` and `RetrieveAndGenerate`) is
+//! refused, and an own one answers with the own canary; and at the end
 //! every tenant's models are exactly what its own operations left (none
 //! deleted, retagged or replaced by anyone else). Tenants share model,
 //! policy and role names on purpose, so only the tenant boundary tells
@@ -74,6 +76,10 @@ enum Op {
     GetUsage,
     /// The actor's private log (its chats' prompts are its own canary).
     ReadLogs,
+    /// A question to tenant `t`'s knowledge base `kb` (its canary is in a
+    /// document): `/answer` with the actor's own model, Bedrock's
+    /// `Retrieve`, Bedrock's `RetrieveAndGenerate`.
+    Answer(usize, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -100,6 +106,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::GetQuotas),
         Just(Op::GetUsage),
         Just(Op::ReadLogs),
+        (t.clone(), 0u8..3).prop_map(|(t, f)| Op::Answer(t, f)),
     ]
 }
 
@@ -110,6 +117,8 @@ struct World {
     keys: Vec<String>,
     canaries: Vec<String>,
     shadow: Mutex<Shadow>,
+    /// Every tenant has knowledge base `kb` (the embedder is installed).
+    knowledge: bool,
 }
 
 /// What one operation received.
@@ -194,6 +203,28 @@ impl World {
                 "/api/v1/usage?group_by=model,principal,hour",
             ),
             Op::ReadLogs => s.data_req(key, Method::GET, "/api/v1/logs?limit=1000"),
+            Op::Answer(t, form) => {
+                let own_model = format!("fm-{me}");
+                let (path, id) = if *t == actor {
+                    ("kb".to_owned(), "kb".to_owned())
+                } else {
+                    (format!("{}%2Fkb", TENANTS[*t].0), format!("{}/kb", TENANTS[*t].0))
+                };
+                let question = "volcano field notes reference";
+                match form {
+                    0 => s
+                        .data_req(key, Method::POST, &format!("/api/v1/knowledge-bases/{path}/answer"))
+                        .json(&json!({"query": question, "model": own_model, "top_k": 2})),
+                    1 => s
+                        .data_req(key, Method::POST, &format!("/knowledgebases/{path}/retrieve"))
+                        .json(&json!({"retrievalQuery": {"text": question}})),
+                    _ => s.data_req(key, Method::POST, "/retrieveAndGenerate").json(&json!({
+                        "input": {"text": question},
+                        "retrieveAndGenerateConfiguration": {"type": "KNOWLEDGE_BASE",
+                            "knowledgeBaseConfiguration": {"knowledgeBaseId": id, "modelArn": own_model}},
+                    })),
+                }
+            }
             Op::Chat(t) => s.data_req(key, Method::POST, "/v1/chat/completions").json(&json!({
                 "model": format!("fm-{}", TENANTS[*t].0),
                 "messages": [{"role": "user", "content": canary}],
@@ -264,9 +295,20 @@ impl World {
             | Op::DeleteModel(t, _)
             | Op::TagModel(t, _)
             | Op::Invoke(t, ..)
+            | Op::Answer(t, _)
             | Op::Chat(t) => *t != actor,
             _ => false,
         };
+        if let (Op::Answer(t, _), true) = (op, self.knowledge) {
+            // The own base answers from its own document.
+            prop_assert!(
+                *t != actor || (seen.status.is_success() && seen.text.contains(self.canary(actor))),
+                "{} asking its own knowledge base: {} {}",
+                me,
+                seen.status,
+                seen.text
+            );
+        }
         if let Op::Chat(t) = op {
             // The own model answers, and the answer carries the own prompt.
             prop_assert!(
@@ -442,7 +484,15 @@ fn random_operations_never_show_another_tenants_canary() {
                 models: vec![BTreeSet::new(); TENANTS.len()],
                 tagged: vec![BTreeSet::new(); TENANTS.len()],
             }),
+            knowledge: common::kb::embedder_installed(),
         };
+        if world.knowledge {
+            for (t, key) in world.keys.iter().enumerate() {
+                common::kb::create_kb(&world.s, key, "kb").await;
+                let text = format!("Volcano field notes: the reference is {}.", world.canary(t));
+                common::kb::put_doc(&world.s, key, "kb", "notes", json!({"text": text})).await;
+            }
+        }
         // Every tenant starts with a canary-bearing policy and model of the
         // same names as everyone else's.
         for actor in 0..TENANTS.len() {

@@ -1621,6 +1621,43 @@ fn knowledge_tries(t: &mut Vec<Try>, http: &Http, cred: &str, a: &Probe, v: &Pro
         ("case variant", format!("{upper}%2F{}", v.kb)),
         ("path traversal", format!("..%2F{}%2F{}", v.tenant, v.kb)),
     ];
+    // Bedrock agent-runtime's shapes: the base in the path, and in the body
+    // (before the tries below, whose last one deletes the base when a
+    // layer is off).
+    let named = [
+        ("tenant/name", format!("{}/{}", v.tenant, v.kb)),
+        (
+            "frn",
+            format!("frn:fief:knowledge-base:{}/{}", v.tenant, v.kb),
+        ),
+        ("case variant", format!("{upper}/{}", v.kb)),
+    ];
+    for (form, p) in &kb_forms {
+        t.push(Try {
+            kind: "knowledge-base",
+            action: "bedrock retrieve",
+            form: (*form).to_owned(),
+            expect: Expect::Denied,
+            req: http
+                .data(cred, Method::POST, &format!("/knowledgebases/{p}/retrieve"))
+                .json(&json!({"retrievalQuery": {"text": "volcano field notes secret reference"}})),
+        });
+    }
+    for (form, id) in &named {
+        t.push(Try {
+            kind: "knowledge-base",
+            action: "bedrock retrieve-and-generate",
+            form: (*form).to_owned(),
+            expect: Expect::Denied,
+            req: http
+                .data(cred, Method::POST, "/retrieveAndGenerate")
+                .json(&json!({
+                    "input": {"text": "volcano field notes secret reference"},
+                    "retrieveAndGenerateConfiguration": {"type": "KNOWLEDGE_BASE",
+                        "knowledgeBaseConfiguration": {"knowledgeBaseId": id, "modelArn": "any"}},
+                })),
+        });
+    }
     let doc = v.kb_document.clone().unwrap_or_else(|| "d".into());
     for (form, p) in &kb_forms {
         let base = format!("/api/v1/knowledge-bases/{p}");
@@ -1644,6 +1681,12 @@ fn knowledge_tries(t: &mut Vec<Try>, http: &Http, cred: &str, a: &Probe, v: &Pro
                 Method::DELETE,
                 format!("/documents/{doc}"),
                 None,
+            ),
+            (
+                "answer",
+                Method::POST,
+                "/answer".to_owned(),
+                Some(json!({"query": "volcano field notes secret reference", "model": "any"})),
             ),
             ("delete", Method::DELETE, String::new(), None),
         ] {
@@ -1682,6 +1725,15 @@ fn knowledge_tries(t: &mut Vec<Try>, http: &Http, cred: &str, a: &Probe, v: &Pro
                 .json(&json!({"query": "volcano", "filter": {key: v.tenant}})),
         });
     }
+    t.push(Try {
+        kind: "knowledge-base",
+        action: "query",
+        form: "own base, the victim named inside an `or` filter".into(),
+        expect: Expect::Denied,
+        req: http.data(cred, Method::POST, &own_query).json(
+            &json!({"query": "volcano", "filter": {"or": [{"topic": "x"}, {"tenant_id": {"in": [v.tenant]}}]}}),
+        ),
+    });
     t.push(Try {
         kind: "knowledge-base",
         action: "list",
