@@ -17,6 +17,9 @@ pub struct Retrieval {
     pub top_k: Option<usize>,
     /// fief's filter shape (`fief-knowledge/src/filter.rs`).
     pub filter: Map<String, Value>,
+    /// fief's search mode: `overrideSearchType` SEMANTIC is `vector`,
+    /// HYBRID `hybrid`; without it fief's default (hybrid).
+    pub mode: Option<&'static str>,
 }
 
 fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, BedrockError> {
@@ -41,11 +44,11 @@ fn only(map: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Be
 
 /// `retrievalConfiguration.vectorSearchConfiguration`: the number of
 /// results and the filter.
-fn search_configuration(
-    config: Option<&Value>,
-) -> Result<(Option<usize>, Map<String, Value>), BedrockError> {
+type Search = (Option<usize>, Map<String, Value>, Option<&'static str>);
+
+fn search_configuration(config: Option<&Value>) -> Result<Search, BedrockError> {
     let Some(config) = config else {
-        return Ok((None, Map::new()));
+        return Ok((None, Map::new(), None));
     };
     let config = object(config, "retrievalConfiguration")?;
     only(
@@ -54,7 +57,7 @@ fn search_configuration(
         "retrievalConfiguration",
     )?;
     let Some(vector) = config.get("vectorSearchConfiguration") else {
-        return Ok((None, Map::new()));
+        return Ok((None, Map::new(), None));
     };
     let vector = object(vector, "vectorSearchConfiguration")?;
     only(
@@ -62,14 +65,14 @@ fn search_configuration(
         &["numberOfResults", "filter", "overrideSearchType"],
         "vectorSearchConfiguration",
     )?;
-    match vector.get("overrideSearchType").and_then(Value::as_str) {
-        None | Some("SEMANTIC") => {}
-        Some(other) => {
-            return Err(invalid(format!(
-                "overrideSearchType {other} is not supported by fief (SEMANTIC is)"
-            )))
-        }
-    }
+    let mode = match vector.get("overrideSearchType") {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some("SEMANTIC") => Some("vector"),
+            Some("HYBRID") => Some("hybrid"),
+            _ => return Err(invalid("overrideSearchType is SEMANTIC or HYBRID")),
+        },
+    };
     let top_k = match vector.get("numberOfResults") {
         None => None,
         Some(n) => Some(
@@ -86,7 +89,7 @@ fn search_configuration(
             _ => Map::new(),
         },
     };
-    Ok((top_k, filter))
+    Ok((top_k, filter, mode))
 }
 
 /// A `RetrievalFilter` (`equals`, `greaterThan`, …, `andAll`, `orAll`) as
@@ -154,12 +157,13 @@ pub fn retrieve_request(kb: &str, body: &Value) -> Result<Retrieval, BedrockErro
         "retrievalQuery",
     )?;
     let query = text(&query["text"], "retrievalQuery.text")?;
-    let (top_k, filter) = search_configuration(body.get("retrievalConfiguration"))?;
+    let (top_k, filter, mode) = search_configuration(body.get("retrievalConfiguration"))?;
     Ok(Retrieval {
         kb: kb.to_owned(),
         query: query.to_owned(),
         top_k,
         filter,
+        mode,
     })
 }
 
@@ -213,13 +217,14 @@ pub fn retrieve_and_generate_request(body: &Value) -> Result<(Retrieval, String)
         Some((_, id)) if arn.starts_with("arn:") => id,
         _ => arn,
     };
-    let (top_k, filter) = search_configuration(kb_config.get("retrievalConfiguration"))?;
+    let (top_k, filter, mode) = search_configuration(kb_config.get("retrievalConfiguration"))?;
     Ok((
         Retrieval {
             kb: kb.to_owned(),
             query: query.to_owned(),
             top_k,
             filter,
+            mode,
         },
         model.to_owned(),
     ))
@@ -300,8 +305,13 @@ mod tests {
             Value::Object(r.filter),
             json!({"and": [{"team": {"eq": "ops"}}, {"or": [{"year": {"gte": 2020}}, {"code": {"starts_with": "INV"}}]}]})
         );
+        assert_eq!(r.mode, None);
         let bare = retrieve_request("kb", &json!({"retrievalQuery": {"text": "q"}})).unwrap();
         assert_eq!((bare.top_k, bare.filter.len()), (None, 0));
+        for (kind, mode) in [("SEMANTIC", "vector"), ("HYBRID", "hybrid")] {
+            let body = json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"overrideSearchType": kind}}});
+            assert_eq!(retrieve_request("kb", &body).unwrap().mode, Some(mode));
+        }
     }
 
     #[test]
@@ -310,7 +320,7 @@ mod tests {
             json!({}),
             json!({"retrievalQuery": {"text": " "}}),
             json!({"retrievalQuery": {"text": "q"}, "guardrailConfiguration": {}}),
-            json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"overrideSearchType": "HYBRID"}}}),
+            json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"overrideSearchType": "KEYWORDS"}}}),
             json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 0}}}),
             json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"filter": {"listContains": {"key": "a", "value": 1}}}}}),
             json!({"retrievalQuery": {"text": "q"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"filter": {"andAll": [{"equals": {"key": "a", "value": 1}}]}}}}),

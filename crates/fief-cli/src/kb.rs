@@ -87,6 +87,10 @@ pub enum KbCommand {
         /// match; a key given more than once matches any of its values.
         #[arg(long = "filter")]
         filter: Vec<String>,
+        /// How chunks are found: by meaning (vector), by their words
+        /// (keyword, BM25), or both fused (hybrid).
+        #[arg(long, default_value = "hybrid", value_parser = ["vector", "keyword", "hybrid"])]
+        mode: String,
     },
     /// An answer from a foundation model, given the base's best chunks, with
     /// citations (`--quiet`: the answer only).
@@ -104,6 +108,9 @@ pub enum KbCommand {
         /// Metadata filter KEY=VALUE, as for `kb query`.
         #[arg(long = "filter")]
         filter: Vec<String>,
+        /// How the chunks are found, as for `kb query`.
+        #[arg(long, default_value = "hybrid", value_parser = ["vector", "keyword", "hybrid"])]
+        mode: String,
         /// The most tokens the answer may have.
         #[arg(long)]
         max_tokens: Option<u64>,
@@ -196,8 +203,10 @@ pub async fn run(c: &Client, command: KbCommand) -> CliResult {
             query,
             top_k,
             filter,
+            mode,
         } => {
-            let body = json!({"query": query, "top_k": top_k, "filter": filters(&filter)?});
+            let body =
+                json!({"query": query, "top_k": top_k, "filter": filters(&filter)?, "mode": mode});
             let req = c
                 .request(Method::POST, &format!("/api/v1/knowledge-bases/{kb}/query"))
                 .json(&body);
@@ -210,9 +219,10 @@ pub async fn run(c: &Client, command: KbCommand) -> CliResult {
             top_k,
             filter,
             max_tokens,
+            mode,
         } => {
             let body = json!({"query": query, "model": model, "top_k": top_k,
-                "filter": filters(&filter)?, "max_tokens": max_tokens});
+                "filter": filters(&filter)?, "max_tokens": max_tokens, "mode": mode});
             let req = c
                 .request(
                     Method::POST,

@@ -126,6 +126,19 @@ impl DataKey {
         Self(raw)
     }
 
+    /// A 256-bit key for one purpose, derived from this tenant's data key:
+    /// it goes with the tenant (offboarding destroys the data key) and is
+    /// unrelated to any other tenant's for the same purpose.
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_LEN] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"fief tenant derived key v1\0");
+        h.update(self.0);
+        h.update((purpose.len() as u64).to_be_bytes());
+        h.update(purpose.as_bytes());
+        h.finalize().into()
+    }
+
     /// Wraps this key under the master key, bound to its tenant and the
     /// tenant's incarnation: a wrapped key of an offboarded tenant does not
     /// open for a later tenant with the same id.

@@ -68,6 +68,20 @@ pub struct QueryInput {
     /// (`{"year": {"gte": 2020}}`) and `and` / `or` (see `filter.rs`).
     #[serde(default)]
     pub filter: Map<String, Value>,
+    /// `vector`, `keyword` or `hybrid` (the default).
+    #[serde(default)]
+    pub mode: SearchMode,
+}
+
+/// How a query finds chunks: by meaning (the embedding's nearest), by its
+/// words (BM25 over keyed term hashes), or both fused by reciprocal rank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Vector,
+    Keyword,
+    #[default]
+    Hybrid,
 }
 
 #[derive(Debug, Serialize)]
@@ -320,6 +334,7 @@ impl Knowledge {
         }
         for (id, chunk) in written.added.iter().zip(&chunks) {
             index.insert(*id as u64, &chunk.vector)?;
+            index.index_text(*id as u64, &chunk.text);
         }
         Ok(DocumentView {
             id: doc.to_owned(),
@@ -377,14 +392,6 @@ impl Knowledge {
             )));
         }
         self.existing(store, scope, kb).await?;
-        let mut vector = self
-            .embedder
-            .embed(vec![input.query])
-            .await?
-            .vectors
-            .pop()
-            .ok_or_else(|| KnowledgeError::Internal("the embedder returned nothing".into()))?;
-        fief_retrieval::normalize(&mut vector)?;
         let placement = Placement::for_tier(tier);
         let partition = self.partition(store, scope, placement, kb).await?;
         // A filter is applied to opened chunks, so look further ahead.
@@ -393,7 +400,32 @@ impl Knowledge {
         } else {
             (top_k * 10).min(1000)
         };
-        let hits = self.search(&partition, placement, &vector, wanted).await?;
+        let by_meaning = if input.mode == SearchMode::Keyword {
+            Vec::new()
+        } else {
+            let mut vector = self
+                .embedder
+                .embed(vec![input.query.clone()])
+                .await?
+                .vectors
+                .pop()
+                .ok_or_else(|| KnowledgeError::Internal("the embedder returned nothing".into()))?;
+            fief_retrieval::normalize(&mut vector)?;
+            self.search(&partition, placement, &vector, wanted).await?
+        };
+        let by_words = if input.mode == SearchMode::Vector {
+            Vec::new()
+        } else {
+            partition
+                .read()
+                .map_err(|_| RetrievalError::Poisoned)?
+                .search_keyword(&input.query, wanted)
+        };
+        let hits = match input.mode {
+            SearchMode::Vector => by_meaning,
+            SearchMode::Keyword => by_words,
+            SearchMode::Hybrid => fief_retrieval::keyword::fuse(&[&by_meaning, &by_words], wanted),
+        };
         let ids: Vec<i64> = hits.iter().map(|h| h.id as i64).collect();
         let opened = store.open_chunks(scope, kb, &ids).await?;
         let mut out = Vec::new();
@@ -486,15 +518,20 @@ impl Knowledge {
         if let Some(p) = self.indexes.get(tenant, placement, kb)? {
             return Ok(p);
         }
-        let vectors = store.knowledge_base_vectors(scope, kb).await?;
+        let rows = store.knowledge_base_index(scope, kb).await?;
+        // Per base: the same word in two bases (or tenants) hashes apart.
+        let terms_key = store
+            .tenant_derived_key(scope, &format!("kb keyword terms\0{kb}"))
+            .await?;
         let (dim, threshold, params) = (
             self.embedder.dimensions(),
             self.config.hnsw_threshold,
             self.params,
         );
         let partition = tokio::task::spawn_blocking(move || {
-            let mut p = Partition::new(dim, threshold, params);
-            for (id, v) in vectors {
+            let mut p = Partition::new(dim, threshold, params).with_keywords(&terms_key);
+            for (id, v, text) in rows {
+                p.index_text(id as u64, &text);
                 p.insert(id as u64, &v).map_err(|e| match e {
                     RetrievalError::Dimension { expected, got } => {
                         KnowledgeError::Unavailable(format!(

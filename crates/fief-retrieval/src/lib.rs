@@ -8,6 +8,7 @@
 //! a partition per pool tenant) is decided by the caller.
 
 mod hnsw;
+pub mod keyword;
 pub mod placement;
 
 pub use hnsw::{Hnsw, HnswParams};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use fief_core::{Incarnation, TenantId, Tier};
 
+use crate::keyword::Keyword;
 use crate::{Exact, Hit, Hnsw, HnswParams, RetrievalError};
 
 /// Where a tenant's vectors live, by tier.
@@ -37,13 +38,15 @@ enum Kind {
 }
 
 /// One knowledge base's vectors: exact search while small, an HNSW graph
-/// from `threshold` vectors on (exact is faster and perfect when small).
+/// from `threshold` vectors on (exact is faster and perfect when small);
+/// and, given a key, its chunks' keyword index.
 #[derive(Debug)]
 pub struct Partition {
     kind: Kind,
     dim: usize,
     threshold: usize,
     params: HnswParams,
+    keyword: Option<Keyword>,
 }
 
 impl Partition {
@@ -53,7 +56,29 @@ impl Partition {
             dim,
             threshold,
             params,
+            keyword: None,
         }
+    }
+
+    /// With a keyword index whose terms are hashed under `key`.
+    pub fn with_keywords(mut self, key: &[u8; 32]) -> Self {
+        self.keyword = Some(Keyword::new(key));
+        self
+    }
+
+    /// Indexes chunk `id`'s text for keyword search (without a keyword
+    /// index, nothing).
+    pub fn index_text(&mut self, id: u64, text: &str) {
+        if let Some(k) = &mut self.keyword {
+            k.insert(id, text);
+        }
+    }
+
+    /// The best `k` chunks for `query` by BM25 (none without a keyword index).
+    pub fn search_keyword(&self, query: &str, k: usize) -> Vec<Hit> {
+        self.keyword
+            .as_ref()
+            .map_or_else(Vec::new, |kw| kw.search(query, k))
     }
 
     pub fn len(&self) -> usize {
@@ -93,6 +118,9 @@ impl Partition {
     }
 
     pub fn remove(&mut self, id: u64) -> usize {
+        if let Some(k) = &mut self.keyword {
+            k.remove(id);
+        }
         match &mut self.kind {
             Kind::Exact(e) => e.remove(id),
             Kind::Hnsw(h) => {

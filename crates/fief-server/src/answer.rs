@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fief_knowledge::{QueryHit, QueryInput};
+use fief_knowledge::{QueryHit, QueryInput, SearchMode};
 use fief_store::Principal;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -47,6 +47,18 @@ pub struct AnswerInput {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub stream: bool,
+    /// How the chunks are found (`vector`, `keyword`, `hybrid`), as for `/query`.
+    #[serde(default)]
+    pub mode: SearchMode,
+}
+
+/// A Bedrock request's search mode; fief's default when it names none.
+fn mode(named: Option<&str>) -> SearchMode {
+    match named {
+        Some("vector") => SearchMode::Vector,
+        Some("keyword") => SearchMode::Keyword,
+        _ => SearchMode::Hybrid,
+    }
 }
 
 pub fn routes() -> Routes {
@@ -106,6 +118,7 @@ async fn retrieve_and_generate(
             query: input.query.clone(),
             top_k: input.top_k,
             filter: input.filter,
+            mode: input.mode,
         },
     )
     .await?;
@@ -213,6 +226,7 @@ async fn bedrock_retrieve(
             query: r.query,
             top_k: r.top_k,
             filter: r.filter,
+            mode: mode(r.mode),
         };
         let hits = knowledge::query(&state, &p, &r.kb, input).await?;
         Ok::<_, ApiError>(
@@ -248,6 +262,7 @@ async fn bedrock_retrieve_and_generate(
             filter: r.filter,
             max_tokens: None,
             stream: false,
+            mode: mode(r.mode),
         };
         let (hits, response) = retrieve_and_generate(&state, &p, &r.kb, input).await?;
         let (_, _, text) = read_answer(response).await?;

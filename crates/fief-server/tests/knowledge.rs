@@ -3,7 +3,8 @@
 //! carrying the tenant's canary; every query answers only the caller's own
 //! chunks, a labelled query set finds its documents, deletion removes chunks
 //! from search and from the database files, and `/v1/embeddings` matches the
-//! reference vectors. `answer` checks retrieve-and-generate.
+//! reference vectors. `answer` checks retrieve-and-generate, `hybrid` the
+//! keyword index and its fusion with the vectors.
 //!
 //! Needs `bash scripts/setup-embedder.sh` (the README's test command runs
 //! it). Without the model the tests skip, except under `CI=true`.
@@ -12,6 +13,8 @@
 #[path = "knowledge/answer.rs"]
 mod answer;
 mod common;
+#[path = "knowledge/hybrid.rs"]
+mod hybrid;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -386,12 +386,13 @@ impl Store {
             .collect()
     }
 
-    /// Every vector of a knowledge base, opened, to build its index.
-    pub async fn knowledge_base_vectors(
+    /// Every chunk of a knowledge base, its vector and its text opened, to
+    /// build its vector and keyword indexes.
+    pub async fn knowledge_base_index(
         &self,
         scope: &TenantScope,
         kb: &str,
-    ) -> Result<Vec<(i64, Vec<f32>)>> {
+    ) -> Result<Vec<(i64, Vec<f32>, String)>> {
         let tenant = scope.tenant();
         let key = self.data_key(scope).await?;
         let place = self.place(scope).await?;
@@ -399,7 +400,7 @@ impl Store {
             .fetch(
                 tenant,
                 q(format!(
-                    "SELECT id, document, seq, sealed_vector FROM {} WHERE tenant_id = $1 AND kb = $2",
+                    "SELECT id, document, seq, sealed_vector, sealed_text FROM {} WHERE tenant_id = $1 AND kb = $2",
                     place.t("kb_chunks")
                 ))
                 .bind(tenant.as_str())
@@ -409,9 +410,14 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let doc: String = r.get("document")?;
+                let seq: i64 = r.get("seq")?;
                 let sealed: Vec<u8> = r.get("sealed_vector")?;
-                let opened = key.open(&vector_context(tenant, kb, &doc, r.get("seq")?), &sealed)?;
-                Ok((r.get("id")?, vector_from(&opened)?))
+                let opened = key.open(&vector_context(tenant, kb, &doc, seq), &sealed)?;
+                let sealed: Vec<u8> = r.get("sealed_text")?;
+                let text = key.open(&text_context(tenant, kb, &doc, seq), &sealed)?;
+                let payload: SealedPayload = serde_json::from_slice(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("chunk payload: {e}")))?;
+                Ok((r.get("id")?, vector_from(&opened)?, payload.text))
             })
             .collect()
     }

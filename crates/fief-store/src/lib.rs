@@ -406,6 +406,13 @@ impl Store {
         }
     }
 
+    /// A key for one purpose of the scope's tenant, derived from its data
+    /// key (the keyword index's term hashes): unrelated across tenants,
+    /// gone with the tenant.
+    pub async fn tenant_derived_key(&self, scope: &TenantScope, purpose: &str) -> Result<[u8; 32]> {
+        Ok(self.data_key(scope).await?.derive(purpose))
+    }
+
     /// The tenant incarnation's data key, unwrapped on first use. Requires
     /// a scope: only an authorised request can cause a key to be unwrapped.
     async fn data_key(&self, scope: &TenantScope) -> Result<DataKey> {
