@@ -122,6 +122,13 @@ async fn retrieve_and_generate(
         },
     )
     .await?;
+    // The log keeps the question and which chunks were given, not the
+    // passages themselves (they are in the base).
+    let logged = json!({
+        "model": input.model, "knowledge_base": kb, "query": input.query,
+        "stream": input.stream, "max_tokens": input.max_tokens,
+        "chunks": hits.iter().map(|h| json!({"document_id": h.document_id, "chunk": h.chunk})).collect::<Vec<_>>(),
+    });
     let mut body = Map::new();
     body.insert("model".into(), input.model.into());
     body.insert("messages".into(), prompt(&input.query, &hits).into());
@@ -132,7 +139,7 @@ async fn retrieve_and_generate(
     // Its own request id: the query above was billed under the request's.
     let response = crate::request_id::part(
         "generate",
-        crate::llm::openai(state, p, Surface::Chat, body),
+        crate::llm::openai(state, p, Surface::Chat, body, Some(logged)),
     )
     .await?;
     Ok((hits, response))

@@ -79,7 +79,7 @@ async fn chat(
     TenantCaller(p): TenantCaller,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Response {
-    openai(&state, &p, Surface::Chat, body)
+    openai(&state, &p, Surface::Chat, body, None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -97,14 +97,14 @@ async fn completions(
     TenantCaller(p): TenantCaller,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Response {
-    openai(&state, &p, Surface::Completions, body)
+    openai(&state, &p, Surface::Completions, body, None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `/v1/embeddings` naming an upstream model.
 pub async fn embeddings(state: &SharedState, p: &Principal, body: Map<String, Value>) -> Response {
-    openai(state, p, Surface::Embeddings, body)
+    openai(state, p, Surface::Embeddings, body, None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -267,6 +267,10 @@ struct Prepared {
     max_out: Option<u64>,
     /// Tokens a stream may reach before it is cut (the budget's rest).
     cap: Option<u64>,
+    /// What the tenant's log records as the request, when not the body (a
+    /// knowledge-base answer: the question and the chunks' ids, not the
+    /// passages the prompt quotes).
+    logged: Option<Value>,
 }
 
 async fn prepare(
@@ -317,6 +321,7 @@ async fn prepare(
         prompt_estimate,
         max_out,
         cap: None,
+        logged: None,
     })
 }
 
@@ -334,9 +339,11 @@ pub(crate) async fn openai(
     p: &Principal,
     surface: Surface,
     body: Map<String, Value>,
+    logged: Option<Value>,
 ) -> ApiResult<Response> {
     let spelled = model_field(&body)?;
     let mut call = prepare(state, p, &spelled, body).await?;
+    call.logged = logged;
     if surface == Surface::Embeddings && call.stream {
         return Err(ApiError::Validation("embeddings cannot stream".into()));
     }
@@ -594,7 +601,10 @@ async fn content(
     crate::logs::wants_content(state, p, fief_metering::Kind::Llm)
         .await
         .then(|| fief_logs::Content {
-            request: logged_request(call.body.clone(), model),
+            request: call
+                .logged
+                .clone()
+                .unwrap_or_else(|| logged_request(call.body.clone(), model)),
             response: answer(),
         })
 }
@@ -950,7 +960,10 @@ impl Drop for Relay {
         if let Some(usage) = self.finish() {
             let state = self.state.clone();
             let p = self.principal.clone();
-            let request = logged_request(std::mem::take(&mut self.call.body), &usage.model);
+            let request = match self.call.logged.take() {
+                Some(logged) => logged,
+                None => logged_request(std::mem::take(&mut self.call.body), &usage.model),
+            };
             let text = std::mem::take(&mut self.completion_bytes);
             tokio::spawn(async move {
                 let content = crate::logs::wants_content(&state, &p, fief_metering::Kind::Llm)

@@ -221,6 +221,32 @@ async fn answers_cite_the_callers_own_documents_and_no_other_tenant_reaches_the_
     assert_eq!(sum("llm"), answers as u64, "{usage}");
     assert!(sum("kb_query") >= searches as u64, "{usage}");
 
+    // Its private log records each answer's question and the ids of the
+    // chunks it was given, not the passages (they stay in the base).
+    let logs = s
+        .send(s.data_req(&keys[1], Method::GET, "/api/v1/logs?limit=1000"))
+        .await;
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.text);
+    let logs = logs.json();
+    let answered: Vec<&Value> = logs["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "llm")
+        .collect();
+    assert_eq!(answered.len(), answers, "{logs}");
+    for r in answered {
+        let request = &r["request"];
+        assert_eq!(request["knowledge_base"], "notes", "{r}");
+        assert!(!request["chunks"].as_array().unwrap().is_empty(), "{r}");
+        assert!(request["chunks"][0]["document_id"].is_string(), "{r}");
+        assert!(
+            !request.to_string().contains(&canaries[1]),
+            "the passages are not logged: {r}"
+        );
+        assert!(request.get("messages").is_none(), "{r}");
+    }
+
     // Limited like any LLM call: a token rate the prompt alone exceeds is
     // refused by the quota gate before anything is sent.
     let r = s
