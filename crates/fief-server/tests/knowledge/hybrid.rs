@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::kb::{canary, create_kb, embedder_installed, put_doc};
-use crate::common::TestServer;
+use crate::common::{Resp, TestServer};
 
 /// (document id, text, a question in other words, the supplier's name).
 const PRODUCTS: &[(&str, &str, &str, &str)] = &[
@@ -121,13 +121,17 @@ fn code(text: &str) -> &str {
     text.split_whitespace().nth(1).unwrap()
 }
 
+/// A query of the catalogue with `body`, as sent.
+async fn post_query(s: &TestServer, key: &str, body: Value) -> Resp {
+    s.send(
+        s.data_req(key, Method::POST, "/api/v1/knowledge-bases/catalogue/query")
+            .json(&body),
+    )
+    .await
+}
+
 async fn search(s: &TestServer, key: &str, query: &str, mode: &str) -> Value {
-    let r = s
-        .send(
-            s.data_req(key, Method::POST, "/api/v1/knowledge-bases/catalogue/query")
-                .json(&json!({"query": query, "top_k": 5, "mode": mode})),
-        )
-        .await;
+    let r = post_query(s, key, json!({"query": query, "top_k": 5, "mode": mode})).await;
     assert_eq!(r.status, StatusCode::OK, "{query} ({mode}): {}", r.text);
     r.json()
 }
@@ -195,16 +199,12 @@ async fn hybrid_finds_codes_names_and_meanings_and_each_tenant_only_its_own() {
     );
     assert!(hybrid >= 0.9, "hybrid {hybrid}");
     // The default mode is hybrid.
-    let r = s
-        .send(
-            s.data_req(
-                &keys[0],
-                Method::POST,
-                "/api/v1/knowledge-bases/catalogue/query",
-            )
-            .json(&json!({"query": "status of order TS-4402-N", "top_k": 1})),
-        )
-        .await;
+    let r = post_query(
+        &s,
+        &keys[0],
+        json!({"query": "status of order TS-4402-N", "top_k": 1}),
+    )
+    .await;
     assert_eq!(documents(&r.json()), ["telescope"], "{}", r.text);
 
     // Identical documents in three tenants (two sharing the pool's index):
@@ -248,16 +248,7 @@ async fn hybrid_finds_codes_names_and_meanings_and_each_tenant_only_its_own() {
     }
 
     // A mode fief does not have: a 400 naming the three.
-    let r = s
-        .send(
-            s.data_req(
-                &keys[0],
-                Method::POST,
-                "/api/v1/knowledge-bases/catalogue/query",
-            )
-            .json(&json!({"query": "pump", "mode": "fuzzy"})),
-        )
-        .await;
+    let r = post_query(&s, &keys[0], json!({"query": "pump", "mode": "fuzzy"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(
         r.text.contains("vector") && r.text.contains("hybrid"),
